@@ -1,0 +1,119 @@
+"""One exception tree for the whole gateway, and the exit code of each branch.
+
+Library code raises these; only ``sfr_gateway.cli`` turns them into exit codes.
+Messages name tag keywords, paths and pseudonyms, never patient values.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(GatewayError):
+    """HOME or config.toml is missing, unreadable or invalid."""
+
+    exit_code = 3
+
+
+class KeyFileError(GatewayError):
+    """A key file is missing, malformed, or readable by group/others."""
+
+    exit_code = 4
+
+
+class ProfileError(GatewayError):
+    """A de-identification profile or override is invalid."""
+
+    exit_code = 5
+
+
+class LedgerError(GatewayError):
+    """The SQLite ledger cannot be opened, migrated or written."""
+
+    exit_code = 6
+
+
+class LockHeldError(GatewayError):
+    """Another run holds the HOME lock."""
+
+    exit_code = 7
+
+
+class InputError(GatewayError):
+    """A source path or input file given on the command line is unusable."""
+
+    exit_code = 8
+
+
+class ConsentError(GatewayError):
+    """A consent record or import is invalid."""
+
+    exit_code = 9
+
+
+class TransportError(GatewayError):
+    """A destination cannot be reached or refused a batch."""
+
+    exit_code = 10
+
+
+class AuthError(TransportError):
+    """The destination refused our credentials (401/403): a human must act."""
+
+    exit_code = 11
+
+
+class IntegrityError(GatewayError):
+    """A signature, checksum, manifest or ciphertext does not verify."""
+
+    exit_code = 12
+
+
+class LeaksFoundError(GatewayError):
+    """verify found residual PHI in de-identified output."""
+
+    exit_code = 13
+
+
+class MappingError(GatewayError):
+    """The pseudonym mapping disagrees with a recomputation (secret changed?)."""
+
+    exit_code = 14
+
+
+class DicomError(GatewayError):
+    """One input file cannot be processed; it is quarantined with ``reason``.
+
+    Never escapes a run: the pipeline records it and goes on.
+    """
+
+    exit_code = 15
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "internal error (a bug: please report it with the log)",
+    2: "usage error (bad command line)",
+    3: "configuration error (HOME, config.toml)",
+    4: "key error (missing key, or key file readable by group/others)",
+    5: "profile error (unknown tag, keyword, action or option)",
+    6: "ledger error (state.db cannot be opened or written)",
+    7: "another run holds the lock on HOME",
+    8: "input error (source path missing or unreadable)",
+    9: "consent error (invalid record or import)",
+    10: "transport error (destination unreachable or refused)",
+    11: "authentication refused by the destination (credentials)",
+    12: "integrity error (signature, checksum or decryption failed)",
+    13: "verify found residual PHI",
+    14: "mapping mismatch (pseudonym secret changed?)",
+    15: "a single input file could not be processed",
+}
