@@ -254,8 +254,8 @@ def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[I
             continue
         status = status_word(cell("status"))
         if status is None:
-            report.rejected.append((number, f"unknown status word; use one of {', '.join(STATUSES)} "
-                                            "(or a documented French synonym)"))
+            hint = f"unknown status word; use one of {', '.join(STATUSES)} (or a documented French synonym)"
+            report.rejected.append((number, hint))
             continue
         if not cell("date"):
             report.rejected.append((number, "empty date"))

@@ -31,19 +31,23 @@ def test_pseudonym(patient_id: str, issuer: str) -> str:
 test_pseudonym.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
+# Fixture functions carry a different name than the fixture so test modules can import them
+# without their parameters shadowing the import (ruff F811).
+
+
+@pytest.fixture(name="ledger")
+def ledger_fixture(tmp_path: Path) -> Iterator[Ledger]:
     with open_ledger(tmp_path / "state.db") as led:
         yield led
 
 
-@pytest.fixture
-def signing_key() -> SigningKey:
+@pytest.fixture(name="signing_key")
+def signing_key_fixture() -> SigningKey:
     return SigningKey(Ed25519PrivateKey.generate())
 
 
-@pytest.fixture
-def withdrawer(signing_key: SigningKey) -> Withdrawer:
+@pytest.fixture(name="withdrawer")
+def withdrawer_fixture(signing_key: SigningKey) -> Withdrawer:
     return Withdrawer(site_id="TEST01", pseudonym_for=test_pseudonym, signer=ed25519_signer(signing_key))
 
 

@@ -13,7 +13,6 @@ from sfr_gateway.config import load_config
 from sfr_gateway.ledger import open_ledger
 
 
-
 def _has_engine() -> bool:
     try:
         return importlib.util.find_spec("sfr_gateway.deid.pseudonym") is not None
@@ -24,7 +23,7 @@ def _has_engine() -> bool:
 HAS_ENGINE = _has_engine()
 
 
-def ok_json(result) -> dict | list:  # noqa: ANN001
+def ok_json(result) -> dict | list:
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 

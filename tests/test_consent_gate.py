@@ -6,7 +6,14 @@ import datetime as dt
 import json
 
 import pytest
-from consent_fixtures import TODAY, add_studies, ledger, signing_key, test_pseudonym, withdrawer  # noqa: F401
+from consent_fixtures import (  # noqa: F401
+    TODAY,
+    add_studies,
+    ledger_fixture,
+    signing_key_fixture,
+    test_pseudonym,
+    withdrawer_fixture,
+)
 
 from sfr_gateway import consent as lib
 from sfr_gateway.config import ConsentPolicy

@@ -8,7 +8,13 @@ import io
 from pathlib import Path
 
 import pytest
-from consent_fixtures import TODAY, event_details, ledger, signing_key, withdrawer  # noqa: F401
+from consent_fixtures import (  # noqa: F401
+    TODAY,
+    event_details,
+    ledger_fixture,
+    signing_key_fixture,
+    withdrawer_fixture,
+)
 
 from sfr_gateway import consent as lib
 from sfr_gateway.consent_csv import parse_date, status_word

@@ -7,7 +7,13 @@ import itertools
 import sqlite3
 
 import pytest
-from consent_fixtures import TODAY, event_details, ledger, signing_key, withdrawer  # noqa: F401
+from consent_fixtures import (  # noqa: F401
+    TODAY,
+    event_details,
+    ledger_fixture,
+    signing_key_fixture,
+    withdrawer_fixture,
+)
 
 from sfr_gateway import consent as lib
 from sfr_gateway.config import ConsentPolicy
@@ -132,7 +138,7 @@ def test_events_hold_counts_and_statuses_never_patient_values(ledger: Ledger, wi
 
 
 def test_migration_splitter_keeps_trigger_bodies_whole() -> None:
-    sql = dict((name, text) for _, name, text in migrations())["0002_consent.sql"]
+    sql = {name: text for _, name, text in migrations()}["0002_consent.sql"]
     statements = _statements(sql)
     triggers = [s for s in statements if s.startswith("CREATE TRIGGER")]
     assert len(triggers) == 7

@@ -199,8 +199,8 @@ def list_cmd(gw: GatewayContext, status: str | None, as_json: bool) -> None:
     for col in ("patient_id", "issuer", "status", "date", "records", "eligible studies", "releasable"):
         table.add_column(col)
     for d in data:
-        table.add_row(d["patient_id"], d["issuer"], d["status"], d["date"] or "", str(d["records"]),
-                      str(d["eligible_studies"]), "yes" if d["releasable"] else "no")
+        table.add_row(str(d["patient_id"]), str(d["issuer"]), str(d["status"]), str(d["date"] or ""),
+                      str(d["records"]), str(d["eligible_studies"]), "yes" if d["releasable"] else "no")
     Console().print(table)
 
 
