@@ -1,0 +1,350 @@
+"""Apply a compiled :class:`Plan` to a pydicom Dataset, recursively, emitting change records.
+
+The walk reads raw (unconverted) elements and converts only what it changes, so kept
+elements and Pixel Data are written back byte for byte. Hook order per element: private
+policy (odd groups) -> Table E.1-1 rule (with patterns) -> combined-code resolution by IOD
+Type -> action handler (X Z D U K C) -> date shift / age clamp / text clean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID_dictionary
+
+from sfr_gateway.deid import dates
+from sfr_gateway.deid.plan import Plan, Rule
+from sfr_gateway.deid.private import PrivateDecision
+from sfr_gateway.deid.pseudonym import Pseudonymizer
+from sfr_gateway.deid.text import PhiTokens, clean_multi
+
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS", "AE", "UR"})
+_MAX_LEN = {"SH": 16, "LO": 64, "CS": 16, "AE": 16, "PN": 64, "DS": 16, "IS": 12, "UI": 64}
+_DUMMY = {
+    "PN": "ANONYMIZED", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "LT": "ANONYMIZED", "ST": "ANONYMIZED",
+    "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED", "AE": "ANONYMIZED", "UR": "",
+    "DA": "19000101", "TM": "000000.00", "DT": "19000101000000", "AS": "000Y", "DS": "0", "IS": "0",
+}
+_NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
+_BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+_ACTION_WORD = {"X": "removed", "Z": "emptied", "D": "dummy", "U": "uid", "K": "kept", "C": "cleaned"}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One decision of the engine about one attribute (the audit reuses these records).
+
+    ``before``/``after`` hold real values in memory only; whoever renders them must mask them.
+    """
+
+    path: str
+    tag: int
+    keyword: str
+    vr: str
+    private_creator: str | None
+    action: str
+    code: str
+    rule: str
+    before: Any = field(default=None, repr=False, compare=False)
+    after: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class Context:
+    """Per-file state of the walk."""
+
+    plan: Plan
+    pz: Pseudonymizer
+    sop_class: str
+    patient_key: str
+    patient_pseudonym: str
+    date_offset: int
+    tokens: PhiTokens | None
+    record_kept: bool = False
+    changes: list[Change] = field(default_factory=list)
+    dates_moved: bool = False
+    uid_map: dict[str, str] = field(default_factory=dict)
+
+
+def _vr_of(ds: Dataset, tag: int) -> str:
+    raw = ds.get_item(tag)
+    vr = getattr(raw, "VR", None)
+    if vr:
+        return str(vr)
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+def _keyword(tag: int) -> str:
+    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _texts(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, MultiValue)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def remap_uid(ctx: Context, value: str) -> str:
+    """Keyed remap of one UID; well-known UIDs (SOP classes, transfer syntaxes...) are kept."""
+    value = value.strip().rstrip("\x00")
+    if not value or value in UID_dictionary:
+        return value
+    new = ctx.pz.uid(value)
+    ctx.uid_map[value] = new
+    return new
+
+
+class Walker:
+    """Applies one plan to one dataset tree for one file (see module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.plan = ctx.plan
+
+    def record(self, path: str, tag: int, vr: str, action: str, code: str, rule: str,
+               before: Any = None, after: Any = None, creator: str | None = None) -> None:
+        """Append a change record."""
+        self.ctx.changes.append(Change(path, tag, _keyword(tag), vr, creator, action, code, rule, before, after))
+
+    def walk(self, ds: Dataset, prefix: str = "") -> None:
+        """Apply the plan to ``ds`` and every nested sequence item."""
+        private_groups: set[int] = set()
+        for tag in list(ds.keys()):
+            group = tag >> 16
+            if group & 1:
+                private_groups.add(group)
+                continue
+            if tag & 0xFFFF == 0 or group == 0x0002:
+                del ds[tag]
+                continue
+            rule = self.plan.rule_for(tag)
+            vr = _vr_of(ds, tag)
+            path = f"{prefix}{_keyword(tag)}"
+            if rule is None:
+                self._unlisted(ds, tag, vr, path)
+                continue
+            code = self.plan.resolve(rule.code, tag, self.ctx.sop_class)
+            self._apply(ds, tag, vr, path, code, rule)
+        if private_groups:
+            self._private(ds, sorted(private_groups), prefix)
+
+    # -- public attributes ---------------------------------------------------------------
+    def _unlisted(self, ds: Dataset, tag: int, vr: str, path: str) -> None:
+        if vr == "SQ":
+            self._recurse(ds, tag, path)
+        elif vr in ("DA", "DT") and self.plan.dates_mode == "modified":
+            self._shift(ds, tag, vr, path, "C", "retain-long-modified-dates: every DA/DT shifted by the patient offset")
+        elif self.ctx.record_kept:
+            self.record(path, tag, vr, "kept", "K", "not in PS3.15 E.1-1 (kept)", ds[tag].value, ds[tag].value)
+
+    def _apply(self, ds: Dataset, tag: int, vr: str, path: str, code: str, rule: Rule) -> None:
+        if code == "X":
+            before = ds[tag].value if vr != "SQ" else None
+            del ds[tag]
+            self.record(path, tag, vr, "removed", code, rule.text, before, None)
+        elif vr == "SQ":
+            if code == "Z":
+                ds[tag].value = []
+                self.record(path, tag, vr, "emptied", code, rule.text)
+            else:  # K, C, U, D on a sequence: keep it, apply the profile to its items
+                self._recurse(ds, tag, path)
+        elif code == "Z":
+            elem = ds[tag]
+            before = elem.value
+            elem.value = None if vr in _NUMERIC or vr in _BINARY else ""
+            self.record(path, tag, vr, "emptied", code, rule.text, before, elem.value)
+        elif code == "D":
+            self._dummy(ds, tag, vr, path, rule)
+        elif code == "U":
+            self._uid(ds, tag, vr, path, rule.text)
+        elif code == "C":
+            self._clean(ds, tag, vr, path, rule)
+        else:  # K
+            self._keep(ds, tag, vr, path, rule)
+
+    def _recurse(self, ds: Dataset, tag: int, path: str) -> None:
+        elem = ds[tag]
+        for i, item in enumerate(elem.value or []):
+            self.walk(item, f"{path}[{i}].")
+
+    def _keep(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
+        if vr in ("DA", "DT") and self.plan.dates_mode == "modified":
+            self._shift(ds, tag, vr, path, "K", rule.text + " (date shifted: modified dates)")
+        elif vr == "AS":
+            self._age(ds, tag, path, rule)
+        elif self.ctx.record_kept:
+            self.record(path, tag, vr, "kept", "K", rule.text, ds[tag].value, ds[tag].value)
+
+    def _age(self, ds: Dataset, tag: int, path: str, rule: Rule) -> None:
+        elem = ds[tag]
+        before = elem.value
+        after = dates.clamp_age(str(before or ""), self.plan.max_age)
+        if after != (before or ""):
+            elem.value = after
+            self.record(path, tag, "AS", "cleaned", "C", rule.text + f" (ages above {self.plan.max_age} clamped)", before, after)
+        elif self.ctx.record_kept:
+            self.record(path, tag, "AS", "kept", "K", rule.text, before, before)
+
+    def _shift(self, ds: Dataset, tag: int, vr: str, path: str, code: str, text: str) -> None:
+        elem = ds[tag]
+        before = elem.value
+        if vr == "TM" or not before:
+            if self.ctx.record_kept:
+                self.record(path, tag, vr, "kept", code, text, before, before)
+            return
+        try:
+            after = dates.shift_multi("\\".join(_texts(before)), vr, self.ctx.date_offset)
+        except ValueError:
+            del ds[tag]
+            self.record(path, tag, vr, "removed", "X", text + " (unparsable date removed)", before, None)
+            return
+        elem.value = after
+        self.ctx.dates_moved = True
+        self.record(path, tag, vr, "shifted", code, text, before, after)
+
+    def _dummy(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
+        elem = ds[tag]
+        before = elem.value
+        purpose = self.plan.pseudonyms.get(tag)
+        if vr == "UI":
+            self._uid(ds, tag, vr, path, rule.text)
+            return
+        if purpose == "patient":
+            after: Any = self.ctx.patient_pseudonym
+            action = "pseudonymised"
+        elif purpose and before not in (None, ""):
+            max_len = _MAX_LEN.get(vr, 64)
+            after = "\\".join(self.ctx.pz.identifier(purpose, v, max_len) for v in _texts(before))
+            action = "pseudonymised"
+        elif vr in _NUMERIC:
+            after, action = 0, "dummy"
+        elif vr in _BINARY:
+            after, action = b"\x00\x00", "dummy"
+        else:
+            after, action = _DUMMY.get(vr, "ANONYMIZED"), "dummy"
+        elem.value = after
+        self.record(path, tag, vr, action, "D", rule.text, before, after)
+
+    def _uid(self, ds: Dataset, tag: int, vr: str, path: str, text: str) -> None:
+        elem = ds[tag]
+        before = elem.value
+        if vr != "UI":
+            after = self.ctx.pz.uid("\\".join(_texts(before)))
+            if vr in _BINARY:
+                data = after.encode("ascii")
+                after = data + b"\x00" * (len(data) % 2)  # type: ignore[assignment]
+        else:
+            values = [remap_uid(self.ctx, v) for v in _texts(before)]
+            after = values[0] if len(values) == 1 else values  # type: ignore[assignment]
+        elem.value = after
+        self.record(path, tag, vr, "uid", "U", text, before, after)
+
+    def _clean(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
+        if vr in ("DA", "DT", "TM"):
+            if self.plan.dates_mode == "modified":
+                self._shift(ds, tag, vr, path, "C", rule.text)
+            elif self.plan.dates_mode == "full":
+                self._keep(ds, tag, vr, path, rule)
+            else:
+                del ds[tag]
+                self.record(path, tag, vr, "removed", "X", rule.text + " (no date option: removed)")
+            return
+        if vr == "AS":
+            self._age(ds, tag, path, rule)
+            return
+        if vr == "UI":
+            self._uid(ds, tag, vr, path, rule.text)
+            return
+        if vr in _TEXT_VRS and self.ctx.tokens is not None:
+            elem = ds[tag]
+            before = elem.value
+            joined = "\\".join(_texts(before))
+            after = clean_multi(joined, self.ctx.tokens)
+            if after != joined:
+                elem.value = after
+                self.record(path, tag, vr, "cleaned", "C", rule.text, before, after)
+                return
+        if self.ctx.record_kept:
+            self.record(path, tag, vr, "kept", "C", rule.text + " (nothing to clean)", ds[tag].value, ds[tag].value)
+
+    # -- private attributes --------------------------------------------------------------
+    def _private(self, ds: Dataset, groups: list[int], prefix: str) -> None:
+        rule_text = self.plan.private_rule.text if self.plan.private_rule else "PS3.15 E.1-1 Private Attributes"
+        for group in groups:
+            tags = [t for t in ds.keys() if t >> 16 == group]
+            creators: dict[int, str] = {}
+            for t in tags:
+                elem_no = t & 0xFFFF
+                if 0x10 <= elem_no <= 0xFF:
+                    value = ds[t].value
+                    creators[elem_no] = (value.decode("latin-1") if isinstance(value, bytes) else str(value or "")).strip().rstrip("\x00").strip()
+            used: set[int] = set()
+            for t in tags:
+                elem_no = t & 0xFFFF
+                if 0x10 <= elem_no <= 0xFF:
+                    continue
+                vr = _vr_of(ds, t)
+                block = elem_no >> 8
+                creator = creators.get(block) if block >= 0x10 else None
+                path = f"{prefix}({group:04X},{elem_no:04X})"
+                if group < 0x0009 or group == 0xFFFF or elem_no < 0x1000:
+                    decision = PrivateDecision("d", "invalid private group or element (removed)")
+                else:
+                    decision = self.plan.private.decide(group, creator, elem_no & 0xFF)
+                if decision.disposition == "d":
+                    before = ds.get_item(t).value
+                    del ds[t]
+                    self.record(path, t, vr, "removed", "X", decision.rule if creator else rule_text + ": " + decision.rule, before, None, creator)
+                    continue
+                if self._private_keep(ds, t, vr, path, decision, creator):
+                    used.add(block)
+            for elem_no, _ in creators.items():
+                if elem_no not in used:
+                    del ds[(group << 16) | elem_no]
+
+    def _private_keep(self, ds: Dataset, tag: int, vr: str, path: str, decision: PrivateDecision, creator: str | None) -> bool:
+        disp = decision.disposition
+        if vr == "SQ":
+            self._recurse(ds, tag, path)
+            return True
+        elem: DataElement = ds[tag]
+        before = elem.value
+        try:
+            if disp == "h":
+                self._uid(ds, tag, vr, path, decision.rule)
+                return True
+            if disp == "o" and before not in (None, "", b""):
+                text = before.decode("ascii").strip("\x00 ") if isinstance(before, bytes) else str(before)
+                after: Any = dates.shift_loose(text, self.ctx.date_offset)
+                elem.value = after.encode("ascii") + b" " * (len(after) % 2) if isinstance(before, bytes) else after
+                self.ctx.dates_moved = True
+                self.record(path, tag, vr, "shifted", "C", decision.rule, before, elem.value, creator)
+                return True
+            if disp == "oi" and before not in (None, "", b""):
+                if isinstance(before, bytes):
+                    seconds = int.from_bytes(before[:4], "little", signed=True)
+                    elem.value = dates.shift_epoch(seconds, self.ctx.date_offset).to_bytes(4, "little", signed=True)
+                else:
+                    elem.value = dates.shift_epoch(int(before), self.ctx.date_offset)
+                self.ctx.dates_moved = True
+                self.record(path, tag, vr, "shifted", "C", decision.rule, before, elem.value, creator)
+                return True
+        except (ValueError, UnicodeDecodeError, TypeError, OverflowError):
+            del ds[tag]
+            self.record(path, tag, vr, "removed", "X", decision.rule + " (value not usable: removed)", before, None, creator)
+            return False
+        if vr in ("DA", "DT") and self.plan.dates_mode == "modified":
+            self._shift(ds, tag, vr, path, "C", decision.rule + " (date shifted)")
+        elif self.ctx.record_kept:
+            self.record(path, tag, vr, "kept", "K", decision.rule, before, before, creator)
+        return True
