@@ -9,9 +9,10 @@ Type -> action handler (X Z D U K C) -> date shift / age clamp / text clean.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -21,7 +22,7 @@ from sfr_gateway.deid import dates
 from sfr_gateway.deid.plan import Plan, Rule
 from sfr_gateway.deid.private import PrivateDecision
 from sfr_gateway.deid.pseudonym import Pseudonymizer
-from sfr_gateway.deid.text import PhiTokens, clean_multi
+from sfr_gateway.deid.text import FrozenTokens, clean_multi
 
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS", "AE", "UR"})
 _MAX_LEN = {"SH": 16, "LO": 64, "CS": 16, "AE": 16, "PN": 64, "DS": 16, "IS": 12, "UI": 64}
@@ -64,16 +65,16 @@ class Context:
     patient_key: str
     patient_pseudonym: str
     date_offset: int
-    tokens: PhiTokens | None
+    tokens: FrozenTokens | None
     record_kept: bool = False
+    keep_values: bool = False
     changes: list[Change] = field(default_factory=list)
     dates_moved: bool = False
-    uid_map: dict[str, str] = field(default_factory=dict)
 
 
 def _vr_of(ds: Dataset, tag: int) -> str:
-    raw = ds.get_item(tag)
-    vr = getattr(raw, "VR", None)
+    raw = ds._dict[tag]  # pydicom 3 internal: the stored (raw or converted) element, no conversion
+    vr = raw.VR
     if vr:
         return str(vr)
     try:
@@ -82,6 +83,7 @@ def _vr_of(ds: Dataset, tag: int) -> str:
         return "UN"
 
 
+@lru_cache(maxsize=8192)
 def _keyword(tag: int) -> str:
     return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -91,7 +93,44 @@ def _texts(value: Any) -> list[str]:
         return []
     if isinstance(value, (list, MultiValue)):
         return [str(v) for v in value]
+    if isinstance(value, bytes):
+        return [value.decode("latin-1")]
     return [str(value)]
+
+
+def get_text(ds: Dataset, tag: int) -> str:
+    """The value as text without converting the element when its raw bytes are plain ASCII."""
+    raw = ds._dict[tag]  # pydicom 3 internal: the stored element, no conversion
+    if raw.__class__ is RawDataElement:
+        value = raw.value
+        if value is None:
+            return ""
+        if isinstance(value, bytes) and value.isascii() and b"\x1b" not in value:
+            return value.decode("ascii").rstrip(" \x00")
+    return "\\".join(_texts(ds[tag].value)).rstrip(" \x00")
+
+
+def put_text(ds: Dataset, tag: int, vr: str, text: str) -> None:
+    """Set a text value; raw elements get raw ASCII bytes (no conversion), others a value."""
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and text.isascii():
+        data = text.encode("ascii")
+        if len(data) % 2:
+            data += b"\x00" if vr == "UI" else b" "
+        ds[tag] = raw._replace(value=data, length=len(data))
+        return
+    ds[tag].value = text
+
+
+def put_empty(ds: Dataset, tag: int, vr: str) -> None:
+    """Give an element a zero-length value."""
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        ds[tag] = raw._replace(value=b"", length=0)
+    elif vr == "SQ":
+        ds[tag].value = []
+    else:
+        ds[tag].value = None if vr in _NUMERIC or vr in _BINARY else ""
 
 
 def remap_uid(ctx: Context, value: str) -> str:
@@ -99,9 +138,12 @@ def remap_uid(ctx: Context, value: str) -> str:
     value = value.strip().rstrip("\x00")
     if not value or value in UID_dictionary:
         return value
-    new = ctx.pz.uid(value)
-    ctx.uid_map[value] = new
-    return new
+    return ctx.pz.uid(value)
+
+
+@lru_cache(maxsize=16384)
+def _shifted(value: str, vr: str, days: int) -> str:
+    return dates.shift_multi(value, vr, days)
 
 
 class Walker:
@@ -110,33 +152,41 @@ class Walker:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.plan = ctx.plan
+        self.values = ctx.keep_values
 
     def record(self, path: str, tag: int, vr: str, action: str, code: str, rule: str,
                before: Any = None, after: Any = None, creator: str | None = None) -> None:
-        """Append a change record."""
+        """Append a change record (values only when the context keeps them)."""
+        if not self.values:
+            before = after = None
         self.ctx.changes.append(Change(path, tag, _keyword(tag), vr, creator, action, code, rule, before, after))
+
+    def _value(self, ds: Dataset, tag: int) -> Any:
+        return ds[tag].value if self.values and tag in ds else None
 
     def walk(self, ds: Dataset, prefix: str = "") -> None:
         """Apply the plan to ``ds`` and every nested sequence item."""
-        private_groups: set[int] = set()
+        private_groups: list[int] = []
+        plan = self.plan
         for tag in list(ds.keys()):
             group = tag >> 16
             if group & 1:
-                private_groups.add(group)
+                if group not in private_groups:
+                    private_groups.append(group)
                 continue
             if tag & 0xFFFF == 0 or group == 0x0002:
                 del ds[tag]
                 continue
-            rule = self.plan.rule_for(tag)
+            rule = plan.rule_for(tag)
             vr = _vr_of(ds, tag)
-            path = f"{prefix}{_keyword(tag)}"
+            path = prefix + _keyword(tag)
             if rule is None:
                 self._unlisted(ds, tag, vr, path)
                 continue
-            code = self.plan.resolve(rule.code, tag, self.ctx.sop_class)
+            code = plan.resolve(rule.code, tag, self.ctx.sop_class)
             self._apply(ds, tag, vr, path, code, rule)
         if private_groups:
-            self._private(ds, sorted(private_groups), prefix)
+            self._private(ds, private_groups, prefix)
 
     # -- public attributes ---------------------------------------------------------------
     def _unlisted(self, ds: Dataset, tag: int, vr: str, path: str) -> None:
@@ -145,11 +195,11 @@ class Walker:
         elif vr in ("DA", "DT") and self.plan.dates_mode == "modified":
             self._shift(ds, tag, vr, path, "C", "retain-long-modified-dates: every DA/DT shifted by the patient offset")
         elif self.ctx.record_kept:
-            self.record(path, tag, vr, "kept", "K", "not in PS3.15 E.1-1 (kept)", ds[tag].value, ds[tag].value)
+            self.record(path, tag, vr, "kept", "K", "not in PS3.15 E.1-1 (kept)", self._value(ds, tag), self._value(ds, tag))
 
     def _apply(self, ds: Dataset, tag: int, vr: str, path: str, code: str, rule: Rule) -> None:
         if code == "X":
-            before = ds[tag].value if vr != "SQ" else None
+            before = self._value(ds, tag) if vr != "SQ" else None
             del ds[tag]
             self.record(path, tag, vr, "removed", code, rule.text, before, None)
         elif vr == "SQ":
@@ -159,10 +209,9 @@ class Walker:
             else:  # K, C, U, D on a sequence: keep it, apply the profile to its items
                 self._recurse(ds, tag, path)
         elif code == "Z":
-            elem = ds[tag]
-            before = elem.value
-            elem.value = None if vr in _NUMERIC or vr in _BINARY else ""
-            self.record(path, tag, vr, "emptied", code, rule.text, before, elem.value)
+            before = self._value(ds, tag)
+            put_empty(ds, tag, vr)
+            self.record(path, tag, vr, "emptied", code, rule.text, before, "")
         elif code == "D":
             self._dummy(ds, tag, vr, path, rule)
         elif code == "U":
@@ -173,8 +222,7 @@ class Walker:
             self._keep(ds, tag, vr, path, rule)
 
     def _recurse(self, ds: Dataset, tag: int, path: str) -> None:
-        elem = ds[tag]
-        for i, item in enumerate(elem.value or []):
+        for i, item in enumerate(ds[tag].value or []):
             self.walk(item, f"{path}[{i}].")
 
     def _keep(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
@@ -183,71 +231,74 @@ class Walker:
         elif vr == "AS":
             self._age(ds, tag, path, rule)
         elif self.ctx.record_kept:
-            self.record(path, tag, vr, "kept", "K", rule.text, ds[tag].value, ds[tag].value)
+            self.record(path, tag, vr, "kept", "K", rule.text, self._value(ds, tag), self._value(ds, tag))
 
     def _age(self, ds: Dataset, tag: int, path: str, rule: Rule) -> None:
-        elem = ds[tag]
-        before = elem.value
-        after = dates.clamp_age(str(before or ""), self.plan.max_age)
-        if after != (before or ""):
-            elem.value = after
+        before = get_text(ds, tag)
+        after = dates.clamp_age(before, self.plan.max_age)
+        if after != before.strip():
+            put_text(ds, tag, "AS", after)
             self.record(path, tag, "AS", "cleaned", "C", rule.text + f" (ages above {self.plan.max_age} clamped)", before, after)
         elif self.ctx.record_kept:
             self.record(path, tag, "AS", "kept", "K", rule.text, before, before)
 
     def _shift(self, ds: Dataset, tag: int, vr: str, path: str, code: str, text: str) -> None:
-        elem = ds[tag]
-        before = elem.value
-        if vr == "TM" or not before:
+        before = get_text(ds, tag)
+        if vr == "TM" or not before.strip():
             if self.ctx.record_kept:
                 self.record(path, tag, vr, "kept", code, text, before, before)
             return
         try:
-            after = dates.shift_multi("\\".join(_texts(before)), vr, self.ctx.date_offset)
+            after = _shifted(before, vr, self.ctx.date_offset)
         except ValueError:
             del ds[tag]
             self.record(path, tag, vr, "removed", "X", text + " (unparsable date removed)", before, None)
             return
-        elem.value = after
+        put_text(ds, tag, vr, after)
         self.ctx.dates_moved = True
         self.record(path, tag, vr, "shifted", code, text, before, after)
 
     def _dummy(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
-        elem = ds[tag]
-        before = elem.value
-        purpose = self.plan.pseudonyms.get(tag)
         if vr == "UI":
             self._uid(ds, tag, vr, path, rule.text)
             return
+        purpose = self.plan.pseudonyms.get(tag)
+        before = self._value(ds, tag)
         if purpose == "patient":
-            after: Any = self.ctx.patient_pseudonym
-            action = "pseudonymised"
-        elif purpose and before not in (None, ""):
-            max_len = _MAX_LEN.get(vr, 64)
-            after = "\\".join(self.ctx.pz.identifier(purpose, v, max_len) for v in _texts(before))
-            action = "pseudonymised"
-        elif vr in _NUMERIC:
-            after, action = 0, "dummy"
-        elif vr in _BINARY:
-            after, action = b"\x00\x00", "dummy"
-        else:
-            after, action = _DUMMY.get(vr, "ANONYMIZED"), "dummy"
-        elem.value = after
-        self.record(path, tag, vr, action, "D", rule.text, before, after)
+            put_text(ds, tag, vr, self.ctx.patient_pseudonym)
+            self.record(path, tag, vr, "pseudonymised", "D", rule.text, before, self.ctx.patient_pseudonym)
+            return
+        if purpose and vr in _TEXT_VRS:
+            original = get_text(ds, tag).strip()
+            if original:
+                max_len = _MAX_LEN.get(vr, 64)
+                after = "\\".join(self.ctx.pz.identifier(purpose, v.strip(), max_len) for v in original.split("\\"))
+                put_text(ds, tag, vr, after)
+                self.record(path, tag, vr, "pseudonymised", "D", rule.text, before, after)
+                return
+        if vr in _NUMERIC or vr in _BINARY:
+            elem = ds[tag]
+            elem.value = 0 if vr in _NUMERIC else b"\x00\x00"
+            self.record(path, tag, vr, "dummy", "D", rule.text, before, elem.value)
+            return
+        after_text = _DUMMY.get(vr, "ANONYMIZED")
+        put_text(ds, tag, vr, after_text)
+        self.record(path, tag, vr, "dummy", "D", rule.text, before, after_text)
 
-    def _uid(self, ds: Dataset, tag: int, vr: str, path: str, text: str) -> None:
-        elem = ds[tag]
-        before = elem.value
-        if vr != "UI":
-            after = self.ctx.pz.uid("\\".join(_texts(before)))
-            if vr in _BINARY:
-                data = after.encode("ascii")
-                after = data + b"\x00" * (len(data) % 2)  # type: ignore[assignment]
+    def _uid(self, ds: Dataset, tag: int, vr: str, path: str, text: str, creator: str | None = None) -> None:
+        before = get_text(ds, tag)
+        if vr in _BINARY:
+            new = self.ctx.pz.uid(before.strip(" \x00"))
+            data = new.encode("ascii")
+            ds[tag].value = data + b"\x00" * (len(data) % 2)
+            after = new
+        elif vr == "UI":
+            after = "\\".join(remap_uid(self.ctx, v) for v in before.split("\\"))
+            put_text(ds, tag, vr, after)
         else:
-            values = [remap_uid(self.ctx, v) for v in _texts(before)]
-            after = values[0] if len(values) == 1 else values  # type: ignore[assignment]
-        elem.value = after
-        self.record(path, tag, vr, "uid", "U", text, before, after)
+            after = self.ctx.pz.uid(before.strip())
+            put_text(ds, tag, vr, after[:_MAX_LEN.get(vr, 64)])
+        self.record(path, tag, vr, "uid", "U", text, before, after, creator)
 
     def _clean(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
         if vr in ("DA", "DT", "TM"):
@@ -266,28 +317,26 @@ class Walker:
             self._uid(ds, tag, vr, path, rule.text)
             return
         if vr in _TEXT_VRS and self.ctx.tokens is not None:
-            elem = ds[tag]
-            before = elem.value
-            joined = "\\".join(_texts(before))
-            after = clean_multi(joined, self.ctx.tokens)
-            if after != joined:
-                elem.value = after
+            before = get_text(ds, tag)
+            after = clean_multi(before, self.ctx.tokens)
+            if after != before:
+                put_text(ds, tag, vr, after)
                 self.record(path, tag, vr, "cleaned", "C", rule.text, before, after)
                 return
         if self.ctx.record_kept:
-            self.record(path, tag, vr, "kept", "C", rule.text + " (nothing to clean)", ds[tag].value, ds[tag].value)
+            self.record(path, tag, vr, "kept", "C", rule.text + " (nothing to clean)", self._value(ds, tag), self._value(ds, tag))
 
     # -- private attributes --------------------------------------------------------------
     def _private(self, ds: Dataset, groups: list[int], prefix: str) -> None:
         rule_text = self.plan.private_rule.text if self.plan.private_rule else "PS3.15 E.1-1 Private Attributes"
+        all_tags = list(ds.keys())
         for group in groups:
-            tags = [t for t in ds.keys() if t >> 16 == group]
+            tags = [t for t in all_tags if t >> 16 == group]
             creators: dict[int, str] = {}
             for t in tags:
                 elem_no = t & 0xFFFF
                 if 0x10 <= elem_no <= 0xFF:
-                    value = ds[t].value
-                    creators[elem_no] = (value.decode("latin-1") if isinstance(value, bytes) else str(value or "")).strip().rstrip("\x00").strip()
+                    creators[elem_no] = get_text(ds, t).strip()
             used: set[int] = set()
             for t in tags:
                 elem_no = t & 0xFFFF
@@ -302,13 +351,14 @@ class Walker:
                 else:
                     decision = self.plan.private.decide(group, creator, elem_no & 0xFF)
                 if decision.disposition == "d":
-                    before = ds.get_item(t).value
+                    before = ds.get_item(t).value if self.values else None
                     del ds[t]
-                    self.record(path, t, vr, "removed", "X", decision.rule if creator else rule_text + ": " + decision.rule, before, None, creator)
+                    self.record(path, t, vr, "removed", "X", decision.rule if creator else rule_text + ": " + decision.rule,
+                                before, None, creator)
                     continue
                 if self._private_keep(ds, t, vr, path, decision, creator):
                     used.add(block)
-            for elem_no, _ in creators.items():
+            for elem_no in creators:
                 if elem_no not in used:
                     del ds[(group << 16) | elem_no]
 
@@ -317,34 +367,39 @@ class Walker:
         if vr == "SQ":
             self._recurse(ds, tag, path)
             return True
-        elem: DataElement = ds[tag]
-        before = elem.value
         try:
             if disp == "h":
-                self._uid(ds, tag, vr, path, decision.rule)
+                self._uid(ds, tag, vr, path, decision.rule, creator)
                 return True
-            if disp == "o" and before not in (None, "", b""):
-                text = before.decode("ascii").strip("\x00 ") if isinstance(before, bytes) else str(before)
-                after: Any = dates.shift_loose(text, self.ctx.date_offset)
-                elem.value = after.encode("ascii") + b" " * (len(after) % 2) if isinstance(before, bytes) else after
-                self.ctx.dates_moved = True
-                self.record(path, tag, vr, "shifted", "C", decision.rule, before, elem.value, creator)
+            if disp == "o":
+                before = get_text(ds, tag).strip(" \x00")
+                if before:
+                    after = dates.shift_loose(before, self.ctx.date_offset)
+                    if vr in _BINARY:
+                        data = after.encode("ascii")
+                        ds[tag].value = data + b" " * (len(data) % 2)
+                    else:
+                        put_text(ds, tag, vr, after)
+                    self.ctx.dates_moved = True
+                    self.record(path, tag, vr, "shifted", "C", decision.rule, before, after, creator)
                 return True
-            if disp == "oi" and before not in (None, "", b""):
-                if isinstance(before, bytes):
-                    seconds = int.from_bytes(before[:4], "little", signed=True)
+            if disp == "oi":
+                elem: DataElement = ds[tag]
+                before_v = elem.value
+                if isinstance(before_v, bytes) and len(before_v) >= 4:
+                    seconds = int.from_bytes(before_v[:4], "little", signed=True)
                     elem.value = dates.shift_epoch(seconds, self.ctx.date_offset).to_bytes(4, "little", signed=True)
-                else:
-                    elem.value = dates.shift_epoch(int(before), self.ctx.date_offset)
+                elif before_v not in (None, "", b""):
+                    elem.value = dates.shift_epoch(int(before_v), self.ctx.date_offset)
                 self.ctx.dates_moved = True
-                self.record(path, tag, vr, "shifted", "C", decision.rule, before, elem.value, creator)
+                self.record(path, tag, vr, "shifted", "C", decision.rule, before_v, elem.value, creator)
                 return True
         except (ValueError, UnicodeDecodeError, TypeError, OverflowError):
             del ds[tag]
-            self.record(path, tag, vr, "removed", "X", decision.rule + " (value not usable: removed)", before, None, creator)
+            self.record(path, tag, vr, "removed", "X", decision.rule + " (value not usable: removed)", None, None, creator)
             return False
         if vr in ("DA", "DT") and self.plan.dates_mode == "modified":
             self._shift(ds, tag, vr, path, "C", decision.rule + " (date shifted)")
         elif self.ctx.record_kept:
-            self.record(path, tag, vr, "kept", "K", decision.rule, before, before, creator)
+            self.record(path, tag, vr, "kept", "K", decision.rule, self._value(ds, tag), self._value(ds, tag), creator)
         return True

@@ -8,12 +8,15 @@ blanked in every frame of native (uncompressed) pixel data, directly in the pixe
 
 from __future__ import annotations
 
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from sfr_gateway.deid.plan import Mask, Plan
 from sfr_gateway.errors import DicomError
 
+_BINARY_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT", "SQ", "UV", "SV"})
 _NATIVE = {
     "1.2.840.10008.1.2",
     "1.2.840.10008.1.2.1",
@@ -25,6 +28,11 @@ _NATIVE = {
 def _text(ds: Dataset, tag: int) -> str | None:
     if tag not in ds:
         return None
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and raw.value.isascii():
+        vr = raw.VR or _dict_vr(tag)
+        if vr not in _BINARY_VRS:
+            return raw.value.decode("ascii").strip(" \x00")
     value = ds[tag].value
     if value is None:
         return ""
@@ -33,6 +41,37 @@ def _text(ds: Dataset, tag: int) -> str | None:
     if isinstance(value, bytes):
         return value.decode("latin-1").strip("\x00 ")
     return str(value)
+
+
+def _dict_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+def read_int(ds: Dataset, tag: int, default: int | None = None) -> int | None:
+    """An integer attribute (US/SS/UL/IS) read from raw bytes when possible, else converted."""
+    if tag not in ds:
+        return default
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+        vr = raw.VR or _dict_vr(tag)
+        data = raw.value
+        order = "little" if raw.is_little_endian else "big"
+        if vr == "US" and len(data) >= 2:
+            return int.from_bytes(data[:2], order)
+        if vr == "UL" and len(data) >= 4:
+            return int.from_bytes(data[:4], order)
+        if vr == "IS":
+            text = data.decode("ascii", "replace").strip(" \x00")
+            return int(text) if text.lstrip("-").isdigit() else default
+        if not data:
+            return default
+    value = ds[tag].value
+    if value in (None, ""):
+        return default
+    return int(value[0] if isinstance(value, (list, MultiValue)) else value)
 
 
 def _matches(ds: Dataset, when: tuple) -> bool:

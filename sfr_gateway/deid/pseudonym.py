@@ -61,6 +61,8 @@ class Pseudonymizer:
         if lo > hi:
             raise ValueError("date offset range is reversed")
         self._offset_range = (lo, hi)
+        self._patients: dict[str, str] = {}
+        self._offsets: dict[str, int] = {}
 
     def digest(self, purpose: str, value: str) -> bytes:
         """HMAC-SHA256(secret, purpose || 0x00 || value)."""
@@ -68,11 +70,17 @@ class Pseudonymizer:
 
     def patient(self, patient_key: str) -> str:
         """Site-prefixed patient pseudonym, e.g. ``SFR042-7KQ3M2XW9D4A`` (60 keyed bits)."""
-        return f"{self.site_id}-{_b32(self.digest(PURPOSE_PATIENT, patient_key), 12)}"
+        hit = self._patients.get(patient_key)
+        if hit is None:
+            hit = f"{self.site_id}-{_b32(self.digest(PURPOSE_PATIENT, patient_key), 12)}"
+            if len(self._patients) > 65536:
+                self._patients.clear()
+            self._patients[patient_key] = hit
+        return hit
 
     def identifier(self, purpose: str, value: str, max_len: int = 16) -> str:
         """A keyed identifier (accession, study ID...), base32, at most ``max_len`` chars."""
-        return _b32(self.digest(purpose, value), max(4, min(max_len, 16)))
+        return _identifier(self._secret, purpose, value, max(4, min(max_len, 16)))
 
     def uid(self, original: str) -> str:
         """``2.25.`` + decimal of the first 128 keyed bits: valid, <= 44 chars."""
@@ -80,10 +88,20 @@ class Pseudonymizer:
 
     def date_offset(self, patient_key: str) -> int:
         """Per-patient offset in days, uniform in the configured range (inclusive)."""
-        lo, hi = self._offset_range
-        span = hi - lo + 1
-        n = int.from_bytes(self.digest(PURPOSE_DATE_OFFSET, patient_key)[:8], "big")
-        return lo + n % span
+        hit = self._offsets.get(patient_key)
+        if hit is None:
+            lo, hi = self._offset_range
+            n = int.from_bytes(self.digest(PURPOSE_DATE_OFFSET, patient_key)[:8], "big")
+            hit = lo + n % (hi - lo + 1)
+            if len(self._offsets) > 65536:
+                self._offsets.clear()
+            self._offsets[patient_key] = hit
+        return hit
+
+
+@lru_cache(maxsize=65536)
+def _identifier(secret: bytes, purpose: str, value: str, length: int) -> str:
+    return _b32(_digest(secret, purpose, value), length)
 
 
 @lru_cache(maxsize=65536)

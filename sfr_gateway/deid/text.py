@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _DATE_LIKE = re.compile(
@@ -51,8 +52,20 @@ class PhiTokens:
     def __bool__(self) -> bool:
         return bool(self.words or self.phrases)
 
+    def freeze(self) -> FrozenTokens:
+        """An immutable, hashable copy (so cleaning results can be cached)."""
+        return FrozenTokens(frozenset(self.words), frozenset(self.phrases))
 
-def clean_text(value: str, tokens: PhiTokens) -> str:
+
+@dataclass(frozen=True)
+class FrozenTokens:
+    """Immutable PHI tokens of one patient."""
+
+    words: frozenset[str]
+    phrases: frozenset[tuple[str, ...]]
+
+
+def clean_text(value: str, tokens: PhiTokens | FrozenTokens) -> str:
     """Remove PHI tokens and date-like patterns from ``value``; untouched text is kept as is."""
     if not value:
         return value
@@ -80,6 +93,7 @@ def clean_text(value: str, tokens: PhiTokens) -> str:
     return out
 
 
-def clean_multi(value: str, tokens: PhiTokens) -> str:
-    """Clean each value of a backslash-separated multi-valued string."""
+@lru_cache(maxsize=8192)
+def clean_multi(value: str, tokens: FrozenTokens) -> str:
+    """Clean each value of a backslash-separated multi-valued string (cached per input)."""
     return "\\".join(clean_text(part, tokens) for part in value.split("\\"))
