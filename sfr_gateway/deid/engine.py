@@ -28,7 +28,7 @@ _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS", "AE", "UR
 _MAX_LEN = {"SH": 16, "LO": 64, "CS": 16, "AE": 16, "PN": 64, "DS": 16, "IS": 12, "UI": 64}
 _DUMMY = {
     "PN": "ANONYMIZED", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "LT": "ANONYMIZED", "ST": "ANONYMIZED",
-    "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED", "AE": "ANONYMIZED", "UR": "",
+    "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED", "AE": "ANONYMIZED", "UR": "ANONYMIZED",
     "DA": "19000101", "TM": "000000.00", "DT": "19000101000000", "AS": "000Y", "DS": "0", "IS": "0",
 }
 _NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
@@ -315,6 +315,11 @@ class Walker:
             return
         if vr == "UI":
             self._uid(ds, tag, vr, path, rule.text)
+            return
+        if vr == "UN":  # value of unknown kind: it cannot be cleaned, so it is not kept
+            before = self._value(ds, tag)
+            del ds[tag]
+            self.record(path, tag, vr, "removed", "X", rule.text + " (VR unknown: cannot clean, removed)", before, None)
             return
         if vr in _TEXT_VRS and self.ctx.tokens is not None:
             before = get_text(ds, tag)

@@ -262,7 +262,7 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     ctx = Context(
         plan=plan, pz=pz, sop_class=sop_class, patient_key=pkey,
         patient_pseudonym=pz.patient(pkey), date_offset=pz.date_offset(pkey),
-        tokens=_tokens(ds, plan) if plan.clean_descriptors else None, record_kept=record_kept,
+        tokens=_tokens(ds, plan), record_kept=record_kept,
         keep_values=keep_values,
     )
     if mask is not None:
@@ -303,9 +303,9 @@ def serialise(ds: Dataset) -> bytes:
     return buf.getvalue()
 
 
-def deidentify_file(src: Path | str, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
+def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
                     write: bool = True, record_kept: bool = False, keep_values: bool = False) -> DeidResult:
-    """Read ``src`` once, de-identify it with ``plan`` and ``keys``, and serialise it.
+    """Read ``src`` (a path, or the file's bytes) once, de-identify it with ``plan`` and ``keys``, and serialise it.
 
     ``write=False`` is the audit's dry run (no bytes produced); ``record_kept`` adds records for
     kept attributes and ``keep_values`` keeps before/after values in the records (in memory:
