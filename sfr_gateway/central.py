@@ -27,10 +27,24 @@ from typing import Any
 import zstandard
 
 from .crypto.age import Decryptor, Identity, identity_file_text, parse_identities
-from .crypto.sign import PublicKey, Signature, file_blake2b, parse_trusted_comment, verify_digest, verify_file
+from .crypto.sign import (
+    PublicKey,
+    Signature,
+    file_blake2b,
+    parse_trusted_comment,
+    verify_digest,
+    verify_file,
+)
 from .errors import InputError, IntegrityError, KeyFileError
 from .fsutil import fsync_dir
-from .package import FORMAT, MANIFEST_NAME, PAYLOAD, check_batch_id, check_member_name, signature_path
+from .package import (
+    FORMAT,
+    MANIFEST_NAME,
+    PAYLOAD,
+    check_batch_id,
+    check_member_name,
+    signature_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +71,7 @@ def keygen(output: Path | None = None) -> tuple[Identity, str]:
     Returns the identity and the identity-file text.
     """
     identity = Identity.generate()
-    text = identity_file_text(identity, dt.datetime.now(dt.timezone.utc))
+    text = identity_file_text(identity, dt.datetime.now(dt.UTC))
     if output is not None:
         output = Path(output)
         try:
@@ -145,17 +159,19 @@ def _check_manifest(manifest: Any, batch_id: str, site: str) -> dict[str, dict[s
 
 def _unpack(stream: Any, batch_id: str, site: str, dest: Path) -> tuple[dict[str, Any], int, int]:
     """Read the tar stream into ``dest``; return (manifest, files, bytes)."""
-    tf = tarfile.open(fileobj=stream, mode="r|")
+    tf = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - a stream: nothing to close but the source
     first = tf.next()
     if first is None or first.name != MANIFEST_NAME or not first.isreg() or first.size > MAX_MANIFEST_BYTES:
         raise IntegrityError("batch: the first member is not manifest.json")
     mf = tf.extractfile(first)
     assert mf is not None
+    raw = mf.read()
     try:
-        manifest = json.loads(mf.read().decode("utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise IntegrityError("manifest: not valid JSON") from None
     expected = _check_manifest(manifest, batch_id, site)
+    (dest / MANIFEST_NAME).write_bytes(raw)
     seen: set[str] = set()
     total = 0
     while (member := tf.next()) is not None:
@@ -240,7 +256,8 @@ def open_batch(
         with open(batch, "rb") as fh:
             reader = _HashingReader(fh)
             decrypted = Decryptor(reader, identities)
-            stream = zstandard.ZstdDecompressor().stream_reader(decrypted, read_across_frames=True, closefd=False)
+            dctx = zstandard.ZstdDecompressor()
+            stream = dctx.stream_reader(decrypted, read_across_frames=True, closefd=False)  # type: ignore[arg-type]
             try:
                 manifest, count, total = _unpack(stream, batch_id, site, work)
             except zstandard.ZstdError:
@@ -258,4 +275,4 @@ def open_batch(
     return OpenedBatch(batch_id, site, final, count, total, sha_hex, manifest)
 
 
-__all__ = ["OpenedBatch", "keygen", "load_identities", "load_site_key", "open_batch", "file_blake2b"]
+__all__ = ["OpenedBatch", "file_blake2b", "keygen", "load_identities", "load_site_key", "open_batch"]

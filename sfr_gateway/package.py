@@ -49,7 +49,7 @@ PAYLOAD = "tar+zstd"
 SUFFIX = ".tar.zst.age"
 SIGNATURE_SUFFIX = ".minisig"
 MANIFEST_NAME = "manifest.json"
-DEFAULT_ZSTD_LEVEL = 3
+DEFAULT_ZSTD_LEVEL = 1  # measured on synthetic CT: ratio 0.55 at ~3x the speed of level 3 (0.49); see benchmarks
 BLOCK = 512
 RECORD = 20 * BLOCK
 COPY_BLOCK = 1024 * 1024
@@ -140,7 +140,7 @@ def trusted_comment(site: str, batch_id: str, sha256_hex: str, file_name: str) -
 
 
 def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return t.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _tar_header(name: str, size: int, mtime: int) -> bytes:
@@ -271,7 +271,7 @@ def write_batch(
         raise IntegrityError(f"{final.name} already exists: a batch's ciphertext is never regenerated")
     trusted_comment(info.site, info.batch_id, "0" * 64, final.name)  # validate before any work
     outbox.mkdir(parents=True, exist_ok=True)
-    created = info.created or dt.datetime.now(dt.timezone.utc)
+    created = info.created or dt.datetime.now(dt.UTC)
     mtime = int(created.timestamp())
     cctx = zstandard.ZstdCompressor(level=zstd_level, threads=zstd_threads, write_checksum=True)
 
@@ -280,7 +280,7 @@ def write_batch(
     with tempfile.TemporaryFile(dir=outbox, prefix=".spool-") as spool_fh:
         spool = _SpoolWriter(spool_fh)
         members_tar = 0
-        with cctx.stream_writer(spool, closefd=False) as zw:
+        with cctx.stream_writer(spool, closefd=False) as zw:  # type: ignore[arg-type]
             for name, data in members:
                 check_member_name(name)
                 if name in seen:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import tracemalloc
 
 import pytest
+from crypto_fixtures import CHUNK, EDGE_SIZES, payload_offset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crypto_fixtures import CHUNK, EDGE_SIZES, payload_offset
 from sfr_gateway.crypto import age, bech32
 from sfr_gateway.errors import IntegrityError, KeyFileError
 
@@ -67,7 +68,7 @@ def test_round_trip_any_bytes_any_write_pattern(data: bytes, cuts: list[int]) ->
     out = io.BytesIO()
     bounds = sorted({0, len(data), *[c for c in cuts if c <= len(data)]})
     with age.Encryptor(out, [ID1.recipient, ID2.recipient]) as enc:
-        for a, b in zip(bounds, bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             enc.write(data[a:b])
     assert age.decrypt_bytes(out.getvalue(), [ID1]) == data
     assert age.decrypt_bytes(out.getvalue(), [OTHER, ID2]) == data
@@ -108,7 +109,7 @@ def test_any_flipped_bit_is_rejected(size: int, where: float, bit: int) -> None:
 def test_truncation_at_every_chunk_boundary_is_rejected(size: int) -> None:
     ct = age.encrypt_bytes(os.urandom(size), [ID1.recipient])
     start = payload_offset(ct)
-    for k in range(0, -(-size // CHUNK)):
+    for k in range(-(-size // CHUNK)):
         cut = start + k * (CHUNK + 16)
         with pytest.raises(IntegrityError):
             age.decrypt_bytes(ct[:cut], [ID1])
@@ -151,10 +152,9 @@ def test_empty_final_chunk_after_data_is_rejected() -> None:
 
 def test_interrupted_producer_never_yields_a_valid_file() -> None:
     out = io.BytesIO()
-    with pytest.raises(RuntimeError):
-        with age.Encryptor(out, [ID1.recipient]) as enc:
-            enc.write(os.urandom(CHUNK + 10))
-            raise RuntimeError("producer died")
+    with pytest.raises(RuntimeError), age.Encryptor(out, [ID1.recipient]) as enc:
+        enc.write(os.urandom(CHUNK + 10))
+        raise RuntimeError("producer died")
     with pytest.raises(IntegrityError):
         age.decrypt_bytes(out.getvalue(), [ID1])
 

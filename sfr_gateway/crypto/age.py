@@ -29,11 +29,14 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, Self
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -170,8 +173,8 @@ def parse_identities(text: str) -> list[Identity]:
 
 def identity_file_text(identity: Identity, created: dt.datetime | None = None) -> str:
     """The identity file as age-keygen writes it: creation time, public key, secret key."""
-    created = created or dt.datetime.now(dt.timezone.utc)
-    stamp = created.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    created = created or dt.datetime.now(dt.UTC)
+    stamp = created.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     return f"# created: {stamp}\n# public key: {identity.recipient}\n{identity.to_string()}\n"
 
 
@@ -292,7 +295,7 @@ class Encryptor:
             self._emit(last=True)
             self._finished = True
 
-    def __enter__(self) -> Encryptor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
