@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pyrage
 import pytest
-
 from crypto_fixtures import CHUNK, require_binary, run
+
 from sfr_gateway.crypto import age, sign
 from sfr_gateway.errors import IntegrityError
 
