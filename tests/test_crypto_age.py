@@ -211,3 +211,9 @@ def test_encryption_memory_is_bounded() -> None:
         tracemalloc.stop()
     assert sink_size > 16 * 1024 * 1024
     assert peak < 2 * 1024 * 1024, peak
+
+
+def test_parse_recipients_names_the_bad_one() -> None:
+    assert age.parse_recipients([str(ID1.recipient), str(ID2.recipient)]) == [ID1.recipient, ID2.recipient]
+    with pytest.raises(KeyFileError, match="#2"):
+        age.parse_recipients([str(ID1.recipient), "age1nope"])

@@ -90,3 +90,23 @@ def test_home_signing_key_and_public_file_agree(tmp_path: Path) -> None:
 def test_trusted_comment_fields() -> None:
     assert sign.parse_trusted_comment("site:A\tbatch:b-1\tsha256:ff\tfile:x.age") == {
         "site": "A", "batch": "b-1", "sha256": "ff", "file": "x.age"}
+
+
+def test_private_key_file_round_trip_and_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "site-signing.key"
+    sign.write_signing_key(path, KEY)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert sign.read_signing_key(path).public_bytes == KEY.public_bytes
+    with pytest.raises(KeyFileError, match="overwrite"):
+        sign.write_signing_key(path, sign.generate_signing_key())
+    path.chmod(0o640)
+    with pytest.raises(KeyFileError, match="group or others"):
+        sign.read_signing_key(path)
+    (tmp_path / "junk").write_text("nope")
+    (tmp_path / "junk").chmod(0o600)
+    with pytest.raises(KeyFileError, match="not an Ed25519"):
+        sign.read_signing_key(tmp_path / "junk")
+    # the same format as HOME/keys/site-signing.key written by `init`
+    home = HomePaths(tmp_path / "home")
+    create_signing_key(home)
+    assert sign.read_signing_key(home.signing_key).public_bytes == load_signing_key(home).public_bytes

@@ -158,6 +158,17 @@ class Identity:
         return Recipient(pub)
 
 
+def parse_recipients(values: Iterable[str]) -> list[Recipient]:
+    """Recipients from strings (e.g. ``config.central_recipients``); KeyFileError names the bad one."""
+    out = []
+    for i, value in enumerate(values, 1):
+        try:
+            out.append(Recipient.parse(value))
+        except KeyFileError as exc:
+            raise KeyFileError(f"central recipient #{i}: {exc}") from None
+    return out
+
+
 def parse_identities(text: str) -> list[Identity]:
     """Identities of an identity file (age-keygen format: ``#`` comments, one key per line)."""
     identities = []

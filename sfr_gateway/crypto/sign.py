@@ -12,8 +12,10 @@ is hashed in one streaming pass; ``Ed`` (the legacy algorithm, signature over th
 accepted when verifying. A public key file is ``untrusted comment: ...`` then
 ``base64("Ed" || key id || public key)``; the key id is shown as the hex of its bytes reversed.
 
-The site's private key lives in ``sfr_gateway.keys`` (PKCS#8, 0600); this module only needs a
-:class:`~sfr_gateway.keys.SigningKey`.
+The site's private key is stored as unencrypted PKCS#8 PEM, 0600 (``sfr_gateway.keys`` manages
+``HOME/keys/site-signing.key``; ``write_signing_key``/``read_signing_key`` do the same for any
+path). minisign's own scrypt-encrypted secret-key format is deliberately not used: only the
+PUBLIC key file and the signatures need to be minisign-compatible.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -99,6 +104,41 @@ class PublicKey:
 def generate_signing_key() -> SigningKey:
     """A fresh site signing key (in memory; ``keys.create_signing_key`` writes HOME's)."""
     return SigningKey(Ed25519PrivateKey.generate())
+
+
+def write_signing_key(path: Path, key: SigningKey) -> None:
+    """Write ``key`` as unencrypted PKCS#8 PEM (the format of ``HOME/keys/site-signing.key``).
+
+    Mode 0600; an existing file is never overwritten (KeyFileError).
+    """
+    pem = key.private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"{path} already exists: refusing to overwrite a key") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(pem)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_signing_key(path: Path) -> SigningKey:
+    """Read a PKCS#8 PEM Ed25519 key; KeyFileError if missing, exposed (group/other) or malformed."""
+    try:
+        if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+            raise KeyFileError(f"{path} is readable by group or others (run: chmod 600 {path})")
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read signing key {path}: {exc.__class__.__name__}") from None
+    try:
+        private = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise KeyFileError(f"{path}: not an Ed25519 private key") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise KeyFileError(f"{path}: not an Ed25519 private key")
+    return SigningKey(private)
 
 
 def public_key_file_text(key: SigningKey) -> str:
@@ -243,8 +283,10 @@ __all__ = [
     "key_id_hex",
     "parse_trusted_comment",
     "public_key_file_text",
+    "read_signing_key",
     "sign_digest",
     "sign_file",
     "verify_digest",
     "verify_file",
+    "write_signing_key",
 ]
