@@ -45,34 +45,27 @@ def _ct_corpus(workdir: Path, target_mb: int) -> list[bytes]:
 
 def child_encrypt_sign(size_mb: int, workdir: str) -> dict[str, float]:
     """age-encrypt ``size_mb`` MB of pseudo-random stream to a file, hashing it, then sign."""
-    import hashlib
-
     from sfr_gateway.crypto import age, sign
+    from sfr_gateway.package import HashingSink
 
     recipients = [age.Identity.generate().recipient, age.Identity.generate().recipient]
     key = sign.generate_signing_key()
     block = os.urandom(1 << 20)
     total = size_mb * MB
     path = Path(workdir) / "stream.age"
-    sha, blake = hashlib.sha256(), hashlib.blake2b(digest_size=64)
-
-    class Sink:
-        def __init__(self, fh: object) -> None:
-            self.fh = fh
-
-        def write(self, data: bytes) -> int:
-            sha.update(data)
-            blake.update(data)
-            return self.fh.write(data)  # type: ignore[attr-defined,no-any-return]
-
     start = time.perf_counter()
-    with open(path, "wb") as fh, age.Encryptor(Sink(fh), recipients) as enc:
-        done = 0
-        while done < total:
-            n = min(len(block), total - done)
-            enc.write(block[:n])
-            done += n
-    sign.sign_digest(blake.digest(), key, f"sha256:{sha.hexdigest()}")
+    with open(path, "wb") as fh:
+        sink = HashingSink(fh)
+        with age.Encryptor(sink, recipients) as enc:
+            done = 0
+            while done < total:
+                n = min(len(block), total - done)
+                enc.write(block[:n])
+                done += n
+        sink.close()
+        fh.flush()
+        os.fsync(fh.fileno())
+    sign.sign_digest(sink.blake2b.digest(), key, f"sha256:{sink.sha256.hexdigest()}")
     elapsed = time.perf_counter() - start
     path.unlink()
     return {"mb": size_mb, "seconds": elapsed, "mb_per_s": size_mb / elapsed, "peak_rss_mb": _peak_rss_mb()}

@@ -25,9 +25,11 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,24 +160,65 @@ def _tar_member(name: str, data: bytes, mtime: int) -> bytes:
     return _tar_header(name, len(data), mtime) + data + b"\0" * (-len(data) % BLOCK)
 
 
-class _CountingWriter:
-    """Counts and forwards writes (and optionally hashes them)."""
+class HashingSink:
+    """Writes ciphertext to ``fh`` and hashes it (SHA-256, BLAKE2b-512) in a helper thread.
 
-    def __init__(self, dst: Any, hashes: Sequence[Any] = ()) -> None:
-        self._dst = dst
-        self._hashes = hashes
+    hashlib and file writes release the GIL, so hashing and I/O overlap with encryption and
+    compression on another core. Memory: at most ``depth`` blocks of ``block`` bytes in flight.
+    Call ``close()`` (raises any I/O error of the helper) or ``abort()`` on failure.
+    """
+
+    def __init__(self, fh: BinaryIO, block: int = COPY_BLOCK, depth: int = 8) -> None:
+        self._fh = fh
+        self._block = block
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._buf = bytearray()
+        self._error: BaseException | None = None
+        self.sha256 = hashlib.sha256()
+        self.blake2b = hashlib.blake2b(digest_size=64)
         self.count = 0
+        self._thread = threading.Thread(target=self._run, name="batch-hash-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self.sha256.update(item)
+                self.blake2b.update(item)
+                self._fh.write(item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the producer on its next write/close
+                self._error = exc
 
     def write(self, data: bytes) -> int:
-        for h in self._hashes:
-            h.update(data)
-        self._dst.write(data)
+        if self._error is not None:
+            raise self._error
+        self._buf += data
         self.count += len(data)
+        if len(self._buf) >= self._block:
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
         return len(data)
 
     def flush(self) -> None:
-        if hasattr(self._dst, "flush"):
-            self._dst.flush()
+        """Nothing: data is handed over in blocks; ``close()`` drains everything."""
+
+    def close(self) -> None:
+        """Hand over the rest, wait for the helper, re-raise its error if it had one."""
+        if self._buf:
+            self._queue.put(bytes(self._buf))
+            self._buf.clear()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop the helper without raising (the output is being discarded)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 class _SpoolWriter:
@@ -302,17 +345,20 @@ def write_batch(
         head_frame, tail_frame = cctx.compress(head), cctx.compress(tail)
         compressed = len(head_frame) + spool.count + len(tail_frame)
 
-        sha, blake = hashlib.sha256(), hashlib.blake2b(digest_size=64)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=outbox)
         tmp = Path(tmp_name)
         try:
             os.fchmod(fd, 0o644)
             with os.fdopen(fd, "wb") as out:
-                sink = _CountingWriter(out, (sha, blake))
-                with Encryptor(sink, recipients) as enc:
-                    enc.write(head_frame)
-                    spool.replay(enc)
-                    enc.write(tail_frame)
+                sink = HashingSink(out)
+                try:
+                    with Encryptor(sink, recipients) as enc:
+                        enc.write(head_frame)
+                        spool.replay(enc)
+                        enc.write(tail_frame)
+                    sink.close()
+                finally:
+                    sink.abort()
                 out.flush()
                 os.fsync(out.fileno())
             _link_no_clobber(tmp, final)
@@ -320,10 +366,10 @@ def write_batch(
             tmp.unlink(missing_ok=True)
             raise
     fsync_dir(outbox)
-    sha_hex = sha.hexdigest()
+    sha_hex = sink.sha256.hexdigest()
     sig_path = signature_path(final)
     comment = trusted_comment(info.site, info.batch_id, sha_hex, final.name)
-    atomic_write_text(sig_path, sign_digest(blake.digest(), signing_key, comment), 0o644)
+    atomic_write_text(sig_path, sign_digest(sink.blake2b.digest(), signing_key, comment), 0o644)
     log.info("batch %s: %d files, %d bytes -> %d bytes", info.batch_id, len(files), manifest["counts"]["bytes"], sink.count)
     return BatchResult(
         batch_id=info.batch_id,

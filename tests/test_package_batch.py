@@ -194,7 +194,7 @@ def test_packaging_memory_is_bounded(tmp_path: Path) -> None:
     block = os.urandom(512 * 1024)
 
     def members() -> Iterator[tuple[str, bytes]]:
-        for i in range(64):  # 32 MiB through the pipeline
+        for i in range(96):  # 48 MiB through the pipeline
             yield f"f{i}.dcm", block
 
     tracemalloc.start()
@@ -203,5 +203,5 @@ def test_packaging_memory_is_bounded(tmp_path: Path) -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert result.plaintext_bytes == 32 * 1024 * 1024
-    assert peak < 8 * 1024 * 1024, peak
+    assert result.plaintext_bytes == 48 * 1024 * 1024
+    assert peak < 16 * 1024 * 1024, peak  # a few 1 MiB blocks in flight, not the batch
