@@ -205,3 +205,27 @@ def test_packaging_memory_is_bounded(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert result.plaintext_bytes == 48 * 1024 * 1024
     assert peak < 16 * 1024 * 1024, peak  # a few 1 MiB blocks in flight, not the batch
+
+
+def test_hashing_sink_hands_back_a_write_error() -> None:
+    with open("/dev/full", "wb", buffering=0) as full:  # every write fails with ENOSPC
+        sink = package.HashingSink(full, block=1024)
+        sink.write(b"x" * 4096)
+        with pytest.raises(OSError) as err:
+            for _ in range(64):
+                sink.write(b"y" * 1024)
+            sink.close()
+        sink.abort()
+    assert err.value.errno == 28
+
+
+def test_hashing_sink_hashes_what_it_writes(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    with open(tmp_path / "f", "wb") as fh:
+        sink = package.HashingSink(fh)
+        for i in range(0, len(data), 100_000):
+            sink.write(data[i : i + 100_000])
+        sink.close()
+    assert (tmp_path / "f").read_bytes() == data
+    assert sink.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert sink.blake2b.digest() == hashlib.blake2b(data).digest()
