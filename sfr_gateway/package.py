@@ -385,6 +385,28 @@ def write_batch(
     )
 
 
+def list_batches(outbox: Path) -> list[Path]:
+    """Batch files in ``outbox`` (``*.tar.zst.age``, not hidden temp files), sorted by name."""
+    outbox = Path(outbox)
+    if not outbox.is_dir():
+        return []
+    return sorted(p for p in outbox.iterdir() if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+
+
+def remove_stale_temps(outbox: Path) -> int:
+    """Delete temp files a crashed ``write_batch`` left (hidden ``.<batch>...tmp``); return how many.
+
+    Call only while holding the HOME lock (no batch is being written). They hold ciphertext only.
+    """
+    outbox = Path(outbox)
+    if not outbox.is_dir():
+        return 0
+    stale = [p for p in outbox.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp") and SUFFIX in p.name]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def sign_batch(age_path: Path, site: str, batch_id: str, signing_key: SigningKey) -> Path:
     """(Re)write the signature of an existing batch file, e.g. after a crash between the two.
 

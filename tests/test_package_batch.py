@@ -229,3 +229,14 @@ def test_hashing_sink_hashes_what_it_writes(tmp_path: Path) -> None:
     assert (tmp_path / "f").read_bytes() == data
     assert sink.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
     assert sink.blake2b.digest() == hashlib.blake2b(data).digest()
+
+
+def test_list_batches_and_remove_stale_temps(tmp_path: Path) -> None:
+    assert package.list_batches(tmp_path / "none") == []
+    a = package.write_batch(tmp_path, package.BatchInfo("S", "b2", "p"), [], [CENTRAL.recipient], KEY)
+    b = package.write_batch(tmp_path, package.BatchInfo("S", "b1", "p"), [], [CENTRAL.recipient], KEY)
+    stale = tmp_path / ".b3.tar.zst.age.x1y2.tmp"  # what a crash mid-write leaves
+    stale.write_bytes(b"partial ciphertext")
+    assert package.list_batches(tmp_path) == [b.path, a.path]
+    assert package.remove_stale_temps(tmp_path) == 1
+    assert not stale.exists() and a.path.exists() and a.signature_path.exists()
