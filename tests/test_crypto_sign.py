@@ -110,3 +110,14 @@ def test_private_key_file_round_trip_and_permissions(tmp_path: Path) -> None:
     home = HomePaths(tmp_path / "home")
     create_signing_key(home)
     assert sign.read_signing_key(home.signing_key).public_bytes == load_signing_key(home).public_bytes
+
+
+def test_sign_bytes_matches_sign_file(tmp_path: Path) -> None:
+    message = b'{"withdrawal": "SFR-X-1"}'
+    text = sign.sign_bytes(message, KEY, "kind:withdrawal")
+    path = tmp_path / "m"
+    path.write_bytes(message)
+    assert text == sign.sign_file(path, KEY, "kind:withdrawal")  # Ed25519 is deterministic
+    assert sign.verify_bytes(message, text, PUB).trusted_comment == "kind:withdrawal"
+    with pytest.raises(IntegrityError):
+        sign.verify_bytes(message + b" ", text, PUB)

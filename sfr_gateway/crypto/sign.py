@@ -223,6 +223,20 @@ def sign_file(path: Path, key: SigningKey, trusted_comment: str, untrusted_comme
     return sign_digest(file_blake2b(path), key, trusted_comment, untrusted_comment)
 
 
+def sign_bytes(data: bytes, key: SigningKey, trusted_comment: str, untrusted_comment: str | None = None) -> str:
+    """The ``.minisig`` text for an in-memory message (e.g. a withdrawal request)."""
+    return sign_digest(hashlib.blake2b(data, digest_size=64).digest(), key, trusted_comment, untrusted_comment)
+
+
+def verify_bytes(data: bytes, sig: Signature | str, public: PublicKey) -> Signature:
+    """Verify an in-memory message against a ``.minisig`` (``ED`` or legacy ``Ed``)."""
+    if isinstance(sig, str):
+        sig = Signature.parse(sig)
+    if sig.algorithm == ALG_PREHASHED:
+        return _verify(sig, public, hashlib.blake2b(data, digest_size=64).digest())
+    return _verify(sig, public, data)
+
+
 def verify_digest(sig: Signature | str, public: PublicKey, blake2b_512: bytes) -> Signature:
     """Verify a prehashed (``ED``) signature against a file's BLAKE2b-512 digest."""
     if isinstance(sig, str):
@@ -284,8 +298,10 @@ __all__ = [
     "parse_trusted_comment",
     "public_key_file_text",
     "read_signing_key",
+    "sign_bytes",
     "sign_digest",
     "sign_file",
+    "verify_bytes",
     "verify_digest",
     "verify_file",
     "write_signing_key",
