@@ -1,0 +1,67 @@
+"""The ``sfr-gateway`` command: parse, call one library function, map errors to exit codes.
+
+Each command group lives in its own module of this package and is listed in
+``COMMAND_MODULES``; every module exposes ``COMMANDS``, a list of click commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .. import __version__
+from ..errors import GatewayError
+from .common import GatewayContext
+
+COMMAND_MODULES = (
+    "sfr_gateway.cli.init",
+    "sfr_gateway.cli.scan",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="SFR_GATEWAY_HOME",
+    help="Gateway HOME (env SFR_GATEWAY_HOME; default: the platform data dir).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.version_option(__version__, prog_name="sfr-gateway")
+@click.pass_context
+def cli(ctx: click.Context, home: Path | None, verbose: int) -> None:
+    """Site-side de-identification gateway for the SFR national chest-CT database."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = GatewayContext(home)
+
+
+for _name in COMMAND_MODULES:
+    for _command in importlib.import_module(_name).COMMANDS:
+        cli.add_command(_command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the group; a GatewayError becomes its documented exit code."""
+    try:
+        cli.main(args=argv, prog_name="sfr-gateway", standalone_mode=False)
+    except GatewayError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+def run() -> None:  # pragma: no cover - thin wrapper for the console script
+    sys.exit(main())

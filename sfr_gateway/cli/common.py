@@ -1,0 +1,47 @@
+"""What every command shares: the HOME it works on, its config, JSON and TTY helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import Config, HomePaths, default_home, load_config
+
+
+@dataclass
+class GatewayContext:
+    """Carried in ``click.Context.obj``: the HOME, and its config loaded on first use."""
+
+    home_arg: Path | None
+    _config: Config | None = field(default=None, init=False, repr=False)
+
+    @property
+    def home(self) -> HomePaths:
+        return HomePaths(self.home_arg or default_home())
+
+    def config(self) -> Config:
+        """Load config.toml and refuse to go on if key permissions are unsafe."""
+        if self._config is None:
+            from ..keys import check_key_permissions
+
+            self._config = load_config(self.home.root)
+            check_key_permissions(self.home)
+        return self._config
+
+
+pass_gateway = click.make_pass_decorator(GatewayContext)
+
+
+def echo_json(data: Any) -> None:
+    """Print ``data`` as stable, indented JSON on stdout."""
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def interactive() -> bool:
+    """True when stdout and stderr are terminals (progress bars only then; never under cron)."""
+    return sys.stderr.isatty() and sys.stdout.isatty()

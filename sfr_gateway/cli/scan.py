@@ -1,0 +1,75 @@
+"""``sfr-gateway scan``: index PACS exports and say what they hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..dicomio import UNREADABLE_REASONS
+from ..ledger import open_ledger
+from ..scan import scan as run_scan
+from ..select import EXCLUSION_REASONS
+from .common import GatewayContext, echo_json, interactive, pass_gateway
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_gateway
+def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
+    """Index the DICOM files under SOURCES (read-only) and report eligibility."""
+    config = gw.config()
+    with open_ledger(config.home.state_db) as ledger:
+        if interactive() and not as_json:
+            with Progress(SpinnerColumn(), TextColumn("scanning: {task.completed} files"), TimeElapsedColumn(),
+                          transient=True) as bar:
+                task = bar.add_task("scan", total=None)
+                result = run_scan(ledger, sources, config.selection, lambda n: bar.update(task, completed=n))
+        else:
+            result = run_scan(ledger, sources, config.selection)
+    data = result.as_dict()
+    if as_json:
+        echo_json(data)
+    else:
+        render_summary(data)
+
+
+def render_summary(data: dict[str, Any]) -> None:
+    """The human summary of a scan."""
+    console = Console()
+    this = data["this_scan"]
+    console.print(
+        f"Scanned {this['seen']} files: {this['read']} read, {this['unchanged']} unchanged, "
+        f"{this['unreadable']} unreadable, {this['missing']} gone, {this['moved']} moved."
+    )
+    table = Table(title="Index", show_header=True)
+    table.add_column("")
+    for col in ("patients", "studies", "series", "instances"):
+        table.add_column(col, justify="right")
+    table.add_row("all", *(str(data[c]) for c in ("patients", "studies", "series", "instances")))
+    table.add_row("eligible", *(str(data["eligible"][c]) for c in ("patients", "studies", "series", "instances")))
+    console.print(table)
+    if data["excluded"]:
+        t = Table(title="Excluded instances by reason")
+        t.add_column("reason")
+        t.add_column("instances", justify="right")
+        t.add_column("meaning")
+        for reason, count in sorted(data["excluded"].items()):
+            t.add_row(reason, str(count), EXCLUSION_REASONS.get(reason, ""))
+        console.print(t)
+    if data["unreadable"]:
+        t = Table(title="Unreadable files by reason")
+        t.add_column("reason")
+        t.add_column("files", justify="right")
+        t.add_column("meaning")
+        for reason, count in sorted(data["unreadable"].items()):
+            t.add_row(reason, str(count), UNREADABLE_REASONS.get(reason, ""))
+        console.print(t)
+
+
+COMMANDS = [scan]

@@ -1,0 +1,174 @@
+"""Header-only reading of one source file into the facts the ledger indexes.
+
+Never reads pixel data: it parses up to (7FE0,0010), then checks from the element's own
+header that the declared length fits in the file (a truncated export is caught here).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+from .errors import DicomError
+
+UNREADABLE_REASONS = {
+    "empty-file": "the file is empty",
+    "not-dicom": "not a DICOM file (no DICM prefix and no parseable dataset)",
+    "no-file-meta-unparseable": "no file meta and the dataset does not parse unambiguously",
+    "truncated": "the file ends before a declared element does",
+    "unparseable": "the header cannot be parsed",
+    "missing-uid": "no SOP Instance UID",
+    "permission-denied": "no read permission",
+    "symlink-loop": "symbolic link loop",
+    "io-error": "the file system returned an error",
+    "vanished": "the file disappeared during the scan",
+}
+
+_UNDEFINED = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What scan records about one readable instance."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    patient_id: str
+    issuer: str
+    study_uid: str
+    series_uid: str
+    modality: str
+    body_part: str
+    study_date: str
+    study_description: str
+    series_description: str
+    protocol_name: str
+    image_type: str
+    series_number: int | None
+    frames: int
+    transfer_syntax: str
+
+
+def _text(ds: Any, keyword: str) -> str:
+    try:
+        value = ds.get(keyword, "")
+    except Exception:  # noqa: BLE001 - a malformed value is treated as absent here
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _int(ds: Any, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _check_lengths(ds: Any, fh: BinaryIO, size: int, syntax: str) -> None:
+    """Raise ``truncated`` when an element or the pixel data claims bytes beyond the file's end."""
+    for elem in ds._dict.values():
+        tell, length = getattr(elem, "value_tell", None), getattr(elem, "length", None)
+        if tell is not None and length not in (None, _UNDEFINED) and tell + length > size:
+            raise DicomError("truncated", f"element {elem.tag} ends past the end of the file")
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return
+    head = fh.read(12)
+    if len(head) < 8:
+        return  # no pixel data element: header-only object
+    endian = ">" if syntax == ExplicitVRBigEndian else "<"
+    group, element = struct.unpack(endian + "HH", head[:4])
+    if (group, element) != (0x7FE0, 0x0010):
+        return
+    if syntax == ImplicitVRLittleEndian or syntax == "":
+        (length,), header = struct.unpack(endian + "L", head[4:8]), 8
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"):
+        if len(head) < 12:
+            raise DicomError("truncated", "pixel data header cut")
+        (length,), header = struct.unpack(endian + "L", head[8:12]), 12
+    else:
+        (length,), header = struct.unpack(endian + "H", head[6:8]), 8
+    if length != _UNDEFINED and fh.tell() - len(head) + header + length > size:
+        raise DicomError("truncated", "pixel data ends past the end of the file")
+
+
+def read_header(path: bytes | str) -> tuple[HeaderFacts, int, int]:
+    """Read one file's header facts. Returns (facts, size, mtime_ns); raises DicomError."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as fh:
+            if st.st_size == 0:
+                raise DicomError("empty-file")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    ds = pydicom.dcmread(fh, stop_before_pixels=True)
+                except InvalidDicomError:
+                    fh.seek(0)
+                    ds = _read_raw(fh)
+                syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+                _check_lengths(ds, fh, st.st_size, syntax)
+                facts = _facts(ds, syntax)
+    except DicomError:
+        raise
+    except PermissionError:
+        raise DicomError("permission-denied") from None
+    except FileNotFoundError:
+        raise DicomError("vanished") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DicomError("symlink-loop") from None
+        raise DicomError("io-error", errno.errorcode.get(exc.errno or 0, "")) from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure means this file is unreadable
+        raise DicomError("unparseable", exc.__class__.__name__) from None
+    if not facts.sop_instance_uid:
+        raise DicomError("missing-uid")
+    return facts, st.st_size, st.st_mtime_ns
+
+
+def _read_raw(fh: BinaryIO) -> Any:
+    """A dataset written without preamble and file meta: accept it only if it parses plainly."""
+    start = fh.read(8)
+    fh.seek(0)
+    if len(start) < 8 or struct.unpack("<H", start[:2])[0] not in (0x0008, 0x0002):
+        raise DicomError("not-dicom")
+    try:
+        ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001
+        raise DicomError("no-file-meta-unparseable") from None
+    if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+        raise DicomError("no-file-meta-unparseable", "no SOP Class or SOP Instance UID")
+    return ds
+
+
+def _facts(ds: Any, syntax: str) -> HeaderFacts:
+    return HeaderFacts(
+        sop_class_uid=_text(ds, "SOPClassUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        patient_id=_text(ds, "PatientID"),
+        issuer=_text(ds, "IssuerOfPatientID"),
+        study_uid=_text(ds, "StudyInstanceUID"),
+        series_uid=_text(ds, "SeriesInstanceUID"),
+        modality=_text(ds, "Modality").upper(),
+        body_part=_text(ds, "BodyPartExamined").upper(),
+        study_date=_text(ds, "StudyDate"),
+        study_description=_text(ds, "StudyDescription"),
+        series_description=_text(ds, "SeriesDescription"),
+        protocol_name=_text(ds, "ProtocolName"),
+        image_type=_text(ds, "ImageType").upper(),
+        series_number=_int(ds, "SeriesNumber"),
+        frames=_int(ds, "NumberOfFrames") or 1,
+        transfer_syntax=syntax or "none (raw dataset without file meta)",
+    )

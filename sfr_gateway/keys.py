@@ -1,0 +1,163 @@
+"""The site's key files: the pseudonym secret and the Ed25519 signing key.
+
+``keys/`` is 0700 and every secret file in it 0600; any command refuses to run otherwise.
+Nothing here ever logs or raises with key material.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .config import HomePaths
+from .errors import KeyFileError
+from .fsutil import atomic_write_bytes, atomic_write_text
+
+SECRET_HEADER = "sfr-gateway pseudonym secret v1"
+SECRET_BYTES = 32
+
+
+def ensure_keys_dir(home: HomePaths) -> None:
+    """Create keys/ with mode 0700 (and fix a freshly created one's mode)."""
+    home.keys.mkdir(parents=True, exist_ok=True)
+    os.chmod(home.keys, 0o700)
+
+
+def check_key_permissions(home: HomePaths) -> None:
+    """Refuse to go on when keys/ or a secret key file is readable by group or others."""
+    if not home.keys.exists():
+        return
+    problems = []
+    if stat.S_IMODE(home.keys.stat().st_mode) & 0o077:
+        problems.append(f"{home.keys} (run: chmod 700 {home.keys})")
+    for entry in sorted(home.keys.iterdir()):
+        if entry.suffix == ".pub" or not entry.is_file():
+            continue
+        if stat.S_IMODE(entry.stat().st_mode) & 0o077:
+            problems.append(f"{entry} (run: chmod 600 {entry})")
+    if problems:
+        raise KeyFileError("key files are readable by group or others; fix: " + "; ".join(problems))
+
+
+def secret_fingerprint(secret: bytes) -> str:
+    """A short, non-reversible fingerprint to tell secrets apart (never the secret itself)."""
+    return hmac.new(secret, b"sfr-gateway/fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def encode_secret(secret: bytes) -> str:
+    return f"{SECRET_HEADER}\n{secret.hex()}\n"
+
+
+def decode_secret(text: str, where: str) -> bytes:
+    lines = text.strip().splitlines()
+    if len(lines) != 2 or lines[0] != SECRET_HEADER:
+        raise KeyFileError(f"{where}: not an sfr-gateway pseudonym secret file")
+    try:
+        secret = bytes.fromhex(lines[1])
+    except ValueError:
+        raise KeyFileError(f"{where}: the secret is not hexadecimal") from None
+    if len(secret) != SECRET_BYTES:
+        raise KeyFileError(f"{where}: the secret must be {SECRET_BYTES} bytes")
+    return secret
+
+
+def create_pseudonym_secret(home: HomePaths) -> bool:
+    """Generate the 32-byte pseudonym secret unless one exists. True if created."""
+    ensure_keys_dir(home)
+    if home.pseudonym_key.exists():
+        return False
+    atomic_write_text(home.pseudonym_key, encode_secret(secrets.token_bytes(SECRET_BYTES)), 0o600)
+    return True
+
+
+def load_pseudonym_secret(home: HomePaths) -> bytes:
+    """The site's pseudonym secret; KeyFileError if missing, malformed or exposed."""
+    check_key_permissions(home)
+    try:
+        text = home.pseudonym_key.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise KeyFileError(f"no pseudonym secret at {home.pseudonym_key}: run `sfr-gateway init`") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"cannot read {home.pseudonym_key}: {exc.__class__.__name__}") from None
+    return decode_secret(text, str(home.pseudonym_key))
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """The site's Ed25519 signing key and its minisign key id."""
+
+    private: Ed25519PrivateKey
+
+    @property
+    def public_bytes(self) -> bytes:
+        return self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+    @property
+    def key_id(self) -> bytes:
+        """8 bytes naming the key (minisign key id), derived from the public key."""
+        return key_id_for(self.public_bytes)
+
+    def minisign_public(self) -> str:
+        """The public key as a minisign public-key file."""
+        return minisign_public_text(self.public_bytes)
+
+
+def key_id_for(public: bytes) -> bytes:
+    return hashlib.blake2b(public, digest_size=8).digest()
+
+
+def minisign_public_text(public: bytes) -> str:
+    kid = key_id_for(public)
+    blob = base64.b64encode(b"Ed" + kid + public).decode("ascii")
+    return f"untrusted comment: minisign public key {kid[::-1].hex().upper()}\n{blob}\n"
+
+
+def create_signing_key(home: HomePaths) -> bool:
+    """Generate the site's Ed25519 key (PKCS#8 PEM, 0600) and its minisign .pub unless present."""
+    ensure_keys_dir(home)
+    if home.signing_key.exists():
+        if not home.signing_pub.exists():
+            atomic_write_text(home.signing_pub, load_signing_key(home).minisign_public(), 0o644)
+        return False
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    atomic_write_bytes(home.signing_key, pem, 0o600)
+    atomic_write_text(home.signing_pub, SigningKey(key).minisign_public(), 0o644)
+    return True
+
+
+def load_signing_key(home: HomePaths) -> SigningKey:
+    """The site's signing key; KeyFileError if missing, malformed or exposed."""
+    check_key_permissions(home)
+    try:
+        data = home.signing_key.read_bytes()
+    except FileNotFoundError:
+        raise KeyFileError(f"no signing key at {home.signing_key}: run `sfr-gateway init`") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise KeyFileError(f"{home.signing_key}: not an Ed25519 private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{home.signing_key}: not an Ed25519 private key")
+    return SigningKey(key)
+
+
+def load_minisign_public(text: str) -> Ed25519PublicKey:
+    """Parse a minisign public key (file text or the bare base64 line)."""
+    line = [x for x in text.strip().splitlines() if not x.startswith("untrusted comment:")]
+    try:
+        blob = base64.b64decode(line[-1], validate=True)
+    except (IndexError, ValueError):
+        raise KeyFileError("not a minisign public key") from None
+    if len(blob) != 42 or blob[:2] != b"Ed":
+        raise KeyFileError("not a minisign Ed25519 public key")
+    return Ed25519PublicKey.from_public_bytes(blob[10:])
