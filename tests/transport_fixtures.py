@@ -368,10 +368,10 @@ class FaultProxy:
                 break
             length -= len(data)
         extra = f"Retry-After: {retry_after}\r\n" if retry_after is not None else ""
+        with self._lock:  # counted before the client can see the answer
+            self.failed += 1
         client.sendall(f"HTTP/1.1 {status} Fault Injected\r\nTus-Resumable: 1.0.0\r\n{extra}"
                        "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
-        with self._lock:
-            self.failed += 1
         _close(client)
 
     def _pump_up(self, src: socket.socket, dst: socket.socket, stalled: threading.Event) -> None:

@@ -95,13 +95,14 @@ class TusDestination(Destination):
         *,
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.settings = settings or TransportSettings()
         self._sleep = sleep
         self._rng = rng
         self._server: ServerInfo | None = None
-        self._throttle = Throttle(self.settings.bandwidth_limit, sleep=sleep)
+        self._throttle = Throttle(self.settings.bandwidth_limit, sleep=sleep, clock=clock)
         # An explicit CA bundle path is passed on every request so REQUESTS_CA_BUNDLE cannot
         # override it; verification is never switched off.
         self._verify: str | bool = str(self.settings.ca_bundle) if self.settings.ca_bundle else True

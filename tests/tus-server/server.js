@@ -9,7 +9,7 @@
 //   --checksum               offer the tus checksum extension (sha1, sha256): verified per PATCH
 //   --name-by-metadata KEY   upload id = metadata[KEY] (reproduces the "re-create overwrites" hazard)
 //   --max-size N             refuse uploads larger than N bytes (413)
-//   --log FILE               append one JSON line per request (method, url, status, headers of note)
+//   --log FILE               append JSON lines: each request on arrival, its status, creations
 // Prints one JSON line {"port": P, "scheme": "http"|"https"} on stdout once listening.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -97,17 +97,16 @@ async function checkedPatch(req, res) {
 }
 
 async function handle(req, res) {
-  res.on('finish', () =>
-    log({
-      method: req.method,
-      url: req.url,
-      status: res.statusCode,
-      upload_offset: req.headers['upload-offset'] ?? null,
-      upload_length: req.headers['upload-length'] ?? null,
-      checksum: req.headers['upload-checksum'] ?? null,
-      client_cn: tls && req.socket.getPeerCertificate ? (req.socket.getPeerCertificate()?.subject?.CN ?? null) : null,
-    }),
-  );
+  // Logged on arrival (before any answer can reach the client), the status once sent.
+  log({
+    method: req.method,
+    url: req.url,
+    upload_offset: req.headers['upload-offset'] ?? null,
+    upload_length: req.headers['upload-length'] ?? null,
+    checksum: req.headers['upload-checksum'] ?? null,
+    client_cn: tls && req.socket.getPeerCertificate ? (req.socket.getPeerCertificate()?.subject?.CN ?? null) : null,
+  });
+  res.on('finish', () => log({ event: 'response', of: `${req.method} ${req.url}`, status: res.statusCode }));
   if (opt.token && req.headers.authorization !== `Bearer ${opt.token}`) {
     req.resume();
     return reply(res, 401, 'Unauthorized\n');
