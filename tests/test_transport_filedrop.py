@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transport_fixtures import ledger, make_batch  # noqa: F401 - fixtures
 
 from sfr_gateway.errors import ConfigError, IntegrityError, TransportError
 from sfr_gateway.ledger.uploads import SqliteUploadState, list_uploads
 from sfr_gateway.transport import destination_for
 from sfr_gateway.transport.filedrop import FileDropDestination
 
+pytest_plugins = ["transport_fixtures"]
 
-def test_drop_places_batch_and_signature_without_visible_partial(tmp_path: Path, ledger) -> None:
-    batch = make_batch(tmp_path / "outbox", "B-0001", 3 * 1024 * 1024 + 17)
+
+def test_drop_places_batch_and_signature_without_visible_partial(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0001", 3 * 1024 * 1024 + 17)
     drop = tmp_path / "drop"
     drop.mkdir()
     dest = destination_for(drop.as_uri())
@@ -39,8 +40,8 @@ def test_drop_places_batch_and_signature_without_visible_partial(tmp_path: Path,
     assert {(r["part"], r["state"]) for r in list_uploads(ledger)} == {("data", "done"), ("signature", "done")}
 
 
-def test_drop_crash_mid_copy_leaves_no_final_file_and_retry_completes(tmp_path: Path, ledger) -> None:
-    batch = make_batch(tmp_path / "outbox", "B-0002", 5 * 1024 * 1024)
+def test_drop_crash_mid_copy_leaves_no_final_file_and_retry_completes(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0002", 5 * 1024 * 1024)
     drop = tmp_path / "drop"
     drop.mkdir()
     dest = FileDropDestination(drop)
@@ -63,8 +64,8 @@ def test_drop_crash_mid_copy_leaves_no_final_file_and_retry_completes(tmp_path: 
     assert receipt.bytes_sent == batch.size  # the signature was already there: not copied again
 
 
-def test_drop_is_idempotent(tmp_path: Path, ledger) -> None:
-    batch = make_batch(tmp_path / "outbox", "B-0003", 100_000)
+def test_drop_is_idempotent(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0003", 100_000)
     drop = tmp_path / "drop"
     drop.mkdir()
     dest = FileDropDestination(drop)
@@ -82,8 +83,8 @@ def test_drop_is_idempotent(tmp_path: Path, ledger) -> None:
     assert (drop / batch.path.name).stat().st_mtime_ns == mtime
 
 
-def test_drop_refuses_to_overwrite_a_different_file(tmp_path: Path, ledger) -> None:
-    batch = make_batch(tmp_path / "outbox", "B-0004", 10_000)
+def test_drop_refuses_to_overwrite_a_different_file(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0004", 10_000)
     drop = tmp_path / "drop"
     drop.mkdir()
     (drop / batch.path.name).write_bytes(b"someone else's bytes")
@@ -93,8 +94,8 @@ def test_drop_refuses_to_overwrite_a_different_file(tmp_path: Path, ledger) -> N
     assert (drop / batch.path.name).read_bytes() == b"someone else's bytes"
 
 
-def test_drop_refuses_tampered_unsigned_or_missing_folder(tmp_path: Path, ledger) -> None:
-    batch = make_batch(tmp_path / "outbox", "B-0005", 10_000)
+def test_drop_refuses_tampered_unsigned_or_missing_folder(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0005", 10_000)
     drop = tmp_path / "drop"
     state = SqliteUploadState(ledger, drop.as_uri())
     with pytest.raises(TransportError, match="does not exist"):

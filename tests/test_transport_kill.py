@@ -10,8 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-from transport_fixtures import env_without_proxies, make_batch, no_env_proxy, tus_server  # noqa: F401
-
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.ledger.uploads import SqliteUploadState
 
@@ -28,12 +26,14 @@ with open_ledger(Path(db)) as ledger, destination_for(url, settings) as dest:
 print(receipt.to_json())
 """
 
+pytest_plugins = ["transport_fixtures"]
+
 
 def driver(db: Path, url: str, batch, rate: int) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", DRIVER, str(db), url, str(batch.path), batch.batch_id, batch.sha256,
          str(batch.size), str(rate)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env_without_proxies(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,  # env: no_env_proxy cleaned it
     )
 
 
@@ -43,9 +43,9 @@ def confirmed_offset(db: Path, url: str, batch_id: str) -> int:
     return saved[1] if saved else 0
 
 
-def test_sigkill_mid_upload_then_new_process_resumes(tmp_path: Path, tus_server) -> None:
+def test_sigkill_mid_upload_then_new_process_resumes(new_batch, tmp_path: Path, tus_server) -> None:
     server = tus_server()
-    batch = make_batch(tmp_path / "outbox", "B-kill", 3 * 1024 * 1024)
+    batch = new_batch("B-kill", 3 * 1024 * 1024)
     db = tmp_path / "state.db"
     open_ledger(db).close()  # migrate once, before two processes share it
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transport_fixtures import ledger  # noqa: F401 - fixture
 
 from sfr_gateway.errors import ConfigError
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.ledger.uploads import SqliteUploadState, list_uploads
 from sfr_gateway.transport import Receipt, TransportSettings, UploadState
 from sfr_gateway.transport.retry import backoff_delay, parse_retry_after
+
+pytest_plugins = ["transport_fixtures"]
 
 
 def receipt(batch_id: str, size: int = 10) -> Receipt:

@@ -6,22 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transport_fixtures import (  # noqa: F401 - fixtures
-    FaultProxy,
-    fault_proxy,
-    ledger,
-    make_batch,
-    no_env_proxy,
-    pki,
-    tus_server,
-)
 
 from sfr_gateway.errors import AuthError, TransportError
 from sfr_gateway.ledger.uploads import SqliteUploadState
 from sfr_gateway.transport import TransportSettings
 from sfr_gateway.transport.tus import TusDestination
 
-FAST = dict(backoff_base=0.01, backoff_max=0.05, connect_timeout=5, timeout=5)
+FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "connect_timeout": 5, "timeout": 5}
+
+pytest_plugins = ["transport_fixtures"]
 
 
 def send(url: str, batch, ledger, **kw) -> object:
@@ -34,17 +27,17 @@ def send(url: str, batch, ledger, **kw) -> object:
         assert slept == [], "TLS and credential failures are never retried"
 
 
-def test_https_with_our_ca_bundle(tmp_path: Path, tus_server, pki, ledger) -> None:
+def test_https_with_our_ca_bundle(new_batch, tmp_path: Path, tus_server, pki, ledger) -> None:
     server = tus_server("--cert", str(pki.server_cert), "--key", str(pki.server_key))
-    batch = make_batch(tmp_path, "B-tls", 300_000)
+    batch = new_batch("B-tls", 300_000)
     receipt = send(server.url, batch, ledger, ca_bundle=pki.ca)
     assert receipt.location.startswith("https://127.0.0.1:")
     assert server.upload_of(batch.path.name) == [batch.path.read_bytes()]
 
 
-def test_server_cert_from_another_ca_is_refused(tmp_path: Path, tus_server, pki, ledger) -> None:
+def test_server_cert_from_another_ca_is_refused(new_batch, tmp_path: Path, tus_server, pki, ledger) -> None:
     server = tus_server("--cert", str(pki.server_cert), "--key", str(pki.server_key))
-    batch = make_batch(tmp_path, "B-otherca", 1000)
+    batch = new_batch("B-otherca", 1000)
     with pytest.raises(TransportError, match="TLS verification failed") as err:
         send(server.url, batch, ledger, ca_bundle=pki.other_ca, retries=5)
     assert not isinstance(err.value, AuthError)
@@ -54,38 +47,38 @@ def test_server_cert_from_another_ca_is_refused(tmp_path: Path, tus_server, pki,
     assert server.requests() == []
 
 
-def test_server_cert_for_another_host_is_refused(tmp_path: Path, tus_server, pki, ledger) -> None:
+def test_server_cert_for_another_host_is_refused(new_batch, tmp_path: Path, tus_server, pki, ledger) -> None:
     server = tus_server("--cert", str(pki.wrong_host_cert), "--key", str(pki.wrong_host_key))
-    batch = make_batch(tmp_path, "B-wronghost", 1000)
+    batch = new_batch("B-wronghost", 1000)
     with pytest.raises(TransportError, match="TLS verification failed"):
         send(server.url, batch, ledger, ca_bundle=pki.ca, retries=5)
     assert server.requests() == []
 
 
 def test_requests_ca_bundle_env_cannot_override_configured_bundle(
-    tmp_path: Path, tus_server, pki, ledger, monkeypatch: pytest.MonkeyPatch
+    new_batch, tmp_path: Path, tus_server, pki, ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = tus_server("--cert", str(pki.server_cert), "--key", str(pki.server_key))
-    batch = make_batch(tmp_path, "B-env-ca", 1000)
+    batch = new_batch("B-env-ca", 1000)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.other_ca))
     send(server.url, batch, ledger, ca_bundle=pki.ca)  # ours wins: succeeds
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca))
-    other = make_batch(tmp_path, "B-env-ca2", 1000)
+    other = new_batch("B-env-ca2", 1000)
     with pytest.raises(TransportError, match="TLS verification failed"):
         send(server.url, other, ledger, ca_bundle=pki.other_ca)  # and cannot rescue a wrong one
 
 
-def test_mutual_tls(tmp_path: Path, tus_server, pki, ledger) -> None:
+def test_mutual_tls(new_batch, tmp_path: Path, tus_server, pki, ledger) -> None:
     server = tus_server("--cert", str(pki.server_cert), "--key", str(pki.server_key), "--ca", str(pki.ca))
-    batch = make_batch(tmp_path, "B-mtls", 300_000)
+    batch = new_batch("B-mtls", 300_000)
     send(server.url, batch, ledger, ca_bundle=pki.ca, client_cert=pki.client_cert, client_key=pki.client_key)
     assert server.upload_of(batch.path.name) == [batch.path.read_bytes()]
     assert {r["client_cn"] for r in server.requests()} == {"site-TEST"}
 
 
-def test_mutual_tls_without_client_cert_is_refused(tmp_path: Path, tus_server, pki, ledger) -> None:
+def test_mutual_tls_without_client_cert_is_refused(new_batch, tmp_path: Path, tus_server, pki, ledger) -> None:
     server = tus_server("--cert", str(pki.server_cert), "--key", str(pki.server_key), "--ca", str(pki.ca))
-    batch = make_batch(tmp_path, "B-nocert", 1000)
+    batch = new_batch("B-nocert", 1000)
     slept: list[float] = []
     dest = TusDestination(server.url, TransportSettings(**{**FAST, "retries": 2}, ca_bundle=pki.ca),
                           sleep=slept.append)
@@ -96,15 +89,12 @@ def test_mutual_tls_without_client_cert_is_refused(tmp_path: Path, tus_server, p
 
 
 def test_https_proxy_from_environment_is_used(
-    tmp_path: Path, tus_server, pki, ledger, monkeypatch: pytest.MonkeyPatch
+    new_batch, tus_server, fault_proxy, pki, ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = tus_server("--cert", str(pki.server_cert), "--key", str(pki.server_key))
-    proxy = FaultProxy(("127.0.0.1", server.port), connect=True)
-    try:
-        monkeypatch.setenv("HTTPS_PROXY", proxy.url(""))
-        batch = make_batch(tmp_path, "B-proxy", 200_000)
-        send(server.url, batch, ledger, ca_bundle=pki.ca)
-        assert proxy.tunnels >= 1
-        assert server.upload_of(batch.path.name) == [batch.path.read_bytes()]
-    finally:
-        proxy.close()
+    proxy = fault_proxy(server, connect=True)
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url(""))
+    batch = new_batch("B-proxy", 200_000)
+    send(server.url, batch, ledger, ca_bundle=pki.ca)
+    assert proxy.tunnels >= 1
+    assert server.upload_of(batch.path.name) == [batch.path.read_bytes()]

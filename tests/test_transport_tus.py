@@ -5,13 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from transport_fixtures import (  # noqa: F401 - fixtures
-    fault_proxy,
-    ledger,
-    make_batch,
-    no_env_proxy,
-    tus_server,
-)
 
 from sfr_gateway.errors import AuthError, TransportError
 from sfr_gateway.ledger import open_ledger
@@ -19,7 +12,9 @@ from sfr_gateway.ledger.uploads import SqliteUploadState, list_uploads
 from sfr_gateway.transport import TransportSettings, destination_for
 from sfr_gateway.transport.tus import TusDestination
 
-FAST = dict(backoff_base=0.01, backoff_max=0.05, connect_timeout=5, timeout=5)
+FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "connect_timeout": 5, "timeout": 5}
+
+pytest_plugins = ["transport_fixtures"]
 
 
 def settings(**kw) -> TransportSettings:
@@ -33,9 +28,9 @@ def assert_one_copy_on_server(server, batch) -> None:
 
 
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "checksum"])
-def test_happy_path(tmp_path: Path, tus_server, ledger, checksum: bool) -> None:
+def test_happy_path(new_batch, tmp_path: Path, tus_server, ledger, checksum: bool) -> None:
     server = tus_server(*(["--checksum"] if checksum else []))
-    batch = make_batch(tmp_path, "B-happy", 1_000_003)
+    batch = new_batch("B-happy", 1_000_003)
     dest = destination_for(server.url, settings(chunk_size=256 * 1024))
     receipt = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, server.url))
     assert_one_copy_on_server(server, batch)
@@ -52,10 +47,10 @@ def test_happy_path(tmp_path: Path, tus_server, ledger, checksum: bool) -> None:
         ("data", "done", batch.size), ("signature", "done", batch.signature.stat().st_size)}
 
 
-def test_cut_then_new_process_resumes_from_ledger(tmp_path: Path, tus_server, fault_proxy) -> None:
+def test_cut_then_new_process_resumes_from_ledger(new_batch, tmp_path: Path, tus_server, fault_proxy) -> None:
     server = tus_server("--checksum")
     proxy = fault_proxy(server)
-    batch = make_batch(tmp_path, "B-cut", 2 * 1024 * 1024 + 5)
+    batch = new_batch("B-cut", 2 * 1024 * 1024 + 5)
     db = tmp_path / "state.db"
     proxy.cut_after(1_200_000)  # well into the data, mid-chunk
     with open_ledger(db) as led:
@@ -76,10 +71,10 @@ def test_cut_then_new_process_resumes_from_ledger(tmp_path: Path, tus_server, fa
     assert server.requests("HEAD")[0]["url"] == "/files/" + url.rsplit("/", 1)[1]
 
 
-def test_cut_without_checksum_keeps_partial_bytes(tmp_path: Path, tus_server, fault_proxy, ledger) -> None:
+def test_cut_without_checksum_keeps_partial_bytes(new_batch, tmp_path: Path, tus_server, fault_proxy, ledger) -> None:
     server = tus_server()  # stock server: stores the bytes that arrived before the cut
     proxy = fault_proxy(server)
-    batch = make_batch(tmp_path, "B-cut2", 1024 * 1024)
+    batch = new_batch("B-cut2", 1024 * 1024)
     proxy.cut_after(600_000)
     dest = TusDestination(proxy.url(), settings(chunk_size=1024 * 1024, retries=3))
     receipt = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, proxy.url()))
@@ -90,10 +85,10 @@ def test_cut_without_checksum_keeps_partial_bytes(tmp_path: Path, tus_server, fa
     assert_one_copy_on_server(server, batch)
 
 
-def test_5xx_storm_then_success_with_backoff_and_retry_after(tmp_path: Path, tus_server, fault_proxy, ledger) -> None:
+def test_5xx_storm_then_success_with_backoff_and_retry_after(new_batch, tmp_path: Path, tus_server, fault_proxy, ledger) -> None:
     server = tus_server()
     proxy = fault_proxy(server)
-    batch = make_batch(tmp_path, "B-5xx", 300_000)
+    batch = new_batch("B-5xx", 300_000)
     proxy.fail_next(3, status=503)
     proxy.fail_next(1, status=502, retry_after=7)
     slept: list[float] = []
@@ -106,10 +101,10 @@ def test_5xx_storm_then_success_with_backoff_and_retry_after(tmp_path: Path, tus
     assert_one_copy_on_server(server, batch)
 
 
-def test_5xx_forever_gives_up_with_transport_error(tmp_path: Path, tus_server, fault_proxy, ledger) -> None:
+def test_5xx_forever_gives_up_with_transport_error(new_batch, tmp_path: Path, tus_server, fault_proxy, ledger) -> None:
     server = tus_server()
     proxy = fault_proxy(server)
-    batch = make_batch(tmp_path, "B-5xx2", 1000)
+    batch = new_batch("B-5xx2", 1000)
     proxy.fail_next(10, status=500)
     slept: list[float] = []
     dest = TusDestination(proxy.url(), settings(retries=3), sleep=slept.append)
@@ -119,10 +114,10 @@ def test_5xx_forever_gives_up_with_transport_error(tmp_path: Path, tus_server, f
     assert proxy.failed == 4 and len(slept) == 3
 
 
-def test_stall_is_detected_and_resumed(tmp_path: Path, tus_server, fault_proxy, ledger) -> None:
+def test_stall_is_detected_and_resumed(new_batch, tmp_path: Path, tus_server, fault_proxy, ledger) -> None:
     server = tus_server()
     proxy = fault_proxy(server)
-    batch = make_batch(tmp_path, "B-stall", 700_000)
+    batch = new_batch("B-stall", 700_000)
     proxy.stall_after(400_000)
     dest = TusDestination(proxy.url(), settings(chunk_size=256 * 1024, timeout=1, retries=3))
     receipt = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, proxy.url()))
@@ -131,9 +126,9 @@ def test_stall_is_detected_and_resumed(tmp_path: Path, tus_server, fault_proxy, 
     assert_one_copy_on_server(server, batch)
 
 
-def test_401_is_auth_error_without_retry(tmp_path: Path, tus_server, ledger) -> None:
+def test_401_is_auth_error_without_retry(new_batch, tmp_path: Path, tus_server, ledger) -> None:
     server = tus_server("--token", "right-token")
-    batch = make_batch(tmp_path, "B-401", 1000)
+    batch = new_batch("B-401", 1000)
     slept: list[float] = []
     dest = TusDestination(server.url, settings(bearer_token="wrong-token", retries=5), sleep=slept.append)
     with pytest.raises(AuthError) as err:
@@ -143,28 +138,28 @@ def test_401_is_auth_error_without_retry(tmp_path: Path, tus_server, ledger) -> 
     assert server.uploads() == {}
 
 
-def test_bearer_token_accepted(tmp_path: Path, tus_server, ledger) -> None:
+def test_bearer_token_accepted(new_batch, tmp_path: Path, tus_server, ledger) -> None:
     server = tus_server("--token", "s3cret")
-    batch = make_batch(tmp_path, "B-tok", 5000)
+    batch = new_batch("B-tok", 5000)
     dest = TusDestination(server.url, settings(bearer_token="s3cret"))
     dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, server.url))
     assert_one_copy_on_server(server, batch)
 
 
-def test_413_is_a_clear_transport_error(tmp_path: Path, tus_server, ledger) -> None:
+def test_413_is_a_clear_transport_error(new_batch, tmp_path: Path, tus_server, ledger) -> None:
     server = tus_server("--max-size", "100000")
-    batch = make_batch(tmp_path, "B-413", 200_000)
+    batch = new_batch("B-413", 200_000)
     dest = TusDestination(server.url, settings(retries=5))
     with pytest.raises(TransportError, match="max_bytes"):
         dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, server.url))
     assert server.upload_of(batch.path.name) == []
 
 
-def test_rerun_after_completion_sends_nothing_and_never_recreates(tmp_path: Path, tus_server, ledger) -> None:
+def test_rerun_after_completion_sends_nothing_and_never_recreates(new_batch, tmp_path: Path, tus_server, ledger) -> None:
     # the server names uploads by file name, as some deployments do: a second creation would
     # silently overwrite the finished upload with an empty one, so the client must never POST again
     server = tus_server("--name-by-metadata", "filename")
-    batch = make_batch(tmp_path, "B-once", 400_000)
+    batch = new_batch("B-once", 400_000)
     state = SqliteUploadState(ledger, server.url)
     first = TusDestination(server.url, settings()).send(batch.path, batch.batch_id, batch.sha256, batch.size, state)
     before = len(server.requests())
@@ -180,10 +175,10 @@ def test_rerun_after_completion_sends_nothing_and_never_recreates(tmp_path: Path
     assert_one_copy_on_server(server, batch)
 
 
-def test_finished_but_unacknowledged_upload_is_confirmed_by_head(tmp_path: Path, tus_server, ledger) -> None:
+def test_finished_but_unacknowledged_upload_is_confirmed_by_head(new_batch, tmp_path: Path, tus_server, ledger) -> None:
     # the process died after the last PATCH but before the ledger said "done"
     server = tus_server()
-    batch = make_batch(tmp_path, "B-head", 300_000)
+    batch = new_batch("B-head", 300_000)
     state = SqliteUploadState(ledger, server.url)
     TusDestination(server.url, settings()).send(batch.path, batch.batch_id, batch.sha256, batch.size, state)
     ledger.conn.execute("UPDATE uploads SET state = 'in_progress', receipt = NULL, upload_offset = 0")
@@ -195,9 +190,9 @@ def test_finished_but_unacknowledged_upload_is_confirmed_by_head(tmp_path: Path,
     assert_one_copy_on_server(server, batch)
 
 
-def test_bandwidth_cap_paces_the_body(tmp_path: Path, tus_server, ledger) -> None:
+def test_bandwidth_cap_paces_the_body(new_batch, tmp_path: Path, tus_server, ledger) -> None:
     server = tus_server()
-    batch = make_batch(tmp_path, "B-bw", 1_000_000)
+    batch = new_batch("B-bw", 1_000_000)
     now = [0.0]
     slept: list[float] = []
 

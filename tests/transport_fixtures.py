@@ -1,6 +1,6 @@
 """Real parts for the transport tests: a tus server (node), a test PKI, a loopback fault proxy.
 
-Import the fixtures in a test module with ``from transport_fixtures import ...``.
+Test modules load them with ``pytest_plugins = ["transport_fixtures"]`` (tests/conftest.py is the lead's).
 The tus server needs ``npm ci --prefix tests/tus-server`` (run by .ci/run).
 """
 
@@ -16,7 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +65,16 @@ def make_batch(folder: Path, batch_id: str, size: int, seed: int = 0) -> Batch:
         encoding="ascii",
     )
     return Batch(path, batch_id, hashlib.sha256(data).hexdigest(), size)
+
+
+@pytest.fixture
+def new_batch(tmp_path: Path) -> Callable[..., Batch]:
+    """Factory: ``new_batch(batch_id, size, seed=0)`` writes a batch under ``tmp_path/outbox``."""
+
+    def make(batch_id: str, size: int, seed: int = 0) -> Batch:
+        return make_batch(tmp_path / "outbox", batch_id, size, seed)
+
+    return make
 
 
 @pytest.fixture
@@ -248,7 +258,7 @@ class TusServer:
 
 
 @pytest.fixture
-def tus_server(tmp_path: Path, no_env_proxy: None) -> Iterator[callable]:
+def tus_server(tmp_path: Path, no_env_proxy: None) -> Iterator[Callable[..., object]]:
     """Factory: ``tus_server(*server_args)`` starts a server that is stopped after the test."""
     started: list[TusServer] = []
 
@@ -434,7 +444,7 @@ def _close(s: socket.socket) -> None:
 
 
 @pytest.fixture
-def fault_proxy() -> Iterator[callable]:
+def fault_proxy() -> Iterator[Callable[..., object]]:
     """Factory: ``fault_proxy(server)`` relays to that TusServer; closed after the test."""
     proxies: list[FaultProxy] = []
 
