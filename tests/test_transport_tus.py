@@ -207,3 +207,25 @@ def test_bandwidth_cap_paces_the_body(new_batch, tmp_path: Path, tus_server, led
     assert sum(slept) == pytest.approx(total / 100_000, rel=0.1)
     assert len(slept) > 10 and max(slept) <= 0.7
     assert_one_copy_on_server(server, batch)
+
+
+def test_upload_expired_on_server_is_created_anew(new_batch, tmp_path: Path, tus_server, fault_proxy) -> None:
+    server = tus_server()
+    proxy = fault_proxy(server)
+    batch = new_batch("B-gone", 600_000)
+    db = tmp_path / "state.db"
+    proxy.cut_after(400_000)
+    with open_ledger(db) as led:
+        with pytest.raises(TransportError):
+            TusDestination(proxy.url(), settings(chunk_size=128 * 1024, retries=0)).send(
+                batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(led, proxy.url()))
+        url, _ = SqliteUploadState(led, proxy.url()).load(batch.batch_id)
+    upload_id = url.rsplit("/", 1)[1]
+    for leftover in server.store.glob(upload_id + "*"):  # the server expired the unfinished upload
+        leftover.unlink()
+    with open_ledger(db) as led:
+        receipt = TusDestination(proxy.url(), settings(chunk_size=128 * 1024)).send(
+            batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(led, proxy.url()))
+    assert receipt.resumed_from == 0 and receipt.bytes_sent == batch.size
+    assert receipt.location != url
+    assert_one_copy_on_server(server, batch)

@@ -7,6 +7,7 @@ The tus server needs ``npm ci --prefix tests/tus-server`` (run by .ci/run).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import ipaddress
 import json
@@ -189,6 +190,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 # -- the tus server ------------------------------------------------------------------------------
 
+NODE_MIN = (20, 19)
+
+
+@functools.cache
+def _node_version(node: str) -> tuple[int, ...]:
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout
+    return tuple(int(x) for x in out.strip().lstrip("v").split(".")[:2])
+
+
 class TusServer:
     """``node tests/tus-server/server.js`` on 127.0.0.1, any free port; its store and request log."""
 
@@ -196,6 +206,9 @@ class TusServer:
         node = shutil.which("node")
         if node is None:
             pytest.skip("node is not installed (CI installs it)")
+        version = _node_version(node)
+        if version < NODE_MIN:
+            pytest.fail(f"@tus/server needs node >= {'.'.join(map(str, NODE_MIN))}, found {version}")
         if not (TUS_DIR / "node_modules" / "@tus" / "server").is_dir():
             pytest.fail("tus test server not installed: run `npm ci --prefix tests/tus-server`")
         workdir.mkdir(parents=True, exist_ok=True)
