@@ -229,3 +229,17 @@ def test_upload_expired_on_server_is_created_anew(new_batch, tmp_path: Path, tus
     assert receipt.resumed_from == 0 and receipt.bytes_sent == batch.size
     assert receipt.location != url
     assert_one_copy_on_server(server, batch)
+
+
+def test_check_probes_without_sending(tus_server, tmp_path: Path) -> None:
+    server = tus_server("--checksum", "--token", "t0k")
+    facts = destination_for(server.url, settings(bearer_token="t0k")).check()
+    assert facts["kind"] == "tus" and facts["checksum"] == "sha256" and "creation" in facts["extensions"]
+    with pytest.raises(AuthError):
+        destination_for(server.url, settings(bearer_token="nope")).check()
+    assert server.uploads() == {}
+    drop = tmp_path / "drop"
+    with pytest.raises(TransportError, match="does not exist"):
+        destination_for(drop.as_uri()).check()
+    drop.mkdir()
+    assert destination_for(drop.as_uri()).check()["writable"] is True

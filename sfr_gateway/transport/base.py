@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from ..errors import ConfigError, IntegrityError
 
@@ -99,10 +99,17 @@ class Destination(ABC):
         IntegrityError (the local batch does not match ``sha256``/``size``, or is unsigned).
         """
 
+    @abstractmethod
+    def check(self) -> dict[str, Any]:
+        """Probe the destination without sending a batch (for ``status`` and enrolment).
+
+        Returns facts safe to print; raises TransportError/AuthError like ``send`` would.
+        """
+
     def close(self) -> None:
         """Release connections (no-op by default)."""
 
-    def __enter__(self) -> Destination:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

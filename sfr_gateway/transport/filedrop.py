@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import IntegrityError, TransportError
 from ..fsutil import fsync_dir
@@ -80,6 +81,13 @@ class FileDropDestination(Destination):
         state.mark_done(batch_id, receipt, DATA)
         log.info("batch %s: %d bytes placed in %s", batch_id, receipt.bytes_sent, self.directory)
         return receipt
+
+    def check(self) -> dict[str, Any]:
+        if not self.directory.is_dir():
+            raise TransportError(f"drop folder {self.directory} does not exist (share not mounted?)")
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise TransportError(f"drop folder {self.directory} is not writable by this user")
+        return {"destination": self.url, "kind": "drop folder", "writable": True}
 
     def _place(self, source: Path, target: Path, sha256: str, progress: Progress | None) -> int:
         """Copy ``source`` to ``target`` durably; return the bytes copied (0 if already there)."""

@@ -30,6 +30,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -172,6 +173,21 @@ class TusDestination(Destination):
         log.info("batch %s: acknowledged by %s (%d bytes sent, resumed from %d)",
                  batch_id, redact_url(self.url), receipt.bytes_sent, receipt.resumed_from)
         return receipt
+
+    def check(self) -> dict[str, Any]:
+        """OPTIONS, then HEAD of an upload URL that cannot exist: proves TLS, reachability, credentials."""
+        try:
+            server = self._discover()
+            resp = self._call("HEAD", urllib.parse.urljoin(self.url, "sfr-gateway-probe-does-not-exist"))
+            if resp.status_code not in (404, 410):
+                self._check(resp, "HEAD")
+        except Retryable as exc:
+            raise TransportError(f"{redact_url(self.url)}: {exc}") from None
+        return {
+            "destination": redact_url(self.url), "kind": "tus", "versions": list(server.versions),
+            "extensions": sorted(server.extensions), "checksum": server.checksum_algorithm,
+            "max_size": server.max_size,
+        }
 
     # -- one file ---------------------------------------------------------------------------
 
