@@ -243,3 +243,15 @@ def test_check_probes_without_sending(tus_server, tmp_path: Path) -> None:
         destination_for(drop.as_uri()).check()
     drop.mkdir()
     assert destination_for(drop.as_uri()).check()["writable"] is True
+
+
+def test_long_retry_after_is_left_to_the_next_run(new_batch, tus_server, fault_proxy, ledger) -> None:
+    server = tus_server()
+    proxy = fault_proxy(server)
+    batch = new_batch("B-later", 1000)
+    proxy.fail_next(1, status=503, retry_after=600)
+    slept: list[float] = []
+    dest = TusDestination(proxy.url(), settings(retries=5, backoff_max=60), sleep=slept.append)
+    with pytest.raises(TransportError, match="come back in 600 s"):
+        dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, proxy.url()))
+    assert slept == [] and proxy.failed == 1

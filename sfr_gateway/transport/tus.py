@@ -15,6 +15,8 @@ Per part (the signature first, then the ciphertext):
 
 Connection errors, timeouts (a stalled link), 5xx, 408 and 429 are retried with exponential
 backoff and jitter, never sooner than ``Retry-After``; a retry re-reads the offset with HEAD.
+A ``Retry-After`` longer than ``backoff_max`` ends the call (TransportError): a cron run does
+not sit for an hour holding the lock, the next run resumes.
 401/403 raise AuthError at once; 413 a TransportError that says the batch is too large.
 TLS verification failures are never retried and never downgraded.
 """
@@ -243,6 +245,11 @@ class TusDestination(Destination):
                 recreated, url, offset = True, None, None
             except Retryable as exc:
                 attempts += 1
+                if exc.retry_after is not None and exc.retry_after > self.settings.backoff_max:
+                    raise TransportError(
+                        f"{redact_url(self.url)}: {exc}; the server asks us to come back in "
+                        f"{exc.retry_after:.0f} s: left to a later run"
+                    ) from None
                 if attempts > self.settings.retries:
                     raise TransportError(
                         f"{redact_url(self.url)}: {exc} (gave up after {attempts} attempts; next run resumes)"
