@@ -20,6 +20,7 @@ from .common import GatewayContext
 COMMAND_MODULES = (
     "sfr_gateway.cli.init",
     "sfr_gateway.cli.scan",
+    "sfr_gateway.cli.verify",
 )
 
 
