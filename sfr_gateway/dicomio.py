@@ -79,18 +79,27 @@ def _int(ds: Any, keyword: str) -> int | None:
 
 def _check_lengths(ds: Any, fh: BinaryIO, size: int, syntax: str) -> None:
     """Raise ``truncated`` when an element or the pixel data claims bytes beyond the file's end."""
+    last_end: int | None = None
     for elem in ds._dict.values():
         tell, length = getattr(elem, "value_tell", None), getattr(elem, "length", None)
-        if tell is not None and length not in (None, _UNDEFINED) and tell + length > size:
+        if tell is None or length in (None, _UNDEFINED):
+            last_end = None
+            continue
+        last_end = tell + length
+        if last_end > size:
             raise DicomError("truncated", f"element {elem.tag} ends past the end of the file")
     if syntax == DeflatedExplicitVRLittleEndian:
         return
     head = fh.read(12)
     if len(head) < 8:
-        return  # no pixel data element: header-only object
+        if "Rows" in ds and "BitsAllocated" in ds:
+            raise DicomError("truncated", "image attributes but the file ends before pixel data")
+        if last_end is not None and last_end < size:
+            raise DicomError("truncated", "the file ends inside an element header")
+        return  # no pixel data element: a header-only object
     endian = ">" if syntax == ExplicitVRBigEndian else "<"
     group, element = struct.unpack(endian + "HH", head[:4])
-    if (group, element) != (0x7FE0, 0x0010):
+    if group != 0x7FE0 or element not in (0x0008, 0x0009, 0x0010):
         return
     if syntax == ImplicitVRLittleEndian or syntax == "":
         (length,), header = struct.unpack(endian + "L", head[4:8]), 8
