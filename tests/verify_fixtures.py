@@ -61,9 +61,11 @@ def _clean(ds: Dataset, offset: int) -> None:
             elem.value = _shift(str(elem.value), offset)
 
 
-def hand_deidentify(src: Path, out: Path) -> list[Path]:
-    """A clean de-identified copy of the export at ``src`` under OUT/patient/study/series/."""
-    written = []
+def hand_deidentify(src: Path, out: Path) -> dict[Path, str]:
+    """A clean de-identified copy of the export at ``src`` under OUT/patient/study/series/.
+
+    Returns each written file with the source Patient ID it came from."""
+    written: dict[Path, str] = {}
     for path in sorted(src.rglob("*.dcm")):
         ds = pydicom.dcmread(path)
         if ds.get("BurnedInAnnotation") == "YES":
@@ -83,7 +85,7 @@ def hand_deidentify(src: Path, out: Path) -> list[Path]:
         target = out / pseudo / ds.StudyInstanceUID[-12:] / ds.SeriesInstanceUID[-12:] / f"{ds.InstanceNumber:04d}.dcm"
         target.parent.mkdir(parents=True, exist_ok=True)
         ds.save_as(target, enforce_file_format=True)
-        written.append(target)
+        written[target] = pid
     return written
 
 
@@ -95,11 +97,22 @@ class CleanSet:
     src: Path
     out: Path
     files: list[Path]
+    patient_of: dict[Path, str]
+    """Output file -> source Patient ID."""
 
     def copy(self, dest: Path) -> CleanSet:
         """A fresh copy of the clean output, to plant PHI into."""
         shutil.copytree(self.out, dest)
-        return CleanSet(self.export, self.src, dest, [dest / f.relative_to(self.out) for f in self.files])
+        moved = {dest / f.relative_to(self.out): pid for f, pid in self.patient_of.items()}
+        return CleanSet(self.export, self.src, dest, list(moved), moved)
+
+    def image_of(self, patient_index: int) -> Path:
+        """An axial image (it references a localizer) of one source patient."""
+        pid = self.export.patients[patient_index].patient_id
+        for path in self.files:
+            if self.patient_of[path] == pid and "ReferencedImageSequence" in pydicom.dcmread(path):
+                return path
+        raise LookupError(pid)
 
     def edit(self, path: Path, change: Callable[[Dataset], None]) -> None:
         """Load one output file, change it, save it back."""
@@ -113,8 +126,8 @@ def clean_set(tmp_path_factory: pytest.TempPathFactory) -> CleanSet:
     """Three synthetic patients (both character sets), and a clean de-identified copy."""
     root = tmp_path_factory.mktemp("verify-clean")
     export = generate_export(root / "src", patients=3, seed=0)
-    files = hand_deidentify(root / "src", root / "out")
-    return CleanSet(export, root / "src", root / "out", files)
+    written = hand_deidentify(root / "src", root / "out")
+    return CleanSet(export, root / "src", root / "out", list(written), written)
 
 
 @pytest.fixture()

@@ -71,7 +71,8 @@ def scan_view(index: tk.TokenIndex, view: ElementView) -> list[tk.Hit]:
         return list(seen.values())
     numeric = view.vr in ("IS", "DS")
     for text in view.texts:
-        for hit in index.find_in_text(text, numeric=numeric):
+        found = index.find_in_binary(text) if view.binary else index.find_in_text(text, numeric=numeric)
+        for hit in found:
             seen.setdefault(hit.token, hit)
     return list(seen.values())
 
@@ -111,7 +112,7 @@ def _scan_raw(path: Path, rel: str, index: tk.TokenIndex) -> OutputScan:
                 data = tail + chunk
                 tail = data[-_OVERLAP:]
                 for text in binary_texts(data):
-                    for hit in index.find_in_text(text):
+                    for hit in index.find_in_binary(text):
                         if hit.token not in seen:
                             seen.add(hit.token)
                             result.hits.append(Pending(_hit_finding(rel, None, hit), hit.entry))

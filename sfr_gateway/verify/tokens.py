@@ -120,6 +120,7 @@ class TokenIndex:
         self.uids: dict[str, Entry] = {}
         self._starts: dict[str, set[int]] = {}
         self._max_uid_len = 0
+        self._binary_re: re.Pattern[str] | None = None
 
     def __len__(self) -> int:
         return len(self.phrases) + len(self.uids)
@@ -135,6 +136,7 @@ class TokenIndex:
         _merge(entry, kind, scope)
         if len(ws) > 1:
             self._starts.setdefault(ws[0], set()).add(len(ws))
+        self._binary_re = None
 
     def add_uid(self, uid: str, kind: str) -> None:
         """Add an original UID (global)."""
@@ -180,6 +182,17 @@ class TokenIndex:
                 if hit is not None:
                     yield hit
 
+    def find_in_binary(self, text: str) -> Iterator[Hit]:
+        """Tokens in a reading of raw bytes: as in text, plus single-word tokens of
+        ``BINARY_SUBSTRING_MIN`` characters or more found *anywhere*, even glued to
+        neighbouring bytes (a length prefix or a stray byte is no word boundary)."""
+        yield from self.find_in_text(text)
+        if self._binary_re is None:
+            self._binary_re = _trie_regex(
+                k for k in self.phrases if " " not in k and len(k) >= BINARY_SUBSTRING_MIN)
+        for match in self._binary_re.finditer(normalise(text)):
+            yield Hit(match.group(), self.phrases[match.group()])
+
     def find_uid(self, value: str) -> Hit | None:
         """An original UID equal to ``value`` or a component prefix of it."""
         value = value.strip(" \x00")
@@ -193,6 +206,30 @@ class TokenIndex:
                 return Hit(value[:cut], entry)
             cut = value.rfind(".", 0, cut)
         return None
+
+
+BINARY_SUBSTRING_MIN = 5
+
+
+def _trie_regex(keys: Iterable[str]) -> re.Pattern[str]:
+    """One regex matching any of ``keys`` (longest first), shaped as a trie so that matching
+    costs about the same for ten tokens or ten thousand."""
+    trie: dict[str, Any] = {}
+    for key in keys:
+        node = trie
+        for ch in key:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        alts = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    pattern = build(trie)
+    return re.compile(pattern if pattern else r"(?!x)x")
 
 
 def _merge(entry: Entry, kind: str, scope: str | None) -> None:
