@@ -63,6 +63,8 @@ def verify(output: Path, sources: tuple[Path, ...], as_json: bool, reveal: bool,
 def render(report: VerifyReport, reveal: bool) -> None:
     """The human report: a summary line and a table of findings."""
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=220)  # a pipe or a file: keep whole paths on one line
     rate = report.output_files / report.seconds if report.seconds else 0.0
     console.print(
         f"Checked {report.output_files} output files ({report.dicom_outputs} DICOM, {report.paired} paired) "
