@@ -201,3 +201,17 @@ def test_json_never_shows_tokens_unless_revealed(planted: CleanSet) -> None:  # 
     for secret in (patient.patient_id, "LEFEVRE", "Lef"):
         assert secret not in hidden
     assert patient.patient_id in shown and "LEFEVRE" in shown
+
+
+def test_worker_processes_give_the_same_report(planted: CleanSet, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from sfr_gateway.verify import pool
+
+    planted.edit(planted.image_of(1), lambda ds: setattr(ds, "SeriesDescription", "MULLER"))
+    planted.edit(planted.files[0], lambda ds: ds.add_new(0x00191001, "OB", b"\x01" + b"19640724"))
+    monkeypatch.setattr(pool, "CHUNK", 7)
+    monkeypatch.setattr(pool, "MIN_FILES_FOR_POOL", 1)
+    single = verify_outputs(planted.out, [planted.src], workers=1)
+    multi = verify_outputs(planted.out, [planted.src], workers=2)
+    assert [f.to_dict(reveal=True) for f in multi.findings] == [f.to_dict(reveal=True) for f in single.findings]
+    assert {(f.kind, f.token) for f in single.errors} == {("patient-name-part", "MULLER"), ("birth-date", "19640724")}
+    assert multi.tokens == single.tokens and multi.paired == single.paired

@@ -27,8 +27,10 @@ MAX_ROWS = 200
               help="Also search the raw bytes of Pixel Data (off: only non-pixel binary values are searched).")
 @click.option("--ignore-kind", "ignore_kinds", multiple=True, metavar="KIND",
               help="Token kind the site keeps on purpose, e.g. institution-name (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes reading files (default: one per CPU, at most 8).")
 def verify(output: Path, sources: tuple[Path, ...], as_json: bool, reveal: bool, include_pixel_data: bool,
-           ignore_kinds: tuple[str, ...]) -> None:
+           ignore_kinds: tuple[str, ...], workers: int | None) -> None:
     """Search every value of every file under OUTPUT for the PHI of the --against sources.
 
     Exit 0 when clean; 13 when a token, an unremapped or inconsistent UID, or a missing
@@ -47,9 +49,10 @@ def verify(output: Path, sources: tuple[Path, ...], as_json: bool, reveal: bool,
                 bar.update(tasks[phase], completed=done)
 
             report = verify_outputs(output, sources, include_pixel_data=include_pixel_data,
-                                    ignore_kinds=ignore_kinds, progress=progress)
+                                    ignore_kinds=ignore_kinds, workers=workers, progress=progress)
     else:
-        report = verify_outputs(output, sources, include_pixel_data=include_pixel_data, ignore_kinds=ignore_kinds)
+        report = verify_outputs(output, sources, include_pixel_data=include_pixel_data, ignore_kinds=ignore_kinds,
+                                workers=workers)
     if as_json:
         echo_json(report.to_dict(reveal=reveal))
     else:

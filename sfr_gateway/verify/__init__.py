@@ -18,29 +18,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InputError
-from . import tokens as tk
+from .pool import Progress, default_workers, read_sources, scan_outputs
 from .report import Finding, VerifyReport
-from .scan import OutputScan, scan_output
-from .sources import iter_files, read_source
+from .sources import iter_files
 from .uids import FileFacts, check_uids, pair_files
 
 __all__ = ["Finding", "VerifyReport", "verify_outputs"]
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]
-"""``progress(phase, done, total)``: phase is ``sources`` or ``outputs``."""
-
-
-def _rel(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def verify_outputs(
@@ -49,15 +38,19 @@ def verify_outputs(
     *,
     include_pixel_data: bool = False,
     ignore_kinds: Sequence[str] = (),
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> VerifyReport:
     """Check every file under ``output`` against the PHI of the files under ``sources``.
 
+    ``progress(phase, done, total)`` is called as files are read (phase ``sources``/``outputs``).
     ``ignore_kinds`` drops token kinds the site decided to keep (e.g. ``institution-name`` under
-    Retain Institution Identity). Raises :class:`InputError` when a path is missing or when no
-    source file is DICOM (an empty token set would prove nothing).
+    Retain Institution Identity). ``workers``: processes reading files (default: one per CPU,
+    at most 8; 1 runs everything in this process). Raises :class:`InputError` when a path is
+    missing or when no source file is DICOM (an empty token set would prove nothing).
     """
     started = time.perf_counter()
+    workers = default_workers() if workers is None else workers
     output = Path(output)
     if not output.is_dir():
         raise InputError(f"output folder not found: {output}")
@@ -68,18 +61,8 @@ def verify_outputs(
     report = VerifyReport(output=str(output), sources=[str(r) for r in roots],
                           pixel_data_searched=include_pixel_data)
 
-    index = tk.TokenIndex()
     source_files = list(iter_files(roots, exclude=output))
-    src_facts: list[FileFacts] = []
-    for n, path in enumerate(source_files, 1):
-        rel = path.as_posix()
-        facts = read_source(path, rel, index)
-        if facts is None:
-            report.unreadable_sources += 1
-        else:
-            src_facts.append(facts)
-        if progress:
-            progress("sources", n, len(source_files))
+    index, src_facts, report.unreadable_sources = read_sources(source_files, workers, progress)
     report.source_files = len(src_facts)
     if not src_facts:
         raise InputError("no readable DICOM file among the sources: nothing to verify against")
@@ -87,11 +70,8 @@ def verify_outputs(
     report.tokens = {k: v for k, v in index.counts().items() if k not in ignored}
 
     out_files = list(iter_files([output]))
-    scans: list[OutputScan] = []
-    for n, path in enumerate(out_files, 1):
-        scans.append(scan_output(path, _rel(path, output), index, include_pixel_data=include_pixel_data))
-        if progress:
-            progress("outputs", n, len(out_files))
+    scans = scan_outputs(output, out_files, index, include_pixel_data=include_pixel_data, workers=workers,
+                         progress=progress)
     report.output_files = len(out_files)
     out_facts = [s.facts for s in scans if s.facts is not None]
     report.dicom_outputs = len(out_facts)

@@ -144,6 +144,19 @@ class TokenIndex:
         _merge(entry, kind, None)
         self._max_uid_len = max(self._max_uid_len, len(uid))
 
+    def merge(self, other: TokenIndex) -> None:
+        """Add every token of ``other`` (a worker's partial index)."""
+        for key, entry in other.phrases.items():
+            for kind in entry.kinds:
+                if entry.scopes is None:
+                    self.add_phrase(key.split(" "), kind)
+                else:
+                    for scope in entry.scopes or {None}:
+                        self.add_phrase(key.split(" "), kind, scope)
+        for uid, entry in other.uids.items():
+            for kind in entry.kinds:
+                self.add_uid(uid, kind)
+
     def counts(self) -> dict[str, int]:
         """Number of tokens by kind (for the report)."""
         out: dict[str, int] = {}

@@ -22,6 +22,7 @@ import hashlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydicom import charset as dcm_charset
@@ -58,9 +59,15 @@ class ElementView:
     in_file_meta: bool
 
 
-def tag_str(tag: BaseTag) -> str:
+@lru_cache(maxsize=8192)
+def tag_str(tag: int) -> str:
     """``(gggg,eeee)`` in upper-case hex."""
-    return f"({tag.group:04X},{tag.element:04X})"
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@lru_cache(maxsize=8192)
+def _public_keyword(tag: int) -> str:
+    return keyword_for_tag(tag) or "unknown"
 
 
 def keyword_of(tag: BaseTag, ds: Dataset | None = None) -> str:
@@ -76,7 +83,7 @@ def keyword_of(tag: BaseTag, ds: Dataset | None = None) -> str:
                 creator = value.decode("latin-1") if isinstance(value, bytes) else str(value)
                 creator = creator.strip(" \x00")
         return f"[{creator}]{tag.element & 0xFF:02X}"
-    return keyword_for_tag(tag) or "unknown"
+    return _public_keyword(tag)
 
 
 def _vr_of(elem: DataElement | RawDataElement) -> str:
