@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from verify_fixtures import hand_deidentify  # noqa: E402
+from verify_fixtures import hand_deidentify
 
-from sfr_gateway.sample import generate_export  # noqa: E402
-from sfr_gateway.verify import verify_outputs  # noqa: E402
+from sfr_gateway.sample import generate_export
+from sfr_gateway.verify import verify_outputs
 
 
 def main() -> None:

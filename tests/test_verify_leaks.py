@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -215,3 +214,16 @@ def test_worker_processes_give_the_same_report(planted: CleanSet, monkeypatch: p
     assert [f.to_dict(reveal=True) for f in multi.findings] == [f.to_dict(reveal=True) for f in single.findings]
     assert {(f.kind, f.token) for f in single.errors} == {("patient-name-part", "MULLER"), ("birth-date", "19640724")}
     assert multi.tokens == single.tokens and multi.paired == single.paired
+
+
+def test_truncated_output_is_an_error_and_still_searched(planted: CleanSet) -> None:  # noqa: F811
+    target = planted.files[0]
+    planted.edit(target, lambda ds: ds.add_new(0x00291001, "LO", "NGUYEN"))
+    data = target.read_bytes()
+    cut = data.index(b"NGUYEN") + 6
+    target.write_bytes(data[:cut] + b"\x10\x00\x10\x00PN\xff\x00ab")  # a header promising 255 bytes
+    report = verify_outputs(planted.out, [planted.src])
+    rel = target.relative_to(planted.out).as_posix()
+    got = {(f.severity, f.check, f.kind) for f in report.findings if f.file == rel}
+    assert ("error", "unreadable-output", "truncated-value") in got
+    assert ("error", "phi-token", "patient-name-part") in got

@@ -5,19 +5,25 @@ Specific Character Set), private elements, text of every string VR, and the raw 
 values (OB, OW, OD, OF, OL, OV, UN) read as Latin-1, UTF-8 and UTF-16LE. Pixel data is *not*
 searched unless ``include_pixel_data`` (burned-in text is an image matter, and random pixel
 bytes make false alarms); it is hashed to pair the output with its source. A file in OUT that is
-not DICOM is searched as raw bytes and reported as a warning.
+not DICOM is searched as raw bytes and reported as a warning; a DICOM file that cannot be parsed
+is searched as raw bytes and reported as an error.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydicom.dataset import Dataset
 
 from . import tokens as tk
 from .report import Finding
 from .sources import read_dataset
 from .uids import FileFacts, file_facts
 from .walk import ElementView, binary_texts, iter_elements
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 8 * 1024 * 1024
 _OVERLAP = 512
@@ -68,6 +74,8 @@ def scan_view(index: tk.TokenIndex, view: ElementView) -> list[tk.Hit]:
             hit = index.find_uid(value)
             if hit is not None:
                 seen.setdefault(hit.token, hit)
+        for hit in index.find_in_words(tk.words(view.texts[0]), numeric=True):  # text where a UID belongs
+            seen.setdefault(hit.token, hit)
         return list(seen.values())
     numeric = view.vr in ("IS", "DS")
     for text in view.texts:
@@ -82,9 +90,20 @@ def scan_output(path: Path, rel: str, index: tk.TokenIndex, *, include_pixel_dat
     ds = read_dataset(path)
     if ds is None:
         return _scan_raw(path, rel, index)
+    try:
+        return _scan_dataset(ds, path, rel, index, include_pixel_data)
+    except Exception as exc:  # noqa: BLE001 - any parser failure: fall back to the raw bytes
+        log.debug("cannot walk %s: %s", rel, type(exc).__name__)
+        return _scan_raw(path, rel, index, dicom=True)
+
+
+def _scan_dataset(ds: Dataset, path: Path, rel: str, index: tk.TokenIndex, include_pixel_data: bool) -> OutputScan:
     facts = file_facts(ds, path, rel)
     result = OutputScan(facts)
     for view in iter_elements(ds, include_pixel_data=include_pixel_data):
+        if view.truncated:
+            result.other.append(Finding("error", "unreadable-output", rel, view.path, view.keyword,
+                                        "truncated-value"))
         for hit in scan_view(index, view):
             result.hits.append(Pending(_hit_finding(rel, view, hit), hit.entry))
         if view.vr == "UI" and not view.binary:
@@ -98,9 +117,17 @@ def scan_output(path: Path, rel: str, index: tk.TokenIndex, *, include_pixel_dat
     return result
 
 
-def _scan_raw(path: Path, rel: str, index: tk.TokenIndex) -> OutputScan:
+def _scan_raw(path: Path, rel: str, index: tk.TokenIndex, *, dicom: bool = False) -> OutputScan:
+    """Search the raw bytes. A file with the DICOM preamble that pydicom cannot parse is an
+    error (a broken output); any other file is a warning (it should not be in OUT)."""
     result = OutputScan(None)
-    result.other.append(Finding("warning", "unreadable-output", rel, "<raw>", "", "not-dicom"))
+    try:
+        with path.open("rb") as fh:
+            dicom = dicom or fh.read(132)[128:] == b"DICM"
+    except OSError:
+        pass
+    result.other.append(Finding("error", "unreadable-output", rel, "<raw>", "", "unparsable-dicom") if dicom
+                        else Finding("warning", "unreadable-output", rel, "<raw>", "", "not-dicom"))
     seen: set[str] = set()
     try:
         with path.open("rb") as fh:

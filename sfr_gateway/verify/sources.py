@@ -45,12 +45,12 @@ def read_dataset(path: Path) -> Dataset | None:
         return pydicom.dcmread(path, defer_size=DEFER_SIZE)
     except InvalidDicomError:
         pass
-    except Exception as exc:  # truncated, unreadable...: reported by the caller as a count
+    except Exception as exc:  # noqa: BLE001 - truncated, unreadable...: counted by the caller
         log.debug("cannot read %s: %s", path, type(exc).__name__)
         return None
     try:
         ds = pydicom.dcmread(path, defer_size=DEFER_SIZE, force=True)
-    except Exception:
+    except Exception:  # noqa: BLE001 - not parseable even forced: not DICOM
         return None
     return ds if ("SOPClassUID" in ds or "PatientID" in ds) else None
 
@@ -97,12 +97,16 @@ def read_source(path: Path, rel: str, index: tk.TokenIndex) -> FileFacts | None:
     ds = read_dataset(path)
     if ds is None:
         return None
-    facts = file_facts(ds, path, rel)
-    study = facts.study_uid or None
-    for view in iter_elements(ds):
-        collect_view(index, view, study)
-        if view.vr == "UI" and not view.binary:
-            value = view.texts[0].strip(" \x00")
-            if value and not tk.is_well_known_uid(value, view.keyword):
-                facts.uis[view.path] = (view.keyword, value)
+    try:
+        facts = file_facts(ds, path, rel)
+        study = facts.study_uid or None
+        for view in iter_elements(ds):
+            collect_view(index, view, study)
+            if view.vr == "UI" and not view.binary:
+                value = view.texts[0].strip(" \x00")
+                if value and not tk.is_well_known_uid(value, view.keyword):
+                    facts.uis[view.path] = (view.keyword, value)
+    except Exception as exc:  # noqa: BLE001 - a value pydicom cannot parse; tokens so far are kept
+        log.debug("cannot walk source %s: %s", rel, type(exc).__name__)
+        return None
     return facts

@@ -151,7 +151,7 @@ class TokenIndex:
                 if entry.scopes is None:
                     self.add_phrase(key.split(" "), kind)
                 else:
-                    for scope in entry.scopes or {None}:
+                    for scope in entry.scopes:
                         self.add_phrase(key.split(" "), kind, scope)
         for uid, entry in other.uids.items():
             for kind in entry.kinds:
@@ -317,14 +317,14 @@ def add_address(index: TokenIndex, value: str, kind: str, *, parts: bool) -> Non
         ws = words(component)
         if not ws or not any(w not in rules()["stopwords"] for w in ws):
             continue
-        if len(ws) > 1 or len(ws[0]) >= min_len:
-            if not (len(ws) == 1 and ws[0].isdigit() and len(ws[0]) < rules()["min_digits"]):
-                index.add_phrase(ws, kind)
+        short_number = len(ws) == 1 and ws[0].isdigit() and len(ws[0]) < rules()["min_digits"]
+        if (len(ws) > 1 or len(ws[0]) >= min_len) and not short_number:
+            index.add_phrase(ws, kind)
         if parts:
             for w in ws:
-                if len(w) >= min_len and w not in rules()["stopwords"]:
-                    if not w.isdigit() or len(w) >= rules()["min_digits"]:
-                        index.add_phrase([w], f"{kind}-part")
+                long_enough = len(w) >= min_len and (not w.isdigit() or len(w) >= rules()["min_digits"])
+                if long_enough and w not in rules()["stopwords"]:
+                    index.add_phrase([w], f"{kind}-part")
 
 
 def add_institution_name(index: TokenIndex, value: str, kind: str) -> None:

@@ -148,12 +148,12 @@ def _mapping_findings(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts])
         if src is None:
             continue
         for path, (keyword, new) in out.uis.items():
-            old = src.uis.get(path)
-            if old is None or old[0] != keyword or old[1] == new:
+            before = src.uis.get(path)
+            if before is None or before[0] != keyword or before[1] == new:
                 continue  # not comparable here; an unchanged original is a token leak (scan)
-            forward[old[1]].add(new)
-            backward[new].add(old[1])
-            where.setdefault(("f", old[1]), (out.rel, path, keyword))
+            forward[before[1]].add(new)
+            backward[new].add(before[1])
+            where.setdefault(("f", before[1]), (out.rel, path, keyword))
             where.setdefault(("b", new), (out.rel, path, keyword))
     findings: list[Finding] = []
     for old, news in sorted(forward.items(), key=lambda kv: where[("f", kv[0])]):

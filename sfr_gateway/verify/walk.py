@@ -57,6 +57,8 @@ class ElementView:
     binary: bool
     """True when the value is raw bytes (OB, OW, UN...) rather than text."""
     in_file_meta: bool
+    truncated: bool = False
+    """The file ends before the value's declared length (a broken file)."""
 
 
 @lru_cache(maxsize=8192)
@@ -112,7 +114,7 @@ def _encodings(ds: Dataset, inherited: list[str]) -> list[str]:
         warnings.simplefilter("ignore")
         try:
             return dcm_charset.convert_encodings(names)
-        except Exception:  # an unknown charset: fall back to Latin-1, we still search raw bytes
+        except Exception:  # noqa: BLE001 - unknown charset: Latin-1; raw bytes are searched anyway
             return ["iso8859"]
 
 
@@ -125,7 +127,7 @@ def _decode(raw: bytes, vr: str, encodings: list[str]) -> tuple[str, ...]:
             warnings.simplefilter("ignore")
             try:
                 found.append(dcm_charset.decode_bytes(raw, encodings, _DELIMS.get(vr, {0x5C})))
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - undecodable: the Latin-1/UTF-8 readings below remain
                 pass
     for codec in ("latin-1", "utf-8"):
         text = raw.decode(codec, errors="ignore")
@@ -170,7 +172,9 @@ def _view(elem: DataElement | RawDataElement, path: str, vr: str, encodings: lis
         if not text:
             return None
         texts, binary = (text,), False
-    return ElementView(path, elem.tag, keyword, vr, texts, binary, meta)
+    truncated = (isinstance(elem, RawDataElement) and isinstance(value, bytes)
+                 and elem.length != 0xFFFFFFFF and len(value) < elem.length)
+    return ElementView(path, elem.tag, keyword, vr, texts, binary, meta, truncated)
 
 
 def iter_elements(ds: Dataset, *, include_pixel_data: bool = False) -> Iterator[ElementView]:
@@ -196,7 +200,7 @@ def _walk(ds: Dataset, prefix: str, inherited: list[str], pixels: bool, meta: bo
         if vr == "SQ" or (isinstance(elem, RawDataElement) and elem.length == 0xFFFFFFFF):
             try:
                 items = ds[tag].value
-            except Exception:
+            except Exception:  # noqa: BLE001 - an unparsable sequence is searched as raw bytes
                 items = None
             if isinstance(items, (Sequence, list)):
                 for index, item in enumerate(items):
