@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -227,3 +228,34 @@ def test_truncated_output_is_an_error_and_still_searched(planted: CleanSet) -> N
     got = {(f.severity, f.check, f.kind) for f in report.findings if f.file == rel}
     assert ("error", "unreadable-output", "truncated-value") in got
     assert ("error", "phi-token", "patient-name-part") in got
+
+
+def test_dangling_reference_is_a_warning_only(planted: CleanSet) -> None:  # noqa: F811
+    target = planted.image_of(0)
+    ref = pydicom.dcmread(target).ReferencedImageSequence[0].ReferencedSOPInstanceUID
+    localizer = next(p for p in planted.files if pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID == ref)
+    localizer.unlink()
+    report = verify_outputs(planted.out, [planted.src])
+    assert report.clean
+    dangling = {f.file for f in report.findings if f.check == "dangling-reference"}
+    assert target.relative_to(planted.out).as_posix() in dangling
+    assert all(f.severity == "warning" for f in report.findings)
+
+
+def test_two_originals_mapped_to_one_new_uid(planted: CleanSet) -> None:  # noqa: F811
+    series: dict[str, Path] = {}
+    for path in planted.files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        series.setdefault(str(ds.SeriesInstanceUID), path)
+    first, second = list(series.values())[:2]
+    other = str(pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID)
+    planted.edit(second, lambda ds: setattr(ds, "SeriesInstanceUID", other))
+    found = {(f.check, f.keyword, f.kind) for f in _errors(planted)}
+    assert ("uid-mapping", "SeriesInstanceUID", "many-originals-one-new") in found
+
+
+def test_progress_is_reported_per_phase(clean_set: CleanSet) -> None:  # noqa: F811
+    calls: list[tuple[str, int, int]] = []
+    verify_outputs(clean_set.out, [clean_set.src], workers=1, progress=lambda *a: calls.append(a))
+    assert calls[0][0] == "sources" and calls[-1] == ("outputs", len(clean_set.files), len(clean_set.files))
+    assert ("sources", len(clean_set.export.files), len(clean_set.export.files)) in calls
