@@ -259,3 +259,18 @@ def test_progress_is_reported_per_phase(clean_set: CleanSet) -> None:  # noqa: F
     verify_outputs(clean_set.out, [clean_set.src], workers=1, progress=lambda *a: calls.append(a))
     assert calls[0][0] == "sources" and calls[-1] == ("outputs", len(clean_set.files), len(clean_set.files))
     assert ("sources", len(clean_set.export.files), len(clean_set.export.files)) in calls
+
+
+def test_pixel_data_searched_only_when_asked(planted: CleanSet) -> None:  # noqa: F811
+    target = planted.image_of(2)
+
+    def plant(ds: Dataset) -> None:
+        pixels = bytearray(ds.PixelData)
+        pixels[100:106] = b"NGUYEN"
+        ds.PixelData = bytes(pixels)
+
+    planted.edit(target, plant)
+    assert verify_outputs(planted.out, [planted.src]).clean
+    report = verify_outputs(planted.out, [planted.src], include_pixel_data=True)
+    assert report.pixel_data_searched
+    assert {(f.path, f.where, f.kind) for f in report.errors} == {("(7FE0,0010)", "binary", "patient-name-part")}
