@@ -27,6 +27,9 @@ COMMAND_MODULES: dict[str, str] = {
     "profile": "sfr_gateway.cli.deid",
     "central": "sfr_gateway.cli.central",
     "verify": "sfr_gateway.cli.verify",
+    "run": "sfr_gateway.cli.run",
+    "upload": "sfr_gateway.cli.run",
+    "status": "sfr_gateway.cli.run",
 }
 
 
