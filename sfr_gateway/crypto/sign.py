@@ -193,6 +193,10 @@ class Signature:
 def _check_comment(comment: str, what: str) -> None:
     if "\n" in comment or "\r" in comment:
         raise ValueError(f"{what} must be a single line")
+    try:
+        comment.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode text (no lone surrogates)") from None
 
 
 def file_blake2b(path: Path) -> bytes:
