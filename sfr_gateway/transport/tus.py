@@ -208,7 +208,6 @@ class TusDestination(Destination):
         url: str | None = saved[0] if saved else None
         offset: int | None = None
         resumed_from: int | None = None
-        sent = 0
         attempts = 0
         recreated = False
         while True:
@@ -231,10 +230,9 @@ class TusDestination(Destination):
                     if part == SIGNATURE:
                         state.mark_done(batch_id, _signature_receipt(batch_id, url, size, self.url,
                                                                      metadata["sha256"]), SIGNATURE)
-                    return _PartResult(url, resumed_from, sent, already_complete=sent == 0 and resumed_from == size)
-                new_offset = self._patch(url, path, offset, size, server, progress)
-                sent += new_offset - offset
-                offset = new_offset
+                    # bytes this call delivered, including those the server kept from a cut PATCH
+                    return _PartResult(url, resumed_from, size - resumed_from, already_complete=resumed_from == size)
+                offset = self._patch(url, path, offset, size, server, progress)
                 state.save(batch_id, url, offset, part)
                 attempts = 0  # progress made: the retry budget is per stall, not per batch
             except _Gone:
