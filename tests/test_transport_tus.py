@@ -258,3 +258,14 @@ def test_long_retry_after_is_left_to_the_next_run(new_batch, tus_server, fault_p
     with pytest.raises(TransportError, match="come back in 600 s"):
         dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, proxy.url()))
     assert slept == [] and proxy.failed == 1
+
+
+def test_upload_url_on_another_origin_is_refused(new_batch, tus_server, ledger) -> None:
+    # e.g. a tus server behind a TLS proxy that hands out http:// URLs: no downgrade, no token leak
+    server = tus_server("--token", "t0k", "--location-base", "http://127.0.0.2:9")
+    batch = new_batch("B-origin", 1000)
+    dest = TusDestination(server.url, settings(bearer_token="t0k", retries=3))
+    with pytest.raises(TransportError, match="another origin"):
+        dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, server.url))
+    assert server.requests("PATCH") == [] and server.requests("HEAD") == []
+    assert SqliteUploadState(ledger, server.url).load(batch.batch_id, "signature") is None

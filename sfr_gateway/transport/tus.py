@@ -294,6 +294,12 @@ class TusDestination(Destination):
         if resp.status_code != 201 or not location:
             raise TransportError(f"{redact_url(self.url)}: creation answered {resp.status_code} without a Location")
         url = urllib.parse.urljoin(self.url, location)
+        if _origin(url) != _origin(self.url):
+            # never send our credentials (or the batch) to another host, nor downgrade https
+            raise TransportError(
+                f"{redact_url(self.url)}: the server put the upload at {redact_url(url)}, another origin; "
+                "refused (a tus server behind a TLS proxy must be told to honour forwarded headers)"
+            )
         log.info("created upload %s (%s, %d bytes)", redact_url(url), metadata.get("part"), size)
         return url
 
@@ -384,6 +390,12 @@ class TusDestination(Destination):
             raise Retryable(f"{what} {where}: server answered {code}", parse_retry_after(resp.headers.get("Retry-After")))
         if code >= 400:
             raise TransportError(f"{what} {where}: server answered {code}")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 def _header_int(resp: requests.Response, name: str, url: str) -> int:
