@@ -19,6 +19,11 @@ A ``Retry-After`` longer than ``backoff_max`` ends the call (TransportError): a 
 not sit for an hour holding the lock, the next run resumes.
 401/403 raise AuthError at once; 413 a TransportError that says the batch is too large.
 TLS verification failures are never retried and never downgraded.
+
+Known limit: a process killed between the server's answer to ``POST`` and the ledger commit
+of the URL (or a POST whose answer is lost and retried) leaves one unfinished, orphaned upload
+on the server; the batch is then sent to a new upload. The ledger is what prevents re-sending:
+a lost state.db cannot be recovered from a tus server, which offers no lookup by metadata.
 """
 
 from __future__ import annotations
