@@ -252,7 +252,9 @@ def _package_part(
         patients=(PatientConsent(pseudonym, basis.status, basis.effective),),
         extra={"consent_mode": basis.mode, "study": new_study, "part": number},
     )
-    result = write_batch(config.home.outbox, info, all_members(), recipients, signing)
+    z = config.zstd
+    result = write_batch(config.home.outbox, info, all_members(), recipients, signing, zstd_level=z.level,
+                         zstd_threads=z.threads, zstd_min_match=z.min_match, zstd_hash_log=z.hash_log)
     checkpoint("after-batch-written")
     with ledger.transaction() as conn:
         state = conn.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
