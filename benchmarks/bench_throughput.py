@@ -274,7 +274,7 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, 
 
 # -- contenders ---------------------------------------------------------------------------
 def contenders(src: Path, consent: Path, work: Path, install: bool, skipped: dict[str, str],
-               workers: list[int], zstd_variants: bool = False) -> list[Contender]:
+               workers: list[int], zstd_variants: bool = False, compare_tree: Path | None = None) -> list[Contender]:
     """Everything to time, in the order each round runs them."""
     py = sys.executable
     out: list[Contender] = [
@@ -324,6 +324,13 @@ def contenders(src: Path, consent: Path, work: Path, install: bool, skipped: dic
     else:
         skipped["deid"] = "not installable from PyPI here"
     home = work / "deid-home"
+    if compare_tree:
+        env = {"PYTHONPATH": str(compare_tree), "PYTHONDONTWRITEBYTECODE": "1"}
+        for w in workers:
+            out.append(Contender(f"deidentify -j{w}, code of {compare_tree.name}", [
+                *GATEWAY, "--home", str(home), "deidentify", str(src), "--output", str(work / f"cmp{w}"),
+                "--workers", str(w), "--json"], work / f"cmp{w}", env=env,
+                setup=[["rm", "-rf", str(home / "quarantine")]]))
     for w in workers:
         out.append(Contender(f"sfr-gateway deidentify -j{w}", [
             *GATEWAY, "--home", str(home), "deidentify", str(src), "--output", str(work / f"deid{w}"),
@@ -465,12 +472,13 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
         f"page cache warm; {machine}; load average before/after: {loads[0]} / {loads[-1]}; {doc['date']}.",
         "",
         "| contender | wall s | CPU s | files/s | MB/s | × cp -r | × floor | peak RSS (largest process) MB | peak RSS (tree) MB | files out | runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         bold = "**" if str(r["name"]).startswith("sfr-gateway") else ""
         lines.append(f"| {bold}{r['name']}{bold} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['files_per_s']:.0f} | "
-                     f"{r['mb_per_s']:.0f} | {r['x_cp']} | {r['x_floor']} | {r['rss_max_mb']:.0f} | {r['rss_tree_mb']:.0f} |")
+                     f"{r['mb_per_s']:.0f} | {r['x_cp']} | {r['x_floor']} | {r['rss_max_mb']:.0f} | {r['rss_tree_mb']:.0f} | "
+                     f"{r['files_out']} | {len(r['runs'])} |")
     if goals:
         lines += ["", "| goal | measured | target |", "|---|---:|---:|"]
         lines += [f"| {g} | {m} | ≤ {lim} |" for g, m, lim in goals]
@@ -503,6 +511,8 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--zstd-variants", action="store_true",
                         help="also time `run` with plain zstd level 1 and with one zstd thread")
+    parser.add_argument("--compare-tree", type=Path, default=None,
+                        help="also time `deidentify` with the sfr_gateway of another checkout (e.g. a branch's worktree)")
     parser.add_argument("--peers-repeat", type=int, default=1,
                         help="rounds in which the peers run (deid alone takes minutes; default 1)")
     args = parser.parse_args()
@@ -512,11 +522,12 @@ def main() -> int:
     src, consent = export(args.patients, args.slices, args.seed)
     files = [p for p in src.rglob("*") if p.is_file()]
     megabytes = sum(p.stat().st_size for p in files) / 1e6
-    work = OUT / "throughput-work"
+    work = OUT / ("throughput-work" + (f"-{args.tag}" if args.tag else ""))
     work.mkdir(parents=True, exist_ok=True)
     prepare_gateway(work)
     skipped: dict[str, str] = {}
-    cs = contenders(src, consent, work, not args.no_install, skipped, args.workers, args.zstd_variants)
+    cs = contenders(src, consent, work, not args.no_install, skipped, args.workers, args.zstd_variants,
+                    args.compare_tree)
     if args.only is not None:
         cs = [c for c in cs if c.name == "cp -r" or c.name.startswith("pydicom read/write")
               or any(s in c.name for s in args.only)]
@@ -526,7 +537,7 @@ def main() -> int:
     loads = [load_average()]
     log(f"{len(files)} files, {megabytes:.0f} MB; {len(cs)} contenders x {args.repeat} rounds")
     for c in cs:
-        c.peer = not (c.name.startswith(("cp -r", "pydicom", "sfr-gateway")))
+        c.peer = not (c.name.startswith(("cp -r", "pydicom", "sfr-gateway", "deidentify")))
     run_rounds(cs, work, args.repeat, max(1, min(args.peers_repeat, args.repeat)))
     loads.append(load_average())
     report(cs, len(files), megabytes, args.repeat, skipped, args.tag, loads)
