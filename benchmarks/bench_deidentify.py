@@ -6,7 +6,7 @@ Usage::
                                           [--profile sfr-covid] [--data DIR] [--json]
 
 Each contender runs in its own child process (peak RSS is that child's ``ru_maxrss``, read with
-``os.wait4``), interleaved over ``--rounds`` rounds with a warm page cache; the median time is
+``os.wait4``; with worker processes, the largest of them), interleaved over ``--rounds`` rounds with a warm page cache; the median time is
 reported. Goal of the engine issue: deidentify <= 1.5 x the pydicom floor, RSS < 150 MB.
 """
 
@@ -61,13 +61,23 @@ def _child(argv: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024.0
 
 
-def generate(data: Path, slices: int, size: int) -> None:
-    """Write the export (two patients, one axial series each) unless it is already there."""
-    from sfr_gateway.sample import generate_export
+GENERATE = r"""
+import sys
+from pathlib import Path
+from sfr_gateway.sample import generate_export
+generate_export(Path(sys.argv[1]), patients=2, seed=1, rows=int(sys.argv[3]), cols=int(sys.argv[3]),
+                slices=int(sys.argv[2]) // 2, extras=False)
+"""
 
+
+def generate(data: Path, slices: int, size: int) -> None:
+    """Write the export (two patients, one axial series each) unless it is already there.
+
+    Runs in a child so this parent stays small: a child's peak RSS starts from its parent's.
+    """
     if data.exists() and any(data.rglob("*.dcm")):
         return
-    generate_export(data, patients=2, seed=1, rows=size, cols=size, slices=slices // 2, extras=False)
+    subprocess.run([sys.executable, "-c", GENERATE, str(data), str(slices), str(size)], check=True)
 
 
 def main() -> int:

@@ -25,7 +25,7 @@ from typing import Any
 from sfr_gateway.deid.files import deidentify_file
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.profile import compile_plan, load_profile
-from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer
+from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
 from sfr_gateway.errors import DicomError, InputError
 from sfr_gateway.fsutil import atomic_write_bytes
 
@@ -157,7 +157,7 @@ def _process(path: Path) -> tuple[str, Any]:
 
 def _quarantine(spec: RunSpec, path: Path, reason: str, detail: str) -> None:
     qid = quarantine_id(path)
-    record = {"id": qid, "source": os.fsdecode(path), "reason": reason, "detail": detail,
+    record: dict[str, str | None] = {"id": qid, "source": os.fsdecode(path), "reason": reason, "detail": detail,
               "profile": spec.profile, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if spec.keep_copies:
         try:
