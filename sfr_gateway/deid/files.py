@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -288,10 +288,14 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     )
 
 
-def serialise(ds: Dataset) -> bytes:
-    """Write ``ds`` (with its file meta and encoding) to bytes."""
+def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
+    """Write ``ds`` (with its file meta and encoding) to ``fp``, or to bytes when ``fp`` is None.
+
+    Writing straight into the output file saves a copy of the pixel bytes; the returned value
+    is then ``b""``.
+    """
     ts = str(ds.file_meta.TransferSyntaxUID)
-    buf = io.BytesIO()
+    buf = fp if fp is not None else io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -299,7 +303,7 @@ def serialise(ds: Dataset) -> bytes:
                              implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
             raise DicomError("unwritable", type(exc).__name__) from None
-    return buf.getvalue()
+    return buf.getvalue() if isinstance(buf, io.BytesIO) and fp is None else b""
 
 
 def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
