@@ -145,7 +145,7 @@ def _process(path: Path) -> tuple[str, Any]:
     spec: RunSpec = _WORKER["spec"]
     try:
         size = path.stat().st_size
-        result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"], write=False)
+        result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"], write=False, record=False)
         written = _write(spec.output / result.relpath(), result.dataset, spec.durable)
         return "ok", (size, written, result.patient_pseudonym, result.study_uid, result.series_uid,
                       bool(result.mask))
