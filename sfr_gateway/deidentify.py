@@ -117,7 +117,11 @@ def _write(path: Path, ds: Dataset, durable: bool) -> int:
         if len(_MADE_DIRS) > 4096:
             _MADE_DIRS.clear()
         _MADE_DIRS.add(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
+    except FileNotFoundError:  # the folder went away since we made it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             serialise(ds, fh)
