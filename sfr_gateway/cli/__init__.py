@@ -26,6 +26,10 @@ COMMAND_MODULES: dict[str, str] = {
     "deidentify": "sfr_gateway.cli.deid",
     "profile": "sfr_gateway.cli.deid",
     "central": "sfr_gateway.cli.central",
+    "verify": "sfr_gateway.cli.verify",
+    "run": "sfr_gateway.cli.run",
+    "upload": "sfr_gateway.cli.run",
+    "status": "sfr_gateway.cli.run",
 }
 
 
