@@ -18,7 +18,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def section() -> str:
     text = README.read_text(encoding="utf-8")
-    return text[text.index("### consent"):text.index("## Exit codes")]
+    start = text.index("### consent")
+    return text[start:text.index("\n### ", start + 1)]
 
 
 def test_every_consent_command_is_documented() -> None:
