@@ -17,8 +17,8 @@ Release policy (``Config.consent``): ``explicit`` releases ``consented`` patient
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
+import hashlib
 import json
 import logging
 import uuid
@@ -58,12 +58,15 @@ CancelBatches = Callable[[Any, str, str], int]
 """``cancel(conn, patient_id, issuer) -> batches cancelled``, run inside the withdrawal transaction."""
 
 
-def ed25519_signer(key: SigningKey) -> Signer:
-    """Sign with the site's Ed25519 key: format ``ed25519``, text ``<key id hex>:<base64 signature>``."""
-    kid = key.key_id[::-1].hex().upper()
+def minisign_signer(key: SigningKey, site_id: str) -> Signer:
+    """Sign with the site key in minisign format (``ED``, BLAKE2b-prehashed): ``minisign -V`` and
+    ``sfr_gateway.crypto.sign.verify_bytes`` check it with the site's public key. The trusted
+    comment names the site and the payload's SHA-256."""
+    from .crypto.sign import sign_bytes
 
     def sign(payload: bytes) -> tuple[str, str]:
-        return "ed25519", f"{kid}:{base64.b64encode(key.private.sign(payload)).decode('ascii')}"
+        comment = f"site:{site_id}\twithdrawal-request\tsha256:{hashlib.sha256(payload).hexdigest()}"
+        return "minisign", sign_bytes(payload, key, comment)
 
     return sign
 
@@ -395,17 +398,21 @@ def mark_withdrawal_request(ledger: Ledger, request_id: int, state: str, error: 
 
 
 def verify_withdrawal_request(request: sql.WithdrawalRequest, public: Any) -> dict[str, Any]:
-    """Check an ``ed25519`` request signature with the site's public key; return the payload."""
-    from cryptography.exceptions import InvalidSignature
+    """Check a request's minisign signature with the site's public key
+    (``sfr_gateway.crypto.sign.PublicKey``); return the payload. ConsentError if it does not verify."""
+    from .crypto.sign import verify_bytes
+    from .errors import IntegrityError
 
-    if request.signature_format != "ed25519":
+    if request.signature_format != "minisign":
         raise ConsentError(f"unsupported withdrawal signature format {request.signature_format}")
-    _, _, b64 = request.signature.partition(":")
+    payload = request.payload.encode("utf-8")
     try:
-        public.verify(base64.b64decode(b64), request.payload.encode("utf-8"))
-    except (InvalidSignature, ValueError):
+        sig = verify_bytes(payload, request.signature, public)
+    except IntegrityError:
         raise ConsentError("withdrawal request signature does not verify") from None
-    return dict(json.loads(request.payload))
+    if f"sha256:{hashlib.sha256(payload).hexdigest()}" not in sig.trusted_comment.split("\t"):
+        raise ConsentError("withdrawal request signature does not verify (trusted comment)")
+    return dict(json.loads(payload))
 
 
 def import_csv(

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 from pathlib import Path
 
-import pytest
-
+from sfr_gateway import consent as lib
 from sfr_gateway.config import load_config
+from sfr_gateway.crypto.sign import PublicKey
 from sfr_gateway.ledger import open_ledger
-
-
-def _has_engine() -> bool:
-    try:
-        return importlib.util.find_spec("sfr_gateway.deid.pseudonym") is not None
-    except ImportError:
-        return False
-
-
-HAS_ENGINE = _has_engine()
 
 
 def ok_json(result) -> dict | list:
@@ -91,7 +80,6 @@ def test_scan_reports_consent_coverage(home: Path, cli, sample_export) -> None:
     assert f"{mine[2]} of {eligible} eligible studies" in human.stdout
 
 
-@pytest.mark.skipif(not HAS_ENGINE, reason="needs the engine's sfr_gateway.deid.pseudonym (branch engine)")
 def test_withdraw_command_queues_one_request(home: Path, cli) -> None:
     ok_json(cli("--home", home, "consent", "set", "P1", "consented", "--json"))
     out = ok_json(cli("--home", home, "consent", "withdraw", "P1", "--reason", "lettre", "--json"))
@@ -100,13 +88,9 @@ def test_withdraw_command_queues_one_request(home: Path, cli) -> None:
     assert again["outcome"] == "already-withdrawn"
     res = cli("--home", home, "consent", "set", "P1", "consented")
     assert res.exit_code == 9 and "permanent" in res.stderr
-    with open_ledger(load_config(home).home.state_db) as ledger:
-        rows = ledger.conn.execute("SELECT pseudonym, payload FROM withdrawal_requests").fetchall()
-    assert len(rows) == 1 and rows[0][0].startswith("TEST01-") and "P1\"" not in rows[0][1]
-
-
-@pytest.mark.skipif(HAS_ENGINE, reason="only meaningful without the engine")
-def test_withdraw_without_engine_says_so_and_records_nothing(home: Path, cli) -> None:
-    res = cli("--home", home, "consent", "withdraw", "P1")
-    assert res.exit_code == 9 and "de-identification engine" in res.stderr
-    assert ok_json(cli("--home", home, "consent", "show", "P1", "--json"))["status"] == "unknown"
+    config = load_config(home)
+    with open_ledger(config.home.state_db) as ledger:
+        (request,) = lib.withdrawal_requests(ledger)
+    assert request.pseudonym.startswith("TEST01-") and '"P1"' not in request.payload
+    payload = lib.verify_withdrawal_request(request, PublicKey.load(config.home.signing_pub))
+    assert payload["pseudonym"] == request.pseudonym and payload["site"] == "TEST01"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from consent_fixtures import (  # noqa: F401
@@ -17,6 +20,7 @@ from consent_fixtures import (  # noqa: F401
 
 from sfr_gateway import consent as lib
 from sfr_gateway.config import ConsentPolicy
+from sfr_gateway.crypto.sign import PublicKey
 from sfr_gateway.errors import ConsentError
 from sfr_gateway.keys import SigningKey
 from sfr_gateway.ledger import Ledger
@@ -117,7 +121,7 @@ def test_withdrawal_after_release_blocks_later_releases_and_queues_one_request(
             assert not {"1.1", "1.2"} & set(lib.releasable_studies(studies, policy, day))
             assert lib.release_basis(studies, "P1", "CHU", policy, day) is None
     (request,) = lib.withdrawal_requests(studies)
-    payload = lib.verify_withdrawal_request(request, signing_key.private.public_key())
+    payload = lib.verify_withdrawal_request(request, PublicKey.of(signing_key))
     pseudonym = test_pseudonym("P1", "CHU")
     assert payload["pseudonym"] == request.pseudonym == pseudonym
     assert payload["site"] == "TEST01" and payload["type"] == "sfr-gateway/withdrawal-request"
@@ -126,7 +130,7 @@ def test_withdrawal_after_release_blocks_later_releases_and_queues_one_request(
         assert phi not in request.payload.replace(pseudonym, "")
     tampered = request.__class__(**{**request.__dict__, "payload": request.payload.replace("TEST01\"", "OTHER\"")})
     with pytest.raises(ConsentError, match="does not verify"):
-        lib.verify_withdrawal_request(tampered, signing_key.private.public_key())
+        lib.verify_withdrawal_request(tampered, PublicKey.of(signing_key))
 
 
 def test_withdrawal_cancels_pending_batches_when_the_batch_table_exists(
@@ -157,3 +161,22 @@ def test_patients_list_includes_those_waiting_without_any_record(studies: Ledger
     assert (rows["P1"].status, rows["P1"].eligible_studies, rows["P1"].records) == ("consented", 2, 1)
     assert (rows["P5"].status, rows["P5"].records) == ("unknown", 0)
     assert [p.patient_id for p in lib.list_patients(studies, "refused")] == ["P9"]
+
+
+@pytest.mark.skipif(shutil.which("minisign") is None, reason="Debian minisign not installed")
+def test_withdrawal_request_verifies_with_stock_minisign(
+    ledger: Ledger, withdrawer: lib.Withdrawer, signing_key: SigningKey, tmp_path: Path,
+) -> None:
+    lib.withdraw(ledger, "P1", withdrawer, today=TODAY)
+    (request,) = lib.withdrawal_requests(ledger)
+    (tmp_path / "request.json").write_text(request.payload, encoding="utf-8")
+    (tmp_path / "request.json.minisig").write_text(request.signature, encoding="utf-8")
+    (tmp_path / "site.pub").write_text(signing_key.minisign_public(), encoding="utf-8")
+    res = subprocess.run(["minisign", "-V", "-p", tmp_path / "site.pub", "-m", tmp_path / "request.json"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "withdrawal-request" in res.stdout and "site:TEST01" in res.stdout
+    (tmp_path / "request.json").write_text(request.payload.replace("TEST01", "TEST02"), encoding="utf-8")
+    res = subprocess.run(["minisign", "-V", "-p", tmp_path / "site.pub", "-m", tmp_path / "request.json"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode != 0

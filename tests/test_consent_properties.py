@@ -19,7 +19,7 @@ from sfr_gateway.ledger import open_ledger
 
 BASE = dt.date(2026, 1, 1)
 PATIENTS = ("A", "B", "C")
-WITHDRAWER = lib.Withdrawer("TEST01", test_pseudonym, lib.ed25519_signer(SigningKey(Ed25519PrivateKey.generate())))
+WITHDRAWER = lib.Withdrawer("TEST01", test_pseudonym, lib.minisign_signer(SigningKey(Ed25519PrivateKey.generate()), "TEST01"))
 
 operations = st.lists(
     st.tuples(st.sampled_from(PATIENTS), st.sampled_from(lib.STATUSES), st.integers(0, 60)), max_size=12)

@@ -67,7 +67,7 @@ def pseudonym_function(config: Config) -> lib.PseudonymFor:
 def withdrawer(config: Config) -> lib.Withdrawer:
     """The site id, pseudonym function and site signing key a withdrawal needs."""
     return lib.Withdrawer(site_id=config.site_id, pseudonym_for=pseudonym_function(config),
-                          signer=lib.ed25519_signer(load_signing_key(config.home)))
+                          signer=lib.minisign_signer(load_signing_key(config.home), config.site_id))
 
 
 @click.group()
