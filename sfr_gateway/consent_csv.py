@@ -18,7 +18,8 @@ reason      motif, raison, commentaire                   free text
 ==========  ==========================================  ========================================
 
 Encodings: UTF-8, UTF-8 with BOM, UTF-16 with BOM, else Windows-1252 (Latin-1 for the bytes
-Windows-1252 leaves undefined). Separator: ``;``, ``,`` or tab, taken from the header line.
+Windows-1252 leaves undefined). Separator: ``;``, ``,`` or tab, taken from the header line, or
+from Excel's ``sep=;`` first line when present.
 
 Every rejected line is reported with its line number and a reason (never its values). Lines of
 one patient with different statuses in the same file are all rejected (which one holds cannot be
@@ -48,7 +49,7 @@ MAX_BYTES = 64 * 1024 * 1024
 
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "patient_id": ("patientid", "patient", "ipp", "nip", "idpatient", "identifiant", "identifiantpatient",
-                   "numeropatient", "nopatient"),
+                   "numeropatient", "nopatient", "npatient", "numpatient"),
     "issuer": ("issuer", "issuerofpatientid", "emetteur", "domaine", "autorite"),
     "status": ("status", "statut", "etat", "consent", "consentement"),
     "date": ("date", "effective", "effectivedate", "dateeffet", "datestatut", "dateconsentement",
@@ -208,9 +209,17 @@ def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[I
     text, report.encoding = decode(data)
     if "\x00" in text:
         raise ConsentError("not a CSV text file (binary content)")
-    header_line = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
-    report.delimiter = _sniff_delimiter(header_line)
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=report.delimiter)
+    text = text.lstrip("\ufeff")
+    first = text.splitlines()[0] if text.strip() else ""
+    skipped = 0
+    excel_sep = re.fullmatch(r"\s*sep=(.)\s*", first)
+    if excel_sep:  # Excel's "sep=;" first line names the separator
+        report.delimiter = excel_sep.group(1)
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        skipped = 1
+    else:
+        report.delimiter = _sniff_delimiter(first)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=report.delimiter)
     try:
         header = next(reader)
     except csv.Error:
@@ -219,7 +228,7 @@ def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[I
     default_source = f"csv-import:{name}"
     lines: list[Line] = []
     seen_exact: dict[tuple[str, ...], int] = {}
-    start = reader.line_num + 1
+    start = reader.line_num + 1 + skipped
     while True:
         try:
             row = next(reader)
@@ -228,9 +237,9 @@ def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[I
         except csv.Error:
             report.lines += 1
             report.rejected.append((start, "malformed CSV line (unbalanced quotes?)"))
-            start = reader.line_num + 1
+            start = reader.line_num + 1 + skipped
             continue
-        number, start = start, reader.line_num + 1
+        number, start = start, reader.line_num + 1 + skipped
         if not any(cell.strip() for cell in row):
             continue
         report.lines += 1

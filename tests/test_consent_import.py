@@ -174,6 +174,14 @@ def test_not_a_consent_csv_is_refused_whole(ledger: Ledger, tmp_path: Path, cont
     assert ledger.conn.execute("SELECT COUNT(*) FROM consent_records").fetchone()[0] == 0
 
 
+def test_excel_sep_line_and_line_numbers(ledger: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"sep=,\r\nN\xb0 patient,status,date\r\nP1,consented,2026-01-01\r\nP2,maybe,2026-01-01\r\n")
+    report = lib.import_csv(ledger, path, today=TODAY)
+    assert report.delimiter == "," and report.encoding == "cp1252"
+    assert report.recorded == 1 and [n for n, _ in report.rejected] == [4]
+
+
 def test_utf16_excel_unicode_text(ledger: Ledger, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "u.csv", GOOD, "\t", "utf-16")
     assert lib.import_csv(ledger, path, today=TODAY).recorded == 3
