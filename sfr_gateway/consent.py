@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("unknown", "informed", "consented", "refused", "withdrawn")
 MODES = ("explicit", "non-opposition")
 MAX_ID_LENGTH = 64  # DICOM LO, the VR of PatientID and IssuerOfPatientID
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: Why an eligible study is not releasable (keys of coverage's ``waiting``).
 WAITING_REASONS = {
@@ -112,7 +114,7 @@ def check_patient_id(value: str, what: str = "patient ID") -> str:
         raise ConsentError(f"empty {what}")
     if len(value) > MAX_ID_LENGTH:
         raise ConsentError(f"{what} longer than {MAX_ID_LENGTH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise ConsentError(f"control character in {what}")
     return value
 
@@ -423,9 +425,14 @@ def import_csv(
     all_or_nothing: bool = False,
     withdrawer: Withdrawer | None = None,
     operator: str = "",
+    history: bool = False,
 ) -> Any:
-    """Import a consent CSV; see ``sfr_gateway.consent_csv`` (returns its ImportReport)."""
+    """Import a consent CSV; see ``sfr_gateway.consent_csv`` (returns its ImportReport).
+
+    ``history``: a patient may have several lines with different dates (applied in date order);
+    by default any two lines of one patient with different statuses are rejected.
+    """
     from .consent_csv import import_file
 
     return import_file(ledger, Path(path), today=today, all_or_nothing=all_or_nothing, withdrawer=withdrawer,
-                       operator=operator)
+                       operator=operator, history=history)

@@ -23,7 +23,8 @@ from Excel's ``sep=;`` first line when present.
 
 Every rejected line is reported with its line number and a reason (never its values). Lines of
 one patient with different statuses in the same file are all rejected (which one holds cannot be
-told). Valid lines are applied in one transaction; with ``all_or_nothing`` any rejection applies
+told), unless ``history`` is set: then only lines of one patient on the same date with different
+statuses conflict, and the rest is applied in date order. Valid lines are applied in one transaction; with ``all_or_nothing`` any rejection applies
 none. Lines for a withdrawn patient are skipped and reported: a withdrawal is permanent.
 """
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import functools
 import io
 import re
 import unicodedata
@@ -75,8 +77,6 @@ STATUS_WORDS: dict[str, str] = {
                                 "retraitduconsentement", "retraitconsentement")},
 }
 
-_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%Y/%m/%d")
-
 
 def _fold(text: str) -> str:
     """Lower case, no accents, letters and digits only."""
@@ -84,22 +84,29 @@ def _fold(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
+@functools.lru_cache(maxsize=256)
 def status_word(word: str) -> str | None:
     """The status a word means, or None."""
     return STATUS_WORDS.get(_fold(word))
 
 
+_ISO_DATE = re.compile(r"(\d{4})([-/])(\d{1,2})\2(\d{1,2})")
+_FRENCH_DATE = re.compile(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{4})")
+
+
 def parse_date(text: str) -> dt.date:
-    """Parse an effective date; a time part after a space or 'T' is ignored. ValueError if none fits."""
+    """Parse an effective date: YYYY-MM-DD, YYYY/MM/DD, DD/MM/YYYY, DD-MM-YYYY or DD.MM.YYYY (four-digit
+    year from 1900); a time part after a space or 'T' is ignored. ValueError if none fits."""
     text = text.strip().split(" ")[0].split("T")[0]
-    for fmt in _DATE_FORMATS:
-        try:
-            parsed = dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-        if parsed.year >= 1900 and re.search(r"\d{4}", text):
-            return parsed
-    raise ValueError("unparsable date")
+    if m := _ISO_DATE.fullmatch(text):
+        year, month, day = int(m.group(1)), int(m.group(3)), int(m.group(4))
+    elif m := _FRENCH_DATE.fullmatch(text):
+        year, month, day = int(m.group(4)), int(m.group(3)), int(m.group(1))
+    else:
+        raise ValueError("unparsable date")
+    if year < 1900:
+        raise ValueError("unparsable date")
+    return dt.date(year, month, day)  # ValueError for 2026-02-30
 
 
 def decode(data: bytes) -> tuple[str, str]:
@@ -201,8 +208,14 @@ def _map_header(names: list[str], report: ImportReport) -> dict[str, int]:
     return found
 
 
-def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[ImportReport, list[Line]]:
-    """Decode and validate a CSV; returns the report (rejections filled in) and the valid lines."""
+def parse(
+    data: bytes, name: str, today: dt.date, operator: str = "", history: bool = False
+) -> tuple[ImportReport, list[Line]]:
+    """Decode and validate a CSV; returns the report (rejections filled in) and the valid lines.
+
+    Lines of one patient with different statuses conflict (all are rejected); with ``history``,
+    only those on the same date conflict, and the others are a history applied in date order.
+    """
     report = ImportReport(file=name)
     if not data.strip():
         raise ConsentError("the CSV file is empty")
@@ -285,18 +298,22 @@ def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[I
             continue
         seen_exact[key] = number
         lines.append(line)
-    by_patient: dict[tuple[str, str], list[Line]] = defaultdict(list)
+    by_patient: dict[tuple[str, ...], list[Line]] = defaultdict(list)
     for line in lines:
-        by_patient[(line.patient_id, line.issuer)].append(line)
+        key = (line.patient_id, line.issuer, line.effective) if history else (line.patient_id, line.issuer)
+        by_patient[key].append(line)
     conflicting: set[int] = set()
     for group in by_patient.values():
         if len({ln.status for ln in group}) > 1:
             numbers = sorted(ln.number for ln in group)
+            same = " on the same date" if history else ""
             for ln in group:
                 others = ", ".join(str(n) for n in numbers if n != ln.number)
-                report.rejected.append((ln.number, f"conflicting statuses for the same patient (lines {others})"))
+                report.rejected.append((ln.number, f"conflicting statuses for the same patient{same} (lines {others})"))
                 conflicting.add(ln.number)
     lines = [ln for ln in lines if ln.number not in conflicting]
+    if history:
+        lines.sort(key=lambda ln: (ln.effective, ln.number))
     report.rejected.sort()
     report.valid = len(lines)
     return report, lines
@@ -310,6 +327,7 @@ def import_file(
     all_or_nothing: bool = False,
     withdrawer: Withdrawer | None = None,
     operator: str = "",
+    history: bool = False,
 ) -> ImportReport:
     """Parse ``path`` and apply its valid lines in one transaction (none if ``all_or_nothing``
     and any line was rejected). The event records counts only."""
@@ -320,7 +338,7 @@ def import_file(
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read consent file {path}: {exc.strerror}") from None
-    report, lines = parse(data, path.name, today, operator)
+    report, lines = parse(data, path.name, today, operator, history)
     report.all_or_nothing = all_or_nothing
     if withdrawer is None and any(ln.status == "withdrawn" for ln in lines):
         raise ConsentError("the file withdraws patients: importing it needs the pseudonym secret and signing key")

@@ -135,9 +135,11 @@ def _report_change(change: lib.Change, as_json: bool) -> None:
 @consent.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--all-or-nothing", is_flag=True, help="Apply nothing if any line is rejected.")
+@click.option("--history", is_flag=True,
+              help="The file holds histories: a patient's lines with different dates are applied in date order.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_gateway
-def import_cmd(gw: GatewayContext, file: Path, all_or_nothing: bool, as_json: bool) -> None:
+def import_cmd(gw: GatewayContext, file: Path, all_or_nothing: bool, history: bool, as_json: bool) -> None:
     """Import FILE.csv (columns patient_id;issuer;status;date;source;reference[;operator;reason]).
 
     Exits 9 when any line was rejected (the report lists each with its number and reason).
@@ -149,7 +151,7 @@ def import_cmd(gw: GatewayContext, file: Path, all_or_nothing: bool, as_json: bo
         w = None  # only a file that withdraws patients needs it; import_csv says so
     with open_ledger(config.home.state_db) as ledger:
         report = lib.import_csv(ledger, file, today=_today(), all_or_nothing=all_or_nothing, withdrawer=w,
-                                operator=_operator())
+                                operator=_operator(), history=history)
     data = report.as_dict()
     if as_json:
         echo_json(data)
