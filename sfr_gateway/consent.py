@@ -314,6 +314,7 @@ def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Gate:
     A study whose instances name several patients is releasable only if every one of them is.
     """
     check_policy(policy)
+    result = Gate(policy, today)
     with ledger.snapshot() as conn:
         rows = sql.eligible_studies_with_consent(conn)
     by_study: dict[str, list[GateStudy]] = defaultdict(list)
@@ -324,7 +325,6 @@ def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Gate:
         by_study[r.study_uid].append(GateStudy(r.study_uid, r.patient_id, r.issuer,
                                                "withdrawn" if r.withdrawn else r.status, r.effective,
                                                decision, r.instances))
-    result = Gate(policy, today)
     for parts in by_study.values():
         blocked = [p for p in parts if p.decision != "releasable"]
         if blocked and len(parts) > 1:
@@ -342,6 +342,8 @@ def releasable_studies(ledger: Ledger, policy: ConsentPolicy, today: dt.date) ->
 def coverage(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
     """Consent coverage of eligible studies: counts only, no patient values (safe for JSON/logs)."""
     g = gate(ledger, policy, today)
+    with ledger.snapshot() as conn:
+        mismatches = sql.issuer_mismatches(conn)
     studies = {s.study_uid for s in g.studies}
     releasable = {s.study_uid for s in g.releasable}
     waiting_studies: Counter[str] = Counter()
@@ -369,7 +371,14 @@ def coverage(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> dict[str,
         "waiting_studies": dict(sorted(waiting_studies.items())),
         "waiting_patients": dict(sorted(waiting_patients.items())),
         "releasable_on": dict(sorted(upcoming.items())),
+        "issuer_mismatches": mismatches,
     }
+
+
+def known_issuers(ledger: Ledger, patient_id: str) -> list[str]:
+    """Issuers of Patient ID under which the index holds ``patient_id``."""
+    with ledger.snapshot() as conn:
+        return sql.known_issuers(conn, patient_id)
 
 
 def list_patients(ledger: Ledger, status: str | None = None) -> list[sql.PatientConsent]:

@@ -300,8 +300,8 @@ def parse(
         lines.append(line)
     by_patient: dict[tuple[str, ...], list[Line]] = defaultdict(list)
     for line in lines:
-        key = (line.patient_id, line.issuer, line.effective) if history else (line.patient_id, line.issuer)
-        by_patient[key].append(line)
+        group_key = (line.patient_id, line.issuer, line.effective if history else "")
+        by_patient[group_key].append(line)
     conflicting: set[int] = set()
     for group in by_patient.values():
         if len({ln.status for ln in group}) > 1:

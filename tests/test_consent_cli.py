@@ -6,6 +6,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from consent_fixtures import add_studies
+
 from sfr_gateway import consent as lib
 from sfr_gateway.config import load_config
 from sfr_gateway.crypto.sign import PublicKey
@@ -94,3 +96,27 @@ def test_withdraw_command_queues_one_request(home: Path, cli) -> None:
     assert request.pseudonym.startswith("TEST01-") and '"P1"' not in request.payload
     payload = lib.verify_withdrawal_request(request, PublicKey.load(config.home.signing_pub))
     assert payload["pseudonym"] == request.pseudonym and payload["site"] == "TEST01"
+
+
+def test_issuer_mismatch_is_pointed_out(home: Path, cli, tmp_path: Path) -> None:
+    with open_ledger(load_config(home).home.state_db) as ledger:
+        add_studies(ledger, [("P7", "CHU-A", "7.1")])
+    res = cli("--home", home, "consent", "set", "P7", "consented")
+    assert res.exit_code == 0 and "issuer 'CHU-A', not ''" in res.stderr
+    cov = ok_json(cli("--home", home, "consent", "coverage", "--json"))
+    assert cov["issuer_mismatches"] == 1 and cov["releasable_studies"] == 0
+    res = cli("--home", home, "consent", "set", "P7", "consented", "--issuer", "CHU-A")
+    assert res.exit_code == 0 and "warning" not in res.stderr
+    cov = ok_json(cli("--home", home, "consent", "coverage", "--json"))
+    assert cov["issuer_mismatches"] == 0 and cov["releasable_studies"] == 1
+
+
+def test_import_with_a_withdrawal_line_queues_a_signed_request(home: Path, cli, tmp_path: Path) -> None:
+    path = tmp_path / "w.csv"
+    path.write_text("patient_id;status;date\nP1;consentement;2026-01-02\nP2;retrait;2026-01-03\n", encoding="utf-8")
+    report = ok_json(cli("--home", home, "consent", "import", path, "--json"))
+    assert (report["recorded"], report["withdrawals"], report["requests_queued"]) == (2, 1, 1)
+    config = load_config(home)
+    with open_ledger(config.home.state_db) as ledger:
+        (request,) = lib.withdrawal_requests(ledger)
+    lib.verify_withdrawal_request(request, PublicKey.load(config.home.signing_pub))

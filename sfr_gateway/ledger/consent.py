@@ -245,3 +245,27 @@ def patients(conn: sqlite3.Connection, statuses: Sequence[str] | None = None) ->
     if statuses:
         out = [p for p in out if p.status in statuses]
     return out
+
+
+def known_issuers(conn: sqlite3.Connection, patient_id: str) -> list[str]:
+    """Issuers under which the index holds this patient ID (to catch a consent recorded under
+    the wrong issuer)."""
+    rows = conn.execute(
+        "SELECT DISTINCT issuer FROM instances WHERE patient_id = ? AND state = 'indexed' ORDER BY issuer",
+        (patient_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def issuer_mismatches(conn: sqlite3.Connection) -> int:
+    """Patient IDs the index holds under an issuer that has no consent record, while the registry
+    has records for the same ID under another issuer: almost always a consent recorded with the
+    wrong issuer (recording it again with the right one clears the warning)."""
+    return int(conn.execute(
+        """SELECT COUNT(DISTINCT i.patient_id)
+           FROM (SELECT DISTINCT patient_id, issuer FROM instances WHERE state = 'indexed') i
+           JOIN (SELECT DISTINCT patient_id, issuer FROM consent_records) r
+                ON r.patient_id = i.patient_id AND r.issuer != i.issuer
+           WHERE NOT EXISTS (SELECT 1 FROM consent_records c WHERE c.patient_id = i.patient_id
+                                 AND c.issuer = i.issuer)"""
+    ).fetchone()[0])
