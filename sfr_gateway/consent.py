@@ -123,7 +123,7 @@ def check_effective(effective: dt.date | None, today: dt.date) -> dt.date:
     if effective is None:
         return today
     if effective > today:
-        raise ConsentError(f"date {effective.isoformat()} is in the future")
+        raise ConsentError("the effective date is in the future")
     return effective
 
 
@@ -199,7 +199,7 @@ def set_status(
         change = _apply(conn, patient_id, issuer, status, when, source, reference, operator, reason, withdrawer)
         if change.outcome == "already-withdrawn" and status != "withdrawn":
             raise ConsentError("the patient has withdrawn; a withdrawal is permanent and cannot be overridden")
-        insert_event(conn, "consent", "set", change.outcome, {
+        insert_event(conn, "consent", "withdraw" if status == "withdrawn" else "set", change.outcome, {
             "status": status, "count": 0 if change.outcome in ("unchanged", "already-withdrawn") else 1,
             "requests_queued": int(change.request_queued), "batches_cancelled": change.batches_cancelled,
         })
