@@ -419,7 +419,7 @@ def verify_withdrawal_request(request: sql.WithdrawalRequest, public: Any) -> di
     payload = request.payload.encode("utf-8")
     try:
         sig = verify_bytes(payload, request.signature, public)
-    except IntegrityError:
+    except (IntegrityError, ValueError):
         raise ConsentError("withdrawal request signature does not verify") from None
     if f"sha256:{hashlib.sha256(payload).hexdigest()}" not in sig.trusted_comment.split("\t"):
         raise ConsentError("withdrawal request signature does not verify (trusted comment)")
