@@ -71,6 +71,8 @@ def scan_view(index: tk.TokenIndex, view: ElementView) -> list[tk.Hit]:
     seen: dict[str, tk.Hit] = {}
     if view.vr == "UI" and not view.binary:
         for value in view.texts[0].split("\\"):
+            if tk.is_well_known_uid(value.strip(" \x00"), view.keyword):
+                continue  # a class, transfer syntax, implementation...: not an instance's identity
             hit = index.find_uid(value)
             if hit is not None:
                 seen.setdefault(hit.token, hit)

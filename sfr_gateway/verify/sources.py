@@ -86,6 +86,8 @@ def collect_view(index: tk.TokenIndex, view: ElementView, study: str | None) -> 
             ws = tk.words(text)
             if len("".join(ws)) >= 4 and any(w not in rules["stopwords"] for w in ws):
                 index.add_phrase(ws, kind)
+    elif keyword in rules["public_vocabulary_keywords"]:
+        index.add_public(text)
     elif keyword in rules["birth_date_keywords"]:
         tk.add_date(index, text, "birth-date", None)
     elif keyword in rules["date_keywords"] or keyword in rules["datetime_keywords"]:
