@@ -274,3 +274,15 @@ def test_pixel_data_searched_only_when_asked(planted: CleanSet) -> None:  # noqa
     report = verify_outputs(planted.out, [planted.src], include_pixel_data=True)
     assert report.pixel_data_searched
     assert {(f.path, f.where, f.kind) for f in report.errors} == {("(7FE0,0010)", "binary", "patient-name-part")}
+
+
+def test_dangling_uid_shown_only_when_revealed(planted: CleanSet) -> None:  # noqa: F811
+    target = planted.image_of(0)
+    planted.edit(target, lambda ds: setattr(ds.ReferencedImageSequence[0], "ReferencedSOPInstanceUID", "2.25.424242"))
+    report = verify_outputs(planted.out, [planted.src])
+    dangling = [f for f in report.findings if f.check == "dangling-reference"]
+    assert len(dangling) == 1
+    # the localizer's original UID now maps to two new ones: this file's and the localizer's own
+    assert {(f.check, f.kind) for f in report.errors} == {("uid-mapping", "one-original-many-new")}
+    assert "2.25.424242" not in json.dumps(report.to_dict())
+    assert "2.25.424242" in json.dumps(report.to_dict(reveal=True))

@@ -134,7 +134,7 @@ def check_uids(sources: list[FileFacts], outputs: list[FileFacts],
         for path, uid in out.refs:
             if uid not in output_sops:
                 findings.append(Finding("warning", "dangling-reference", out.rel, path,
-                                        "ReferencedSOPInstanceUID", "unresolved", detail=uid))
+                                        "ReferencedSOPInstanceUID", "unresolved", token=uid))
     findings += _study_folder_findings(outputs)
     return findings
 
@@ -165,7 +165,7 @@ def _mapping_findings(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts])
         if len(olds) > 1:
             rel, path, keyword = where[("b", new)]
             findings.append(Finding("error", "uid-mapping", rel, path, keyword, "many-originals-one-new",
-                                    count=len(olds), detail=new))
+                                    count=len(olds), token=new))
     return findings
 
 
