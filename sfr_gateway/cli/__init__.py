@@ -22,6 +22,8 @@ from .common import GatewayContext
 COMMAND_MODULES: dict[str, str] = {
     "init": "sfr_gateway.cli.init",
     "scan": "sfr_gateway.cli.scan",
+    "deidentify": "sfr_gateway.cli.deid",
+    "profile": "sfr_gateway.cli.deid",
 }
 
 

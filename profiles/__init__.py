@@ -1,0 +1,1 @@
+"""Packaged de-identification profiles (data): ``sfr_gateway.profiles``."""

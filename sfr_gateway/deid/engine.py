@@ -1,0 +1,410 @@
+"""Apply a compiled :class:`Plan` to a pydicom Dataset, recursively, emitting change records.
+
+The walk reads raw (unconverted) elements and converts only what it changes, so kept
+elements and Pixel Data are written back byte for byte. Hook order per element: private
+policy (odd groups) -> Table E.1-1 rule (with patterns) -> combined-code resolution by IOD
+Type -> action handler (X Z D U K C) -> date shift / age clamp / text clean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.uid import UID_dictionary
+
+from sfr_gateway.deid import dates
+from sfr_gateway.deid.plan import Plan, Rule
+from sfr_gateway.deid.private import PrivateDecision
+from sfr_gateway.deid.pseudonym import Pseudonymizer
+from sfr_gateway.deid.text import FrozenTokens, clean_multi
+
+_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS", "AE", "UR"})
+_MAX_LEN = {"SH": 16, "LO": 64, "CS": 16, "AE": 16, "PN": 64, "DS": 16, "IS": 12, "UI": 64}
+_DUMMY = {
+    "PN": "ANONYMIZED", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "LT": "ANONYMIZED", "ST": "ANONYMIZED",
+    "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED", "AE": "ANONYMIZED", "UR": "ANONYMIZED",
+    "DA": "19000101", "TM": "000000.00", "DT": "19000101000000", "AS": "000Y", "DS": "0", "IS": "0",
+}
+_NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
+_BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+_ACTION_WORD = {"X": "removed", "Z": "emptied", "D": "dummy", "U": "uid", "K": "kept", "C": "cleaned"}
+
+
+@dataclass(frozen=True)
+class Change:
+    """One decision of the engine about one attribute (the audit reuses these records).
+
+    ``before``/``after`` hold real values in memory only; whoever renders them must mask them.
+    """
+
+    path: str
+    tag: int
+    keyword: str
+    vr: str
+    private_creator: str | None
+    action: str
+    code: str
+    rule: str
+    before: Any = field(default=None, repr=False, compare=False)
+    after: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class Context:
+    """Per-file state of the walk."""
+
+    plan: Plan
+    pz: Pseudonymizer
+    sop_class: str
+    patient_key: str
+    patient_pseudonym: str
+    date_offset: int
+    tokens: FrozenTokens | None
+    record_kept: bool = False
+    keep_values: bool = False
+    changes: list[Change] = field(default_factory=list)
+    dates_moved: bool = False
+
+
+def _vr_of(ds: Dataset, tag: int) -> str:
+    raw = ds._dict[tag]  # pydicom 3 internal: the stored (raw or converted) element, no conversion
+    vr = raw.VR
+    if vr:
+        return str(vr)
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return "UN"
+
+
+@lru_cache(maxsize=8192)
+def _keyword(tag: int) -> str:
+    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _texts(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, MultiValue)):
+        return [str(v) for v in value]
+    if isinstance(value, bytes):
+        return [value.decode("latin-1")]
+    return [str(value)]
+
+
+def get_text(ds: Dataset, tag: int) -> str:
+    """The value as text without converting the element when its raw bytes are plain ASCII."""
+    raw = ds._dict[tag]  # pydicom 3 internal: the stored element, no conversion
+    if raw.__class__ is RawDataElement:
+        value = raw.value
+        if value is None:
+            return ""
+        if isinstance(value, bytes) and value.isascii() and b"\x1b" not in value:
+            return value.decode("ascii").rstrip(" \x00")
+    return "\\".join(_texts(ds[tag].value)).rstrip(" \x00")
+
+
+def put_text(ds: Dataset, tag: int, vr: str, text: str) -> None:
+    """Set a text value; raw elements get raw ASCII bytes (no conversion), others a value."""
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and text.isascii():
+        data = text.encode("ascii")
+        if len(data) % 2:
+            data += b"\x00" if vr == "UI" else b" "
+        ds[tag] = raw._replace(value=data, length=len(data))
+        return
+    ds[tag].value = text
+
+
+def put_empty(ds: Dataset, tag: int, vr: str) -> None:
+    """Give an element a zero-length value."""
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement):
+        ds[tag] = raw._replace(value=b"", length=0)
+    elif vr == "SQ":
+        ds[tag].value = []
+    else:
+        ds[tag].value = None if vr in _NUMERIC or vr in _BINARY else ""
+
+
+def remap_uid(ctx: Context, value: str) -> str:
+    """Keyed remap of one UID; well-known UIDs (SOP classes, transfer syntaxes...) are kept."""
+    value = value.strip().rstrip("\x00")
+    if not value or value in UID_dictionary:
+        return value
+    return ctx.pz.uid(value)
+
+
+@lru_cache(maxsize=16384)
+def _shifted(value: str, vr: str, days: int) -> str:
+    return dates.shift_multi(value, vr, days)
+
+
+class Walker:
+    """Applies one plan to one dataset tree for one file (see module docstring)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.plan = ctx.plan
+        self.values = ctx.keep_values
+
+    def record(self, path: str, tag: int, vr: str, action: str, code: str, rule: str,
+               before: Any = None, after: Any = None, creator: str | None = None) -> None:
+        """Append a change record (values only when the context keeps them)."""
+        if not self.values:
+            before = after = None
+        self.ctx.changes.append(Change(path, tag, _keyword(tag), vr, creator, action, code, rule, before, after))
+
+    def _value(self, ds: Dataset, tag: int) -> Any:
+        return ds[tag].value if self.values and tag in ds else None
+
+    def walk(self, ds: Dataset, prefix: str = "") -> None:
+        """Apply the plan to ``ds`` and every nested sequence item."""
+        private_groups: list[int] = []
+        plan = self.plan
+        for tag in list(ds.keys()):
+            group = tag >> 16
+            if group & 1:
+                if group not in private_groups:
+                    private_groups.append(group)
+                continue
+            if tag & 0xFFFF == 0 or group == 0x0002:
+                del ds[tag]
+                continue
+            rule = plan.rule_for(tag)
+            vr = _vr_of(ds, tag)
+            path = prefix + _keyword(tag)
+            if rule is None:
+                self._unlisted(ds, tag, vr, path)
+                continue
+            code = plan.resolve(rule.code, tag, self.ctx.sop_class)
+            self._apply(ds, tag, vr, path, code, rule)
+        if private_groups:
+            self._private(ds, private_groups, prefix)
+
+    # -- public attributes ---------------------------------------------------------------
+    def _unlisted(self, ds: Dataset, tag: int, vr: str, path: str) -> None:
+        if vr == "SQ":
+            self._recurse(ds, tag, path)
+        elif vr in ("DA", "DT") and self.plan.dates_mode == "modified":
+            self._shift(ds, tag, vr, path, "C", "retain-long-modified-dates: every DA/DT shifted by the patient offset")
+        elif self.ctx.record_kept:
+            self.record(path, tag, vr, "kept", "K", "not in PS3.15 E.1-1 (kept)", self._value(ds, tag), self._value(ds, tag))
+
+    def _apply(self, ds: Dataset, tag: int, vr: str, path: str, code: str, rule: Rule) -> None:
+        if code == "X":
+            before = self._value(ds, tag) if vr != "SQ" else None
+            del ds[tag]
+            self.record(path, tag, vr, "removed", code, rule.text, before, None)
+        elif vr == "SQ":
+            if code == "Z":
+                ds[tag].value = []
+                self.record(path, tag, vr, "emptied", code, rule.text)
+            else:  # K, C, U, D on a sequence: keep it, apply the profile to its items
+                self._recurse(ds, tag, path)
+        elif code == "Z":
+            before = self._value(ds, tag)
+            put_empty(ds, tag, vr)
+            self.record(path, tag, vr, "emptied", code, rule.text, before, "")
+        elif code == "D":
+            self._dummy(ds, tag, vr, path, rule)
+        elif code == "U":
+            self._uid(ds, tag, vr, path, rule.text)
+        elif code == "C":
+            self._clean(ds, tag, vr, path, rule)
+        else:  # K
+            self._keep(ds, tag, vr, path, rule)
+
+    def _recurse(self, ds: Dataset, tag: int, path: str) -> None:
+        for i, item in enumerate(ds[tag].value or []):
+            self.walk(item, f"{path}[{i}].")
+
+    def _keep(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
+        if vr in ("DA", "DT") and self.plan.dates_mode == "modified":
+            self._shift(ds, tag, vr, path, "K", rule.text + " (date shifted: modified dates)")
+        elif vr == "AS":
+            self._age(ds, tag, path, rule)
+        elif self.ctx.record_kept:
+            self.record(path, tag, vr, "kept", "K", rule.text, self._value(ds, tag), self._value(ds, tag))
+
+    def _age(self, ds: Dataset, tag: int, path: str, rule: Rule) -> None:
+        before = get_text(ds, tag)
+        after = dates.clamp_age(before, self.plan.max_age)
+        if after != before.strip():
+            put_text(ds, tag, "AS", after)
+            self.record(path, tag, "AS", "cleaned", "C", rule.text + f" (ages above {self.plan.max_age} clamped)", before, after)
+        elif self.ctx.record_kept:
+            self.record(path, tag, "AS", "kept", "K", rule.text, before, before)
+
+    def _shift(self, ds: Dataset, tag: int, vr: str, path: str, code: str, text: str) -> None:
+        before = get_text(ds, tag)
+        if vr == "TM" or not before.strip():
+            if self.ctx.record_kept:
+                self.record(path, tag, vr, "kept", code, text, before, before)
+            return
+        try:
+            after = _shifted(before, vr, self.ctx.date_offset)
+        except ValueError:
+            del ds[tag]
+            self.record(path, tag, vr, "removed", "X", text + " (unparsable date removed)", before, None)
+            return
+        put_text(ds, tag, vr, after)
+        self.ctx.dates_moved = True
+        self.record(path, tag, vr, "shifted", code, text, before, after)
+
+    def _dummy(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
+        if vr == "UI":
+            self._uid(ds, tag, vr, path, rule.text)
+            return
+        purpose = self.plan.pseudonyms.get(tag)
+        before = self._value(ds, tag)
+        if purpose == "patient":
+            put_text(ds, tag, vr, self.ctx.patient_pseudonym)
+            self.record(path, tag, vr, "pseudonymised", "D", rule.text, before, self.ctx.patient_pseudonym)
+            return
+        if purpose and vr in _TEXT_VRS:
+            original = get_text(ds, tag).strip()
+            if original:
+                max_len = _MAX_LEN.get(vr, 64)
+                after = "\\".join(self.ctx.pz.identifier(purpose, v.strip(), max_len) for v in original.split("\\"))
+                put_text(ds, tag, vr, after)
+                self.record(path, tag, vr, "pseudonymised", "D", rule.text, before, after)
+                return
+        if vr in _NUMERIC or vr in _BINARY:
+            elem = ds[tag]
+            elem.value = 0 if vr in _NUMERIC else b"\x00\x00"
+            self.record(path, tag, vr, "dummy", "D", rule.text, before, elem.value)
+            return
+        after_text = _DUMMY.get(vr, "ANONYMIZED")
+        put_text(ds, tag, vr, after_text)
+        self.record(path, tag, vr, "dummy", "D", rule.text, before, after_text)
+
+    def _uid(self, ds: Dataset, tag: int, vr: str, path: str, text: str, creator: str | None = None) -> None:
+        before = get_text(ds, tag)
+        if vr in _BINARY:
+            new = self.ctx.pz.uid(before.strip(" \x00"))
+            data = new.encode("ascii")
+            ds[tag].value = data + b"\x00" * (len(data) % 2)
+            after = new
+        elif vr == "UI":
+            after = "\\".join(remap_uid(self.ctx, v) for v in before.split("\\"))
+            put_text(ds, tag, vr, after)
+        else:
+            after = self.ctx.pz.uid(before.strip())
+            put_text(ds, tag, vr, after[:_MAX_LEN.get(vr, 64)])
+        self.record(path, tag, vr, "uid", "U", text, before, after, creator)
+
+    def _clean(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
+        if vr in ("DA", "DT", "TM"):
+            if self.plan.dates_mode == "modified":
+                self._shift(ds, tag, vr, path, "C", rule.text)
+            elif self.plan.dates_mode == "full":
+                self._keep(ds, tag, vr, path, rule)
+            else:
+                del ds[tag]
+                self.record(path, tag, vr, "removed", "X", rule.text + " (no date option: removed)")
+            return
+        if vr == "AS":
+            self._age(ds, tag, path, rule)
+            return
+        if vr == "UI":
+            self._uid(ds, tag, vr, path, rule.text)
+            return
+        if vr == "UN":  # value of unknown kind: it cannot be cleaned, so it is not kept
+            before = self._value(ds, tag)
+            del ds[tag]
+            self.record(path, tag, vr, "removed", "X", rule.text + " (VR unknown: cannot clean, removed)", before, None)
+            return
+        if vr in _TEXT_VRS and self.ctx.tokens is not None:
+            before = get_text(ds, tag)
+            after = clean_multi(before, self.ctx.tokens)
+            if after != before:
+                put_text(ds, tag, vr, after)
+                self.record(path, tag, vr, "cleaned", "C", rule.text, before, after)
+                return
+        if self.ctx.record_kept:
+            self.record(path, tag, vr, "kept", "C", rule.text + " (nothing to clean)", self._value(ds, tag), self._value(ds, tag))
+
+    # -- private attributes --------------------------------------------------------------
+    def _private(self, ds: Dataset, groups: list[int], prefix: str) -> None:
+        rule_text = self.plan.private_rule.text if self.plan.private_rule else "PS3.15 E.1-1 Private Attributes"
+        all_tags = list(ds.keys())
+        for group in groups:
+            tags = [t for t in all_tags if t >> 16 == group]
+            creators: dict[int, str] = {}
+            for t in tags:
+                elem_no = t & 0xFFFF
+                if 0x10 <= elem_no <= 0xFF:
+                    creators[elem_no] = get_text(ds, t).strip()
+            used: set[int] = set()
+            for t in tags:
+                elem_no = t & 0xFFFF
+                if 0x10 <= elem_no <= 0xFF:
+                    continue
+                vr = _vr_of(ds, t)
+                block = elem_no >> 8
+                creator = creators.get(block) if block >= 0x10 else None
+                path = f"{prefix}({group:04X},{elem_no:04X})"
+                if group < 0x0009 or group == 0xFFFF or elem_no < 0x1000:
+                    decision = PrivateDecision("d", "invalid private group or element (removed)")
+                else:
+                    decision = self.plan.private.decide(group, creator, elem_no & 0xFF)
+                if decision.disposition == "d":
+                    before = ds.get_item(t).value if self.values else None
+                    del ds[t]
+                    self.record(path, t, vr, "removed", "X", decision.rule if creator else rule_text + ": " + decision.rule,
+                                before, None, creator)
+                    continue
+                if self._private_keep(ds, t, vr, path, decision, creator):
+                    used.add(block)
+            for elem_no in creators:
+                if elem_no not in used:
+                    del ds[(group << 16) | elem_no]
+
+    def _private_keep(self, ds: Dataset, tag: int, vr: str, path: str, decision: PrivateDecision, creator: str | None) -> bool:
+        disp = decision.disposition
+        if vr == "SQ":
+            self._recurse(ds, tag, path)
+            return True
+        try:
+            if disp == "h":
+                self._uid(ds, tag, vr, path, decision.rule, creator)
+                return True
+            if disp == "o":
+                before = get_text(ds, tag).strip(" \x00")
+                if before:
+                    after = dates.shift_loose(before, self.ctx.date_offset)
+                    if vr in _BINARY:
+                        data = after.encode("ascii")
+                        ds[tag].value = data + b" " * (len(data) % 2)
+                    else:
+                        put_text(ds, tag, vr, after)
+                    self.ctx.dates_moved = True
+                    self.record(path, tag, vr, "shifted", "C", decision.rule, before, after, creator)
+                return True
+            if disp == "oi":
+                elem: DataElement = ds[tag]
+                before_v = elem.value
+                if isinstance(before_v, bytes) and len(before_v) >= 4:
+                    seconds = int.from_bytes(before_v[:4], "little", signed=True)
+                    elem.value = dates.shift_epoch(seconds, self.ctx.date_offset).to_bytes(4, "little", signed=True)
+                elif before_v not in (None, "", b""):
+                    elem.value = dates.shift_epoch(int(before_v), self.ctx.date_offset)
+                self.ctx.dates_moved = True
+                self.record(path, tag, vr, "shifted", "C", decision.rule, before_v, elem.value, creator)
+                return True
+        except (ValueError, UnicodeDecodeError, TypeError, OverflowError):
+            del ds[tag]
+            self.record(path, tag, vr, "removed", "X", decision.rule + " (value not usable: removed)", None, None, creator)
+            return False
+        if vr in ("DA", "DT") and self.plan.dates_mode == "modified":
+            self._shift(ds, tag, vr, path, "C", decision.rule + " (date shifted)")
+        elif self.ctx.record_kept:
+            self.record(path, tag, vr, "kept", "K", decision.rule, self._value(ds, tag), self._value(ds, tag), creator)
+        return True

@@ -1,0 +1,327 @@
+"""File level: read a DICOM file once, check it, de-identify it, and serialise the result.
+
+``deidentify_file`` is the single code path used by ``deidentify`` (writes) and ``audit``
+(dry run: ``write=False``). Pixel Data is never decoded: clean images keep it byte-identical.
+Any file to refuse raises :class:`DicomError` with a reason (never a patient value).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.tag import BaseTag
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import UID_dictionary
+
+from sfr_gateway import __version__
+from sfr_gateway.deid import pixels, tables
+from sfr_gateway.deid.engine import Change, Context, Walker, get_text
+from sfr_gateway.deid.plan import Plan
+from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from sfr_gateway.deid.text import FrozenTokens, PhiTokens
+from sfr_gateway.errors import DicomError
+
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_EXPLICIT_BE = "1.2.840.10008.1.2.2"
+_TRUNCATION_HINTS = ("end of file", "truncat", "not enough", "fewer bytes")
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+IMPLEMENTATION_VERSION = f"SFRGW_{__version__}"[:16]
+
+
+@dataclass(frozen=True)
+class DeidResult:
+    """What de-identifying one file produced."""
+
+    dataset: Dataset
+    data: bytes | None
+    changes: tuple[Change, ...]
+    patient_pseudonym: str
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class: str
+    transfer_syntax: str
+    mask: str | None
+    dates_moved: bool
+
+    def relpath(self) -> Path:
+        """Output location: ``<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm``."""
+        return Path(self.patient_pseudonym, self.study_uid, self.series_uid, f"{self.sop_uid}.dcm")
+
+
+def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
+    """Read a whole file (pixel bytes included, undecoded); return it and its transfer syntax."""
+    try:
+        data = src if isinstance(src, bytes) else Path(src).read_bytes()
+    except IsADirectoryError:
+        raise DicomError("not-a-file", "a folder") from None
+    except OSError as exc:
+        raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
+    fp: Any = io.BytesIO(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            try:
+                ds = pydicom.dcmread(fp)
+            except InvalidDicomError:
+                fp.seek(0)
+                ds = pydicom.dcmread(fp, force=True)
+                if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+                    raise DicomError("not-dicom", "no DICOM preamble and no parsable dataset") from None
+        except DicomError:
+            raise
+        except (InvalidDicomError, EOFError, struct.error, zlib.error) as exc:
+            raise DicomError("unreadable", type(exc).__name__) from None
+        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError) as exc:
+            raise DicomError("unparsable", type(exc).__name__) from None
+        except OSError as exc:
+            raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
+    for w in caught:
+        message = str(w.message).lower()
+        if any(h in message for h in _TRUNCATION_HINTS):
+            raise DicomError("truncated", "the file ends before its declared structure")
+    if len(ds) == 0:
+        raise DicomError("not-dicom", "empty dataset")
+    ts = _transfer_syntax(ds)
+    if ts != _DEFLATED:
+        _check_complete(ds, len(data))
+    return ds, ts
+
+
+def _check_complete(ds: Dataset, size: int) -> None:
+    """pydicom stops silently at a cut: the last element must end exactly at the end of file."""
+    if not ds._dict:  # pydicom 3 internal: stored elements, unconverted
+        return
+    last = ds._dict[max(ds._dict)]
+    if not isinstance(last, RawDataElement):
+        return
+    value = last.value if isinstance(last.value, bytes) else b""
+    if last.length == 0xFFFFFFFF:
+        return  # undefined length: pydicom raises when its delimiter is missing
+    if len(value) < last.length:
+        raise DicomError("truncated", "the last element is shorter than its declared length")
+    if last.value_tell + last.length < size:
+        raise DicomError("truncated", "bytes after the last complete element (cut inside an element header)")
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = getattr(ds, "file_meta", None)
+    ts = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    if ts:
+        if ts not in UID_dictionary or UID_dictionary[ts][1] != "Transfer Syntax":
+            raise DicomError("unknown-transfer-syntax", ts[:64])
+        return ts
+    encoding = getattr(ds, "original_encoding", (None, None))
+    implicit, little = encoding
+    if implicit is None or little is None:
+        raise DicomError("unknown-transfer-syntax", "no file meta and no detectable encoding")
+    if implicit and little:
+        return _IMPLICIT_LE
+    if not implicit:
+        return _EXPLICIT_LE if little else _EXPLICIT_BE
+    raise DicomError("unknown-transfer-syntax", "implicit VR big endian does not exist")
+
+
+def _check_pixels(ds: Dataset, ts: str) -> None:
+    if 0x7FE00010 not in ds or ts not in pixels._NATIVE:
+        return
+    try:
+        rows = pixels.read_int(ds, 0x00280010)
+        cols = pixels.read_int(ds, 0x00280011)
+        bits = pixels.read_int(ds, 0x00280100)
+        spp = pixels.read_int(ds, 0x00280002, 1) or 1
+        frames = pixels.read_int(ds, 0x00280008, 1) or 1
+    except (TypeError, ValueError):
+        raise DicomError("pixel-geometry", "Rows/Columns/BitsAllocated invalid") from None
+    if rows is None or cols is None or bits is None:
+        raise DicomError("pixel-geometry", "Rows/Columns/BitsAllocated missing")
+    photometric = get_text(ds, 0x00280004) if 0x00280004 in ds else ""
+    if photometric.endswith("_422"):
+        spp = 2  # 4:2:2 subsampling: two samples per pixel on average
+    need = (rows * cols * spp * frames * bits + 7) // 8
+    raw = ds.get_item(0x7FE00010)
+    value = getattr(raw, "value", None)
+    length = len(value) if isinstance(value, (bytes, bytearray)) else 0
+    if length < need:
+        raise DicomError("truncated", "Pixel Data shorter than Rows x Columns x frames")
+
+
+_TOKEN_CACHE: dict[tuple[Any, ...], FrozenTokens] = {}
+
+
+def _tokens(ds: Dataset, plan: Plan) -> FrozenTokens:
+    """This patient's PHI tokens; cached per distinct raw source values (slices share them)."""
+    tags = (*plan.phi_words, *plan.phi_phrases)
+    charset = ds.get_item(0x00080005)
+    key = (str(getattr(charset, "value", "")), *(getattr(ds.get_item(t), "value", None) if t in ds else None for t in tags))
+    if all(isinstance(k, (bytes, type(None))) for k in key[1:]):
+        hit = _TOKEN_CACHE.get(key)
+        if hit is not None:
+            return hit
+    else:
+        key = ()
+    tokens = PhiTokens()
+    for group, split in ((plan.phi_words, True), (plan.phi_phrases, False)):
+        for tag in group:
+            if tag not in ds:
+                continue
+            value = ds[tag].value
+            values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+            for v in values:
+                if v is not None and not isinstance(v, (bytes, Dataset)):
+                    tokens.add_value(str(v).replace("^", " ").replace("=", " "), split_words=split)
+    frozen = tokens.freeze()
+    if key:
+        if len(_TOKEN_CACHE) > 4096:
+            _TOKEN_CACHE.clear()
+        _TOKEN_CACHE[key] = frozen
+    return frozen
+
+
+def _raw(tag: int, vr: str, data: bytes, implicit: bool, little: bool) -> RawDataElement:
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, implicit, little, True, False)
+
+
+def _ascii(text: str, pad: bytes = b" ") -> bytes:
+    data = text.encode("ascii")
+    return data + pad * (len(data) % 2)
+
+
+@lru_cache(maxsize=64)
+def _marks(plan_name: str, applied: tuple[str, ...], temporal: str, implicit: bool, little: bool) -> tuple[RawDataElement, ...]:
+    """The de-identification marks, encoded once per plan, outcome and transfer syntax."""
+    opts = tables.options()
+    items = b""
+    for name in applied:
+        item = Dataset()
+        item.CodeValue = opts[name]["code"]
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = opts[name]["meaning"]
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = implicit, little
+        write_dataset(fp, item)
+        body = fp.getvalue()
+        order = "little" if little else "big"
+        head = (0xFFFE).to_bytes(2, order) + (0xE000).to_bytes(2, order) + len(body).to_bytes(4, order)
+        items += head + body
+    method = f"SFR gateway {__version__} {plan_name} PS3.15 {tables.PS315_EDITION}"[:64]
+    return (
+        _raw(0x00120062, "CS", _ascii("YES"), implicit, little),
+        _raw(0x00120063, "LO", _ascii(method), implicit, little),
+        _raw(0x00120064, "SQ", items, implicit, little),
+        _raw(0x00280303, "CS", _ascii(temporal), implicit, little),
+    )
+
+
+def _add_deid_marks(ds: Dataset, plan: Plan, ctx: Context, mask: str | None, ts: str) -> None:
+    """Patient Identity Removed, De-identification Method (+ codes), Longitudinal Temporal Info."""
+    applied = ("basic", *(o for o in plan.options if o != "clean-pixel-data"), *(("clean-pixel-data",) if mask else ()))
+    if plan.dates_mode == "full":
+        temporal = "UNMODIFIED"
+    else:
+        temporal = "MODIFIED" if ctx.dates_moved else "REMOVED"
+    for elem in _marks(plan.name, applied, temporal, ts == _IMPLICIT_LE, ts != _EXPLICIT_BE):
+        ds[elem.tag] = elem
+
+
+def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, record_kept: bool = False,
+                       keep_values: bool = False) -> DeidResult:
+    """De-identify an already read dataset in place (see :func:`deidentify_file`)."""
+    sop_class = (get_text(ds, 0x00080016) if 0x00080016 in ds else "") or str(
+        getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if not sop_class:
+        raise DicomError("missing-sop-class", "no SOP Class UID")
+    if sop_class not in plan.sop_allow:
+        name = UID_dictionary.get(sop_class, ("unknown",))[0]
+        raise DicomError("sop-class-not-allowed", f"{sop_class} ({name}) is not allowed by profile {plan.name}")
+    if not (get_text(ds, 0x00080018) if 0x00080018 in ds else "").strip():
+        raise DicomError("missing-uid", "no SOP Instance UID")
+    _check_pixels(ds, ts)
+    reason, mask = pixels.triage(ds, plan)
+    if reason and mask is None:
+        raise DicomError("burned-in-suspected", reason)
+    def text(tag: int) -> str:
+        return get_text(ds, tag) if tag in ds else ""
+
+    pkey = patient_key(text(0x00100020), text(0x00100021), text(0x0020000D))
+    ctx = Context(
+        plan=plan, pz=pz, sop_class=sop_class, patient_key=pkey,
+        patient_pseudonym=pz.patient(pkey), date_offset=pz.date_offset(pkey),
+        tokens=_tokens(ds, plan), record_kept=record_kept,
+        keep_values=keep_values,
+    )
+    if mask is not None:
+        pixels.apply_mask(ds, mask, ts)
+        ctx.changes.append(Change("PixelData", 0x7FE00010, "PixelData", "OW", None, "cleaned", "C",
+                                  f"clean-pixel-data: mask {mask.name} ({reason})"))
+    Walker(ctx).walk(ds)
+    _add_deid_marks(ds, plan, ctx, mask.name if mask else None, ts)
+    sop_uid = get_text(ds, 0x00080018)
+    study_uid = get_text(ds, 0x0020000D) if 0x0020000D in ds else ""
+    series_uid = get_text(ds, 0x0020000E) if 0x0020000E in ds else ""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ts
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    ds.file_meta = meta
+    return DeidResult(
+        dataset=ds, data=None, changes=tuple(ctx.changes), patient_pseudonym=ctx.patient_pseudonym,
+        study_uid=study_uid or pz.uid("no-study:" + pkey),
+        series_uid=series_uid or pz.uid("no-series:" + sop_uid),
+        sop_uid=sop_uid, sop_class=sop_class, transfer_syntax=ts,
+        mask=mask.name if mask else None, dates_moved=ctx.dates_moved,
+    )
+
+
+def serialise(ds: Dataset) -> bytes:
+    """Write ``ds`` (with its file meta and encoding) to bytes."""
+    ts = str(ds.file_meta.TransferSyntaxUID)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            pydicom.dcmwrite(buf, ds, enforce_file_format=True,
+                             implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+            raise DicomError("unwritable", type(exc).__name__) from None
+    return buf.getvalue()
+
+
+def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
+                    write: bool = True, record_kept: bool = False, keep_values: bool = False) -> DeidResult:
+    """Read ``src`` (a path, or the file's bytes) once, de-identify it with ``plan`` and ``keys``, and serialise it.
+
+    ``write=False`` is the audit's dry run (no bytes produced); ``record_kept`` adds records for
+    kept attributes and ``keep_values`` keeps before/after values in the records (in memory:
+    whoever renders them must mask them). Raises :class:`DicomError`.
+    """
+    pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer(keys, offset_range=plan.offset_range)
+    ds, ts = read_dataset(src)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values)
+        except DicomError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+            raise DicomError("unparsable", type(exc).__name__) from None
+    if not write:
+        return result
+    data = serialise(ds)
+    return DeidResult(**{**result.__dict__, "data": data})

@@ -1,0 +1,112 @@
+"""The compiled, immutable de-identification plan: per-tag rules and the profile's settings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from sfr_gateway.deid.private import PrivatePolicy
+
+_CURVE = "(50xx,xxxx)"
+_OVERLAY_DATA = "(60xx,3000)"
+_OVERLAY_COMMENTS = "(60xx,4000)"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The action code for one attribute and the rule that decided it."""
+
+    code: str
+    source: str
+    text: str
+    name: str
+
+
+@dataclass(frozen=True)
+class BurnRule:
+    """A burned-in suspicion: all ``when`` (tag, regex) pairs must match."""
+
+    reason: str
+    when: tuple[tuple[int, re.Pattern[str]], ...]
+
+
+@dataclass(frozen=True)
+class Mask:
+    """A known burned-in layout: boxes ``(x0, y0, x1, y1)`` (exclusive end) to blank."""
+
+    name: str
+    when: tuple[tuple[int, re.Pattern[str]], ...]
+    regions: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A profile compiled against PS3.15 Table E.1-1; built once per process and shared."""
+
+    name: str
+    options: tuple[str, ...]
+    rules: dict[int, Rule]
+    patterns: dict[str, Rule]
+    private_rule: Rule | None
+    private: PrivatePolicy
+    dates_mode: str
+    offset_range: tuple[int, int]
+    max_age: int
+    sop_allow: frozenset[str]
+    burned_in: tuple[BurnRule, ...]
+    masks: tuple[Mask, ...]
+    pseudonyms: dict[int, str]
+    phi_words: tuple[int, ...]
+    phi_phrases: tuple[int, ...]
+    iod_types: dict[str, dict[int, int]]
+    _resolved: dict[tuple[int, str, str], str] = field(default_factory=dict, repr=False)
+
+    def rule_for(self, tag: int) -> Rule | None:
+        """The rule of a public tag (including curve and overlay patterns), or ``None``."""
+        rule = self.rules.get(tag)
+        if rule is not None:
+            return rule
+        group, elem = tag >> 16, tag & 0xFFFF
+        if group & 0xFF00 == 0x5000 and group % 2 == 0:
+            return self.patterns.get(_CURVE)
+        if group & 0xFF00 == 0x6000 and group % 2 == 0:
+            if elem == 0x3000:
+                return self.patterns.get(_OVERLAY_DATA)
+            if elem == 0x4000:
+                return self.patterns.get(_OVERLAY_COMMENTS)
+        return None
+
+    def resolve(self, code: str, tag: int, sop_class: str) -> str:
+        """Resolve a combined code (Z/D, X/Z, X/D, X/Z/D, X/Z/U*) by the attribute's IOD Type.
+
+        Type 1 -> D (U for X/Z/U*), Type 2 -> Z, Type 3 or unknown -> the first code.
+        """
+        if "/" not in code:
+            return code
+        key = (tag, sop_class, code)
+        hit = self._resolved.get(key)
+        if hit is not None:
+            return hit
+        types = self.iod_types.get(sop_class, {})
+        kind = types.get(tag) or self.iod_types.get("common", {}).get(tag) or 3
+        parts = code.split("/")
+        if kind == 1:
+            want = "U" if "U*" in parts else "D"
+        elif kind == 2:
+            want = "Z"
+        else:
+            want = parts[0]
+        if want not in [p.rstrip("*") for p in parts]:
+            want = parts[0] if kind == 3 else parts[-1].rstrip("*")
+        self._resolved[key] = want
+        return want
+
+    @property
+    def clean_pixel_data(self) -> bool:
+        """Whether the Clean Pixel Data option is on (masks may be applied)."""
+        return "clean-pixel-data" in self.options
+
+    @property
+    def clean_descriptors(self) -> bool:
+        """Whether free text is cleaned of PHI tokens."""
+        return "clean-descriptors" in self.options or "clean-structured-content" in self.options
