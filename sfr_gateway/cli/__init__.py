@@ -25,6 +25,8 @@ COMMAND_MODULES: dict[str, str] = {
     "deidentify": "sfr_gateway.cli.deid",
     "profile": "sfr_gateway.cli.deid",
     "central": "sfr_gateway.cli.central",
+    "mapping": "sfr_gateway.cli.mapping",
+    "keys": "sfr_gateway.cli.keys",
 }
 
 
