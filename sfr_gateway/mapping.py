@@ -31,7 +31,12 @@ from .config import HomePaths
 from .deid.pseudonym import patient_key
 from .errors import KeyFileError, MappingError
 from .fsutil import atomic_write_text
-from .keys import check_key_permissions, ensure_keys_dir, load_pseudonym_secret, secret_fingerprint
+from .keys import (
+    check_key_permissions,
+    ensure_keys_dir,
+    load_pseudonym_secret,
+    secret_fingerprint,
+)
 from .ledger import Ledger
 from .ledger import mapping as sql
 from .ledger.db import utcnow

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, HomePaths
-from .deid.pseudonym import PseudonymKeys, Pseudonymizer
+from .deid.pseudonym import Pseudonymizer, PseudonymKeys
 from .errors import KeyFileError, MappingError
 from .keys import decode_secret, load_pseudonym_secret, secret_fingerprint
 from .ledger import Ledger
@@ -147,8 +147,8 @@ def read_accession(paths: Sequence[bytes]) -> str | None:
                                      specific_tags=["SpecificCharacterSet", "AccessionNumber"])
             value = ds.get("AccessionNumber", "")
             return str(value or "").strip()
-        except Exception:  # noqa: BLE001 - any unreadable file: try the next one of the study
-            continue
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: try the next one of the study
+            log.debug("accession: header unreadable (%s), trying the next file", type(exc).__name__)
     return None
 
 

@@ -21,6 +21,7 @@ from sfr_gateway.config import HomePaths, load_config
 from sfr_gateway.crypto import age
 from sfr_gateway.deid import compile_plan, deidentify_file, load_profile
 from sfr_gateway.deid.pseudonym import PseudonymKeys
+from sfr_gateway.errors import DicomError
 from sfr_gateway.keys import load_pseudonym_secret
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.mapping import MappingStore, record_released, record_study
@@ -84,7 +85,7 @@ def pipeline_record(home: Path, export: Path, *, release: bool = True) -> dict[s
             original = pydicom.dcmread(src, stop_before_pixels=True)
             try:
                 result = deidentify_file(src, plan, keys, write=False)
-            except Exception:  # noqa: BLE001 - quarantined files are not in the mapping
+            except DicomError:  # quarantined files are not in the mapping
                 continue
             done.add(study)
             out = result.dataset

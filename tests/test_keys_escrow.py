@@ -7,6 +7,7 @@ import stat
 from pathlib import Path
 
 import pydicom
+from mapping_fixtures import age_identity, require_binary, run
 
 from sfr_gateway.config import HomePaths
 from sfr_gateway.crypto.sign import PublicKey
@@ -15,8 +16,6 @@ from sfr_gateway.deid.pseudonym import PseudonymKeys
 from sfr_gateway.keys import load_pseudonym_secret, load_signing_key, secret_fingerprint
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.sample import SampleExport
-
-from mapping_fixtures import age_identity, require_binary, run
 
 
 def test_keys_show_public_prints_the_minisign_public_key_file(home: Path, cli) -> None:

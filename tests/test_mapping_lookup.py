@@ -8,15 +8,14 @@ import stat
 from pathlib import Path
 
 import pytest
+from mapping_fixtures import pipeline_record
 
 from sfr_gateway.config import HomePaths
 from sfr_gateway.errors import MappingError
-from sfr_gateway.ledger import open_ledger
 from sfr_gateway.ledger import mapping as sql
+from sfr_gateway.ledger import open_ledger
 from sfr_gateway.mapping import MappingStore, lookup, record_study
 from sfr_gateway.sample import SampleExport
-
-from mapping_fixtures import pipeline_record
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def _patient_of(sample: SampleExport, study_uid: str):
 
 def test_lookup_both_ways(home: Path, recorded: dict[str, tuple], sample_export: SampleExport, cli) -> None:
     assert len(recorded) >= 3
-    study_uid, (pseudonym, new_uid, new_acc, offset) = sorted(recorded.items())[0]
+    study_uid, (pseudonym, new_uid, new_acc, offset) = min(recorded.items())
     patient = _patient_of(sample_export, study_uid)
 
     r = cli("--home", home, "mapping", "lookup", pseudonym, "--json")
@@ -89,7 +88,7 @@ def test_sealed_rows_are_bound_to_their_row(home: Path, recorded: dict[str, tupl
 
 def test_recording_another_pseudonym_for_a_mapped_study_is_refused(home: Path, recorded: dict[str, tuple]) -> None:
     paths = HomePaths(home)
-    study_uid, (pseudonym, new_uid, _, offset) = sorted(recorded.items())[0]
+    study_uid, (pseudonym, new_uid, _, offset) = min(recorded.items())
     with open_ledger(paths.state_db) as ledger:
         store = MappingStore.open(ledger, paths)
         entry = next(s.entry for s in store.entries() if s.entry.study_uid == study_uid)
@@ -108,7 +107,7 @@ def test_recording_another_pseudonym_for_a_mapped_study_is_refused(home: Path, r
 def test_lookups_leave_events_and_no_values(home: Path, recorded: dict[str, tuple], sample_export: SampleExport,
                                             cli, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    study_uid, (pseudonym, *_rest) = sorted(recorded.items())[0]
+    study_uid, (pseudonym, *_rest) = min(recorded.items())
     patient = _patient_of(sample_export, study_uid)
     outputs = [
         cli("--home", home, "-vv", "mapping", "lookup", pseudonym),

@@ -7,14 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mapping_fixtures import pipeline_record, stored_entries
 
 from sfr_gateway.config import HomePaths
 from sfr_gateway.errors import MappingError
 from sfr_gateway.keys import encode_secret, load_pseudonym_secret, secret_fingerprint
-from sfr_gateway.ledger import open_ledger
 from sfr_gateway.ledger import mapping as sql
-
-from mapping_fixtures import pipeline_record, stored_entries
+from sfr_gateway.ledger import open_ledger
 
 
 @pytest.fixture
@@ -72,7 +71,7 @@ def test_changed_secret_is_detected_and_named_by_regenerate(home: Path, export_c
     assert "refused to write" in r.stderr
     assert stored_entries(home) == recorded  # nothing written
     with open_ledger(HomePaths(home).state_db) as ledger:
-        assert [e["result"] for e in ledger.events(20) if e["command"] == "mapping regenerate"][0] == "mismatch"
+        assert next(e["result"] for e in ledger.events(20) if e["command"] == "mapping regenerate") == "mismatch"
 
 
 def test_changed_secret_is_detected_from_released_pseudonyms_alone(home: Path, recorded: set[tuple], cli) -> None:
