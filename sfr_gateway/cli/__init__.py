@@ -22,6 +22,7 @@ from .common import GatewayContext
 COMMAND_MODULES: dict[str, str] = {
     "init": "sfr_gateway.cli.init",
     "scan": "sfr_gateway.cli.scan",
+    "consent": "sfr_gateway.cli.consent",
     "deidentify": "sfr_gateway.cli.deid",
     "profile": "sfr_gateway.cli.deid",
     "central": "sfr_gateway.cli.central",

@@ -193,6 +193,10 @@ class Signature:
 def _check_comment(comment: str, what: str) -> None:
     if "\n" in comment or "\r" in comment:
         raise ValueError(f"{what} must be a single line")
+    try:
+        comment.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} must be valid Unicode text (no lone surrogates)") from None
 
 
 def file_blake2b(path: Path) -> bytes:
@@ -221,6 +225,20 @@ def sign_digest(
 def sign_file(path: Path, key: SigningKey, trusted_comment: str, untrusted_comment: str | None = None) -> str:
     """Sign ``path`` (streamed once) and return the ``.minisig`` text."""
     return sign_digest(file_blake2b(path), key, trusted_comment, untrusted_comment)
+
+
+def sign_bytes(data: bytes, key: SigningKey, trusted_comment: str, untrusted_comment: str | None = None) -> str:
+    """The ``.minisig`` text for an in-memory message (e.g. a withdrawal request)."""
+    return sign_digest(hashlib.blake2b(data, digest_size=64).digest(), key, trusted_comment, untrusted_comment)
+
+
+def verify_bytes(data: bytes, sig: Signature | str, public: PublicKey) -> Signature:
+    """Verify an in-memory message against a ``.minisig`` (``ED`` or legacy ``Ed``)."""
+    if isinstance(sig, str):
+        sig = Signature.parse(sig)
+    if sig.algorithm == ALG_PREHASHED:
+        return _verify(sig, public, hashlib.blake2b(data, digest_size=64).digest())
+    return _verify(sig, public, data)
 
 
 def verify_digest(sig: Signature | str, public: PublicKey, blake2b_512: bytes) -> Signature:
@@ -284,8 +302,10 @@ __all__ = [
     "parse_trusted_comment",
     "public_key_file_text",
     "read_signing_key",
+    "sign_bytes",
     "sign_digest",
     "sign_file",
+    "verify_bytes",
     "verify_digest",
     "verify_file",
     "write_signing_key",
