@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
@@ -73,7 +73,7 @@ class Context:
 
 
 def _vr_of(ds: Dataset, tag: int) -> str:
-    raw = ds._dict[tag]  # pydicom 3 internal: the stored (raw or converted) element, no conversion
+    raw = ds._dict[tag]  # type: ignore[index]  # pydicom 3 internal: stored element, no conversion
     vr = raw.VR
     if vr:
         return str(vr)
@@ -100,7 +100,7 @@ def _texts(value: Any) -> list[str]:
 
 def get_text(ds: Dataset, tag: int) -> str:
     """The value as text without converting the element when its raw bytes are plain ASCII."""
-    raw = ds._dict[tag]  # pydicom 3 internal: the stored element, no conversion
+    raw = ds._dict[tag]  # type: ignore[index]  # pydicom 3 internal: stored element, no conversion
     if raw.__class__ is RawDataElement:
         value = raw.value
         if value is None:
@@ -168,7 +168,7 @@ class Walker:
         """Apply the plan to ``ds`` and every nested sequence item."""
         private_groups: list[int] = []
         plan = self.plan
-        for tag in list(ds.keys()):
+        for tag in list(ds._dict):  # pydicom 3 internal: BaseTag keys, identity-fast lookups
             group = tag >> 16
             if group & 1:
                 if group not in private_groups:
@@ -177,13 +177,13 @@ class Walker:
             if tag & 0xFFFF == 0 or group == 0x0002:
                 del ds[tag]
                 continue
-            rule = plan.rule_for(tag)
+            rule = plan.rule_for(int(tag))
             vr = _vr_of(ds, tag)
             path = prefix + _keyword(tag)
             if rule is None:
                 self._unlisted(ds, tag, vr, path)
                 continue
-            code = plan.resolve(rule.code, tag, self.ctx.sop_class)
+            code = plan.resolve(rule.code, int(tag), self.ctx.sop_class)
             self._apply(ds, tag, vr, path, code, rule)
         if private_groups:
             self._private(ds, private_groups, prefix)
@@ -334,7 +334,7 @@ class Walker:
     # -- private attributes --------------------------------------------------------------
     def _private(self, ds: Dataset, groups: list[int], prefix: str) -> None:
         rule_text = self.plan.private_rule.text if self.plan.private_rule else "PS3.15 E.1-1 Private Attributes"
-        all_tags = list(ds.keys())
+        all_tags = list(ds._dict)
         for group in groups:
             tags = [t for t in all_tags if t >> 16 == group]
             creators: dict[int, str] = {}

@@ -14,24 +14,23 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.tag import BaseTag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
-from pydicom.uid import UID_dictionary
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, UID_dictionary
 
 from sfr_gateway import __version__
 from sfr_gateway.deid import pixels, tables
 from sfr_gateway.deid.engine import Change, Context, Walker, get_text
 from sfr_gateway.deid.plan import Plan
-from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from sfr_gateway.deid.text import FrozenTokens, PhiTokens
 from sfr_gateway.errors import DicomError
 
@@ -216,7 +215,7 @@ def _marks(plan_name: str, applied: tuple[str, ...], temporal: str, implicit: bo
         fp.is_implicit_VR, fp.is_little_endian = implicit, little
         write_dataset(fp, item)
         body = fp.getvalue()
-        order = "little" if little else "big"
+        order: Literal["little", "big"] = "little" if little else "big"
         head = (0xFFFE).to_bytes(2, order) + (0xE000).to_bytes(2, order) + len(body).to_bytes(4, order)
         items += head + body
     method = f"SFR gateway {__version__} {plan_name} PS3.15 {tables.PS315_EDITION}"[:64]
@@ -275,9 +274,9 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     study_uid = get_text(ds, 0x0020000D) if 0x0020000D in ds else ""
     series_uid = get_text(ds, 0x0020000E) if 0x0020000E in ds else ""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(ts)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     ds.file_meta = meta
     return DeidResult(
@@ -289,10 +288,14 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     )
 
 
-def serialise(ds: Dataset) -> bytes:
-    """Write ``ds`` (with its file meta and encoding) to bytes."""
+def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
+    """Write ``ds`` (with its file meta and encoding) to ``fp``, or to bytes when ``fp`` is None.
+
+    Writing straight into the output file saves a copy of the pixel bytes; the returned value
+    is then ``b""``.
+    """
     ts = str(ds.file_meta.TransferSyntaxUID)
-    buf = io.BytesIO()
+    buf = fp if fp is not None else io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -300,7 +303,7 @@ def serialise(ds: Dataset) -> bytes:
                              implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
             raise DicomError("unwritable", type(exc).__name__) from None
-    return buf.getvalue()
+    return buf.getvalue() if isinstance(buf, io.BytesIO) and fp is None else b""
 
 
 def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
