@@ -210,7 +210,7 @@ def test_pattern_rows_curves_overlays_private(option: str, column: str | None) -
         assert safe is not None and list(safe[0x39].value) == ["1000", "0", "0", "0"]
     else:
         assert safe is None
-    assert not any(t.group == 0x0029 for t in out), "unsafe private block must go"
+    assert not any(elem.tag.group == 0x0029 for elem in out), "unsafe private block must go"
 
 
 def test_option_codes_and_marks_recorded() -> None:
