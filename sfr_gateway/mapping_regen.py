@@ -153,11 +153,13 @@ def read_accession(paths: Sequence[bytes]) -> str | None:
 
 
 def compute(ledger: Ledger, derivation: Derivation, *, eligible_only: bool = True,
+            study_uids: Sequence[str] | None = None,
             progress: Callable[[int], None] | None = None) -> tuple[list[MappingEntry], int]:
-    """Recompute the mapping of every study in the index; returns (entries, accessions unread)."""
+    """Recompute the mapping of every study in the index (or of ``study_uids``);
+    returns (entries, accessions unread)."""
     entries: list[MappingEntry] = []
     unread = 0
-    for study_uid, pid, issuer, paths in sql.candidate_studies(ledger, eligible_only):
+    for study_uid, pid, issuer, paths in sql.candidate_studies(ledger, eligible_only, study_uids):
         accession = read_accession(paths)
         if accession is None:
             unread += 1
@@ -165,6 +167,31 @@ def compute(ledger: Ledger, derivation: Derivation, *, eligible_only: bool = Tru
         if progress:
             progress(1)
     return entries, unread
+
+
+def record_index_studies(
+    ledger: Ledger,
+    cfg: Config,
+    study_uids: Sequence[str],
+    *,
+    released_batch: str | None = None,
+    store: MappingStore | None = None,
+    derivation: Derivation | None = None,
+) -> int:
+    """Pipeline helper: map the given original studies from the ledger's index (one header read
+    per study for the accession), and, with ``released_batch``, record them as released.
+
+    Same derivation as the engine (the tests compare both), so the pipeline needs to pass
+    nothing but the study UIDs it de-identified. Returns the number of studies recorded.
+    """
+    store = store or MappingStore.open(ledger, cfg.home)
+    derivation = derivation or Derivation.for_config(cfg, load_pseudonym_secret(cfg.home))
+    entries, _ = compute(ledger, derivation, eligible_only=False, study_uids=study_uids)
+    store.record(entries)
+    if released_batch is not None:
+        store.record_released([(e.pseudonym, e.new_study_uid, e.patient_id, e.issuer, e.study_uid) for e in entries],
+                              released_batch)
+    return len(entries)
 
 
 def _check_released(store: MappingStore, ledger: Ledger, entries: list[MappingEntry],

@@ -150,3 +150,20 @@ def test_regenerate_all_studies_maps_more_than_eligible(home: Path, export_copy:
     report = json.loads(r.stdout)
     assert report["studies"] > len(recorded) and not report["written"]
     assert stored_entries(home) == recorded
+
+
+def test_pipeline_helper_records_what_the_engine_produced(home: Path, tmp_path: Path, export_copy: Path,
+                                                          recorded: set[tuple]) -> None:
+    """record_index_studies (what `run` calls with study UIDs only) gives the engine-derived mapping."""
+    from sfr_gateway.config import load_config
+    from sfr_gateway.mapping_regen import record_index_studies
+
+    paths = HomePaths(home)
+    with open_ledger(paths.state_db) as ledger:
+        studies = [e[3] for e in recorded]
+        sql.delete_all_rows(ledger)
+        ledger.conn.execute("DELETE FROM mapping_released")
+        assert record_index_studies(ledger, load_config(home), studies, released_batch="B2") == len(studies)
+        assert record_index_studies(ledger, load_config(home), []) == 0
+        assert len(sql.released(ledger)) == len(studies)
+    assert stored_entries(home) == recorded

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from .db import Ledger, utcnow
@@ -134,19 +134,27 @@ def rotated_fingerprints(ledger: Ledger) -> dict[str, str]:
     return out
 
 
-def candidate_studies(ledger: Ledger, eligible_only: bool) -> list[tuple[str, str, str, list[bytes]]]:
+def candidate_studies(
+    ledger: Ledger, eligible_only: bool, study_uids: Sequence[str] | None = None
+) -> list[tuple[str, str, str, list[bytes]]]:
     """Studies of the instance index: (study_uid, patient_id, issuer, a few file paths).
 
     ``eligible_only`` keeps studies with at least one eligible instance (what the pipeline
-    de-identifies); otherwise every indexed study.
+    de-identifies); otherwise every indexed study. ``study_uids`` restricts to those studies.
     """
     where = "state = 'indexed' AND study_uid IS NOT NULL AND study_uid != ''"
     if eligible_only:
         where += " AND eligible = 1"
+    params: list[str] = []
+    if study_uids is not None:
+        params = sorted(set(study_uids))
+        if not params:
+            return []
+        where += f" AND study_uid IN ({', '.join('?' for _ in params)})"
     out: dict[tuple[str, str, str], list[bytes]] = {}
     cur = ledger.conn.execute(
         f"SELECT study_uid, COALESCE(patient_id, ''), COALESCE(issuer, ''), path FROM instances WHERE {where} "
-        "ORDER BY study_uid, path")
+        "ORDER BY study_uid, path", params)
     for study, pid, issuer, path in cur:
         paths = out.setdefault((study, pid, issuer), [])
         if len(paths) < 5:
