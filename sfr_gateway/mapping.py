@@ -182,7 +182,7 @@ class MappingStore:
         if row.key_id != self.key_id:
             raise MappingError(
                 f"a mapping row is sealed under mapping key {row.key_id}, not the current {self.key_id}: "
-                "restore the old keys/mapping.key, or rebuild with `sfr-gateway mapping regenerate`")
+                "restore the old keys/mapping.key, or rebuild with `sfr-gateway mapping regenerate --discard-unreadable`")
         try:
             plain = self._aead.decrypt(row.sealed[:12], row.sealed[12:], row.study_ref)
         except InvalidTag:

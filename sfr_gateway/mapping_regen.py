@@ -106,6 +106,7 @@ class CheckReport:
     stored_checked: int = 0
     stored_ok: int = 0
     stored_other_secret: int = 0
+    discarded: int = 0
     secret_fingerprint: str = ""
     causes: list[str] = field(default_factory=list)
     mismatches: list[dict[str, str]] = field(default_factory=list)
@@ -245,13 +246,15 @@ def regenerate(
     *,
     eligible_only: bool = True,
     dry_run: bool = False,
+    discard_unreadable: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> CheckReport:
     """Rebuild the mapping from the index (rescanning ``sources`` first) and the pseudonym secret.
 
     Compares with every released pseudonym and with the stored mapping; on any mismatch nothing
     is written and MappingError names the cause. Stored rows that the sources no longer
-    reproduce (files deleted) are kept.
+    reproduce (files deleted) are kept. Rows sealed under another mapping key (keys/mapping.key
+    lost or replaced) stop the run unless ``discard_unreadable`` drops them first.
     """
     home = cfg.home
     if sources:
@@ -261,6 +264,13 @@ def regenerate(
     secret = load_pseudonym_secret(home)
     store = MappingStore.open(ledger, home)
     report = CheckReport(secret_fingerprint=store.secret_fp)
+    foreign = sql.count_rows_of_other_keys(ledger, store.key_id)
+    if foreign and not discard_unreadable:
+        raise MappingError(
+            f"{foreign} mapping row(s) are sealed under another mapping key than keys/mapping.key "
+            f"({store.key_id}): restore the old key file, or re-run with --discard-unreadable to rebuild them")
+    if foreign and not dry_run:
+        report.discarded = sql.delete_rows_of_other_keys(ledger, store.key_id)
     entries, report.accession_unread = compute(ledger, Derivation.for_config(cfg, secret),
                                                eligible_only=eligible_only, progress=progress)
     report.studies = len(entries)
@@ -271,6 +281,8 @@ def regenerate(
     archived = archived_secrets(home)
     other_fp: dict[str, int] = {}
     for row in sql.all_rows(ledger):
+        if row.key_id != store.key_id:
+            continue  # dry run with --discard-unreadable: these rows would be dropped
         report.stored_checked += 1
         if row.secret_fp != store.secret_fp:
             if row.secret_fp not in rotated and row.secret_fp not in archived:

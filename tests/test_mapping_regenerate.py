@@ -167,3 +167,16 @@ def test_pipeline_helper_records_what_the_engine_produced(home: Path, tmp_path: 
         assert record_index_studies(ledger, load_config(home), []) == 0
         assert len(sql.released(ledger)) == len(studies)
     assert stored_entries(home) == recorded
+
+
+def test_lost_mapping_key_needs_discard_then_rebuilds(home: Path, recorded: set[tuple], cli) -> None:
+    paths = HomePaths(home)
+    paths.mapping_key.unlink()  # a new key is made on first use: old rows are unreadable
+    r = cli("--home", home, "mapping", "regenerate")
+    assert r.exit_code == 14 and "--discard-unreadable" in r.stderr
+    r = cli("--home", home, "mapping", "regenerate", "--discard-unreadable", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["discarded"] == len(recorded)
+    assert report["released_ok"] == len(recorded)  # matched by new study UID (old patient refs unreadable)
+    assert stored_entries(home) == recorded

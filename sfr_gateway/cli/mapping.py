@@ -53,10 +53,12 @@ def lookup_cmd(gw: GatewayContext, pseudonym: str | None, patient_id: str | None
 @click.argument("sources", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--all-studies", is_flag=True, help="Map every indexed study, not only eligible ones.")
 @click.option("--dry-run", is_flag=True, help="Recompute and compare; write nothing.")
+@click.option("--discard-unreadable", is_flag=True,
+              help="Drop rows sealed under a lost mapping key (keys/mapping.key replaced) and rebuild them.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_gateway
 def regenerate_cmd(gw: GatewayContext, sources: tuple[Path, ...], all_studies: bool, dry_run: bool,
-                   as_json: bool) -> None:
+                   discard_unreadable: bool, as_json: bool) -> None:
     """Rebuild the mapping from the ledger's index (rescanning SOURCES first) and the secret.
 
     Every pseudonym already released is compared with the recomputation: a mismatch (the
@@ -67,7 +69,8 @@ def regenerate_cmd(gw: GatewayContext, sources: tuple[Path, ...], all_studies: b
 
     cfg = gw.config()
     with open_ledger(gw.home.state_db) as ledger:
-        report = regenerate(ledger, cfg, list(sources), eligible_only=not all_studies, dry_run=dry_run)
+        report = regenerate(ledger, cfg, list(sources), eligible_only=not all_studies, dry_run=dry_run,
+                            discard_unreadable=discard_unreadable)
     if as_json:
         echo_json(report.as_dict())
         return

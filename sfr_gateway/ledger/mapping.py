@@ -99,6 +99,16 @@ def delete_all_rows(ledger: Ledger) -> int:
         return conn.execute("DELETE FROM mapping_studies").rowcount
 
 
+def delete_rows_of_other_keys(ledger: Ledger, key_id: str) -> int:
+    """Drop rows sealed under another mapping key (unreadable once that key is lost)."""
+    with ledger.transaction() as conn:
+        return conn.execute("DELETE FROM mapping_studies WHERE key_id != ?", (key_id,)).rowcount
+
+
+def count_rows_of_other_keys(ledger: Ledger, key_id: str) -> int:
+    return int(ledger.conn.execute("SELECT COUNT(*) FROM mapping_studies WHERE key_id != ?", (key_id,)).fetchone()[0])
+
+
 def record_released(ledger: Ledger, rows: Iterable[ReleasedRow]) -> int:
     """Record pseudonyms as sent (idempotent per pseudonym, new study UID and batch)."""
     with ledger.transaction() as conn:
