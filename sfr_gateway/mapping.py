@@ -28,7 +28,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .config import HomePaths
-from .deid.pseudonym import patient_key
 from .errors import KeyFileError, MappingError
 from .fsutil import atomic_write_text
 from .keys import (
@@ -60,7 +59,7 @@ class MappingEntry:
 
     @property
     def patient_key(self) -> str:
-        return patient_key(self.patient_id, self.issuer, self.study_uid)
+        return _patient_key(self.patient_id, self.issuer, self.study_uid)
 
     def comparable(self) -> tuple[Any, ...]:
         """The values two mappings must agree on."""
@@ -91,6 +90,13 @@ class PatientMatch:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _patient_key(patient_id: str, issuer: str, fallback: str) -> str:
+    """The engine's canonical patient key (imported on use: the deid package pulls pydicom)."""
+    from .deid.pseudonym import patient_key
+
+    return patient_key(patient_id, issuer, fallback)
 
 
 # --------------------------------------------------------------------------- the key file
@@ -152,7 +158,7 @@ class MappingStore:
                         hashlib.sha256).digest()
 
     def patient_ref(self, patient_id: str, issuer: str, study_uid: str = "") -> bytes:
-        return self.ref("patient", patient_key(patient_id, issuer, study_uid))
+        return self.ref("patient", _patient_key(patient_id, issuer, study_uid))
 
     def pid_ref(self, patient_id: str) -> bytes:
         return self.ref("pid", patient_id.strip())
