@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from sfr_gateway.sample import SampleExport
+from tests.conftest import run_cli
 from tests.deid_fixtures import norm
 
 
@@ -28,14 +29,27 @@ def _tokens(sample: SampleExport) -> list[str]:
     return out
 
 
-@pytest.fixture
-def deidentified(cli, home: Path, sample_export: SampleExport, tmp_path: Path):
+@pytest.fixture(scope="module")
+def deid_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An initialised HOME shared by this module's tests (one de-identification run)."""
+    path = tmp_path_factory.mktemp("deid") / "home"
+    assert run_cli("--home", path, "init", "--site-id", "TEST01").exit_code == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def deidentified(deid_home: Path, sample_export: SampleExport):
     before = _digests(sample_export.root)
-    out = tmp_path / "out"
-    result = cli("--home", home, "deidentify", sample_export.root, "--output", out, "--json", "--workers", "2")
+    out = deid_home.parent / "out"
+    result = run_cli("--home", deid_home, "deidentify", sample_export.root, "--output", out, "--json", "--workers", "2")
     assert result.exit_code == 0, result.stderr
     assert _digests(sample_export.root) == before  # sources untouched (bytes and mtime)
     return out, json.loads(result.stdout), result
+
+
+@pytest.fixture
+def home(deid_home: Path) -> Path:
+    return deid_home
 
 
 def test_deidentify_sample_export(deidentified, home: Path, sample_export: SampleExport) -> None:

@@ -68,6 +68,7 @@ class Context:
     tokens: FrozenTokens | None
     record_kept: bool = False
     keep_values: bool = False
+    record_changes: bool = True
     changes: list[Change] = field(default_factory=list)
     dates_moved: bool = False
 
@@ -112,21 +113,21 @@ def get_text(ds: Dataset, tag: int) -> str:
 
 def put_text(ds: Dataset, tag: int, vr: str, text: str) -> None:
     """Set a text value; raw elements get raw ASCII bytes (no conversion), others a value."""
-    raw = ds.get_item(tag)
-    if isinstance(raw, RawDataElement) and text.isascii():
+    raw = ds._dict[tag]  # type: ignore[index]
+    if raw.__class__ is RawDataElement and text.isascii():
         data = text.encode("ascii")
         if len(data) % 2:
             data += b"\x00" if vr == "UI" else b" "
-        ds[tag] = raw._replace(value=data, length=len(data))
+        ds._dict[tag] = raw._replace(value=data, length=len(data))  # type: ignore[index]
         return
     ds[tag].value = text
 
 
 def put_empty(ds: Dataset, tag: int, vr: str) -> None:
     """Give an element a zero-length value."""
-    raw = ds.get_item(tag)
-    if isinstance(raw, RawDataElement):
-        ds[tag] = raw._replace(value=b"", length=0)
+    raw = ds._dict[tag]  # type: ignore[index]
+    if raw.__class__ is RawDataElement:
+        ds._dict[tag] = raw._replace(value=b"", length=0)  # type: ignore[index]
     elif vr == "SQ":
         ds[tag].value = []
     else:
@@ -157,6 +158,8 @@ class Walker:
     def record(self, path: str, tag: int, vr: str, action: str, code: str, rule: str,
                before: Any = None, after: Any = None, creator: str | None = None) -> None:
         """Append a change record (values only when the context keeps them)."""
+        if not self.ctx.record_changes:
+            return
         if not self.values:
             before = after = None
         self.ctx.changes.append(Change(path, tag, _keyword(tag), vr, creator, action, code, rule, before, after))

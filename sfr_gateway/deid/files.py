@@ -86,7 +86,8 @@ def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
             raise
         except (InvalidDicomError, EOFError, struct.error, zlib.error) as exc:
             raise DicomError("unreadable", type(exc).__name__) from None
-        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError,
+                RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
         except OSError as exc:
             raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
@@ -239,7 +240,7 @@ def _add_deid_marks(ds: Dataset, plan: Plan, ctx: Context, mask: str | None, ts:
 
 
 def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, record_kept: bool = False,
-                       keep_values: bool = False) -> DeidResult:
+                       keep_values: bool = False, record: bool = True) -> DeidResult:
     """De-identify an already read dataset in place (see :func:`deidentify_file`)."""
     sop_class = (get_text(ds, 0x00080016) if 0x00080016 in ds else "") or str(
         getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
@@ -262,7 +263,7 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
         plan=plan, pz=pz, sop_class=sop_class, patient_key=pkey,
         patient_pseudonym=pz.patient(pkey), date_offset=pz.date_offset(pkey),
         tokens=_tokens(ds, plan), record_kept=record_kept,
-        keep_values=keep_values,
+        keep_values=keep_values, record_changes=record,
     )
     if mask is not None:
         pixels.apply_mask(ds, mask, ts)
@@ -301,28 +302,33 @@ def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
         try:
             pydicom.dcmwrite(buf, ds, enforce_file_format=True,
                              implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
-        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
+                IndexError, RecursionError) as exc:
             raise DicomError("unwritable", type(exc).__name__) from None
     return buf.getvalue() if isinstance(buf, io.BytesIO) and fp is None else b""
 
 
 def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
-                    write: bool = True, record_kept: bool = False, keep_values: bool = False) -> DeidResult:
+                    write: bool = True, record_kept: bool = False, keep_values: bool = False,
+                    record: bool = True) -> DeidResult:
     """Read ``src`` (a path, or the file's bytes) once, de-identify it with ``plan`` and ``keys``, and serialise it.
 
     ``write=False`` is the audit's dry run (no bytes produced); ``record_kept`` adds records for
     kept attributes and ``keep_values`` keeps before/after values in the records (in memory:
-    whoever renders them must mask them). Raises :class:`DicomError`.
+    whoever renders them must mask them); ``record=False`` skips change records altogether
+    (the batch runner's fast path). Raises :class:`DicomError`.
     """
     pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer(keys, offset_range=plan.offset_range)
     ds, ts = read_dataset(src)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values)
+            result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values,
+                                        record=record)
         except DicomError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
+                IndexError, RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
     if not write:
         return result
