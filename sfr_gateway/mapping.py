@@ -27,7 +27,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .config import HomePaths
+from .config import Config, HomePaths
 from .errors import KeyFileError, MappingError
 from .fsutil import atomic_write_text
 from .keys import (
@@ -318,11 +318,19 @@ def lookup(
     pseudonym: str | None = None,
     patient_id: str | None = None,
     issuer: str | None = None,
+    config: Config | None = None,
 ) -> list[PatientMatch]:
-    """Look up by pseudonym or by patient ID (and issuer); records the query (never its value) in events."""
+    """Look up by pseudonym or by patient ID (and issuer); records the query (never its value) in events.
+
+    With ``config``, batches the pipeline packaged since the last sync are mapped first.
+    """
     if (pseudonym is None) == (patient_id is None):
         raise ValueError("look up by a pseudonym or by a patient ID, not both")
     store = MappingStore.open(ledger, home)
+    if config is not None:
+        from .mapping_sync import sync_from_batches
+
+        sync_from_batches(ledger, config, store)
     if pseudonym is not None:
         kind = "pseudonym"
         matches = store.lookup_pseudonym(pseudonym)

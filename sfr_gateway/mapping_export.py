@@ -72,6 +72,9 @@ def export_mapping(ledger: Ledger, cfg: Config, recipient: str, *, fmt: str = "c
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     rcpt = Recipient.parse(recipient)
     store = MappingStore.open(ledger, cfg.home)
+    from .mapping_sync import sync_from_batches
+
+    sync_from_batches(ledger, cfg, store)
     rows = _rows(list(store.entries()), store.secret_fp)
     out = Path(output) if output else default_output(cfg.site_id, fmt)
     atomic_write_bytes(out, encrypt_bytes(render(rows, fmt, cfg.site_id), [rcpt]), 0o600)

@@ -271,6 +271,12 @@ def regenerate(
             f"({store.key_id}): restore the old key file, or re-run with --discard-unreadable to rebuild them")
     if foreign and not dry_run:
         report.discarded = sql.delete_rows_of_other_keys(ledger, store.key_id)
+    if not dry_run:
+        from .mapping_sync import sync_from_batches
+
+        synced = sync_from_batches(ledger, cfg, store)
+        if synced.mismatched:
+            report.causes.append(synced.cause(store.secret_fp))
     entries, report.accession_unread = compute(ledger, Derivation.for_config(cfg, secret),
                                                eligible_only=eligible_only, progress=progress)
     report.studies = len(entries)
@@ -328,6 +334,11 @@ def verify(ledger: Ledger, cfg: Config) -> CheckReport:
     secret = load_pseudonym_secret(home)
     store = MappingStore.open(ledger, home)
     report = CheckReport(secret_fingerprint=store.secret_fp)
+    from .mapping_sync import sync_from_batches
+
+    synced = sync_from_batches(ledger, cfg, store)
+    if synced.mismatched:
+        report.causes.append(synced.cause(store.secret_fp))
     secrets_by_fp = {**archived_secrets(home), store.secret_fp: secret}
     derivations: dict[str, Derivation] = {}
     unknown: dict[str, int] = {}

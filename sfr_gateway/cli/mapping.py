@@ -33,9 +33,9 @@ def lookup_cmd(gw: GatewayContext, pseudonym: str | None, patient_id: str | None
         raise click.UsageError("give a PSEUDONYM or --patient-id ID (one of them)")
     if issuer is not None and patient_id is None:
         raise click.UsageError("--issuer goes with --patient-id")
-    gw.config()
+    cfg = gw.config()
     with open_ledger(gw.home.state_db) as ledger:
-        matches = lookup(ledger, gw.home, pseudonym=pseudonym, patient_id=patient_id, issuer=issuer)
+        matches = lookup(ledger, gw.home, pseudonym=pseudonym, patient_id=patient_id, issuer=issuer, config=cfg)
     if as_json:
         echo_json({"matches": [m.as_dict() for m in matches]})
     elif not matches:

@@ -170,3 +170,24 @@ def candidate_studies(
         if len(paths) < 5:
             paths.append(bytes(path))
     return [(s, p, i, paths) for (s, p, i), paths in out.items()]
+
+
+@dataclass(frozen=True)
+class BatchStudy:
+    """A batch the release pipeline wrote (table ``batches``), as the mapping sees it."""
+
+    batch_id: str
+    study_uid: str
+    patient_id: str
+    issuer: str
+    pseudonym: str
+    new_study_uid: str
+
+
+def unsynced_batches(ledger: Ledger) -> list[BatchStudy]:
+    """Batches written by the release pipeline that the mapping has not recorded yet."""
+    cur = ledger.conn.execute(
+        """SELECT batch_id, study_uid, patient_id, issuer, pseudonym, new_study_uid FROM batches
+           WHERE state IN ('packaged', 'acknowledged', 'failed')
+             AND batch_id NOT IN (SELECT batch_id FROM mapping_released) ORDER BY batch_id""")
+    return [BatchStudy(*r) for r in cur]
