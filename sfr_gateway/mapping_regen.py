@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,8 @@ def archived_secrets(home: HomePaths) -> dict[str, bytes]:
     if not folder.is_dir():
         return out
     for path in sorted(folder.glob("pseudonym-*.key")):
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise KeyFileError(f"{path} is readable by group or others (run: chmod 600 {path})")
         try:
             secret = decode_secret(path.read_text(encoding="ascii"), str(path))
         except (OSError, UnicodeDecodeError, KeyFileError):

@@ -98,3 +98,11 @@ def test_rotate_pseudonym_with_the_flag_archives_and_records(home: Path, cli) ->
     assert event["detail"]["old_fingerprint"] == secret_fingerprint(old)
     assert event["detail"]["new_fingerprint"] == secret_fingerprint(new)
     assert old.hex() not in json.dumps(event) and new.hex() not in json.dumps(event)
+
+
+def test_exposed_archived_secret_is_refused(home: Path, cli) -> None:
+    assert cli("--home", home, "keys", "rotate-pseudonym", "--i-understand-linkage-breaks").exit_code == 0
+    [archived] = (HomePaths(home).keys / "archive").glob("pseudonym-*.key")
+    archived.chmod(0o644)
+    r = cli("--home", home, "mapping", "verify")
+    assert r.exit_code == 4 and "chmod 600" in r.stderr
