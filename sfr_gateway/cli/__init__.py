@@ -27,6 +27,8 @@ COMMAND_MODULES: dict[str, str] = {
     "profile": "sfr_gateway.cli.deid",
     "destination": "sfr_gateway.cli.transport",
     "central": "sfr_gateway.cli.central",
+    "mapping": "sfr_gateway.cli.mapping",
+    "keys": "sfr_gateway.cli.keys",
     "verify": "sfr_gateway.cli.verify",
     "run": "sfr_gateway.cli.run",
     "upload": "sfr_gateway.cli.run",
