@@ -13,11 +13,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
-
 from .errors import DicomError
+
+# pydicom is imported on first use: an unchanged rescan never opens a file and never needs it.
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_IMPLICIT = "1.2.840.10008.1.2"
 
 UNREADABLE_REASONS = {
     "empty-file": "the file is empty",
@@ -88,7 +89,7 @@ def _check_lengths(ds: Any, fh: BinaryIO, size: int, syntax: str) -> None:
         last_end = tell + length
         if last_end > size:
             raise DicomError("truncated", f"element {elem.tag} ends past the end of the file")
-    if syntax == DeflatedExplicitVRLittleEndian:
+    if syntax == _DEFLATED:
         return
     head = fh.read(12)
     if len(head) < 8:
@@ -97,11 +98,11 @@ def _check_lengths(ds: Any, fh: BinaryIO, size: int, syntax: str) -> None:
         if last_end is not None and last_end < size:
             raise DicomError("truncated", "the file ends inside an element header")
         return  # no pixel data element: a header-only object
-    endian = ">" if syntax == ExplicitVRBigEndian else "<"
+    endian = ">" if syntax == _BIG_ENDIAN else "<"
     group, element = struct.unpack(endian + "HH", head[:4])
     if group != 0x7FE0 or element not in (0x0008, 0x0009, 0x0010):
         return
-    if syntax == ImplicitVRLittleEndian or syntax == "":
+    if syntax in (_IMPLICIT, ""):
         (length,), header = struct.unpack(endian + "L", head[4:8]), 8
     elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"):
         if len(head) < 12:
@@ -115,6 +116,9 @@ def _check_lengths(ds: Any, fh: BinaryIO, size: int, syntax: str) -> None:
 
 def read_header(path: bytes | str) -> tuple[HeaderFacts, int, int]:
     """Read one file's header facts. Returns (facts, size, mtime_ns); raises DicomError."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     try:
         st = os.stat(path)
         with open(path, "rb") as fh:
@@ -151,6 +155,8 @@ def _read_raw(fh: BinaryIO) -> Any:
     """A dataset written without preamble and file meta: accept it only if it parses plainly."""
     start = fh.read(8)
     fh.seek(0)
+    import pydicom
+
     if len(start) < 8 or struct.unpack("<H", start[:2])[0] not in (0x0008, 0x0002):
         raise DicomError("not-dicom")
     try:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import errno
 import logging
+import multiprocessing
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from .select import InstanceFacts, eligibility
 log = logging.getLogger(__name__)
 
 CHUNK = 256
+PARALLEL_THRESHOLD = 256  # fewer files to read than this: not worth starting workers
 
 
 @dataclass
@@ -116,13 +119,52 @@ def _stat_key(path: bytes) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
+Outcome = tuple[bytes, int, int, "HeaderFacts | str"]
+
+
+def read_chunk(paths: list[tuple[bytes, int, int]]) -> list[Outcome]:
+    """Read the headers of ``paths``: (path, size, mtime, facts or unreadable reason) each.
+    Runs in worker processes; touches no ledger."""
+    out: list[Outcome] = []
+    for path, size, mtime in paths:
+        try:
+            facts, size, mtime = read_header(path)
+        except DicomError as exc:
+            out.append((path, size, mtime, exc.reason))
+        else:
+            out.append((path, size, mtime, facts))
+    return out
+
+
+def _chunks(items: list[tuple[bytes, int, int]], size: int) -> Iterator[list[tuple[bytes, int, int]]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _read_all(todo: list[tuple[bytes, int, int]], workers: int) -> Iterator[Outcome]:
+    """Header facts of every file in ``todo``, in order; in worker processes when it pays."""
+    if workers <= 1 or len(todo) < PARALLEL_THRESHOLD:
+        for chunk in _chunks(todo, 64):
+            yield from read_chunk(chunk)
+        return
+    ctx = multiprocessing.get_context("forkserver" if sys.platform != "win32" else "spawn")
+    with ctx.Pool(workers) as pool:
+        for outcome in pool.imap(read_chunk, _chunks(todo, 64)):
+            yield from outcome
+
+
 def scan(
     ledger: Ledger,
     sources: Sequence[Path | str | bytes],
     rules: SelectionRules,
     progress: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> ScanResult:
-    """Index every file under ``sources`` (never modified) and return what this scan did."""
+    """Index every file under ``sources`` (never modified) and return what this scan did.
+
+    First a walk that only stats (cheap, and it gives the total), then the headers of new and
+    changed files are read, in ``workers`` processes for large batches, and committed in chunks.
+    """
     roots = []
     for src in sources:
         raw = os.fsencode(src)
@@ -130,57 +172,57 @@ def scan(
             raise InputError(f"source folder not found: {os.fsdecode(raw)}")
         roots.append(os.path.abspath(raw))
     result = ScanResult(scan_id=sql.start_scan(ledger, roots))
-    known = sql.known_files(ledger, roots)
-    seen: set[bytes] = set()
-    indexed: list[tuple[bytes, int, int, HeaderFacts, str | None]] = []
-    unreadable: list[tuple[bytes, int, int, str]] = []
-
-    def flush() -> None:
-        if indexed:
-            sql.record_indexed(ledger, result.scan_id, indexed)
-            indexed.clear()
-        if unreadable:
-            sql.record_unreadable(ledger, result.scan_id, unreadable)
-            unreadable.clear()
-
+    workers = workers or os.cpu_count() or 1
     status = "interrupted"
     try:
+        known = sql.known_files(ledger, roots)
+        seen: set[bytes] = set()
+        todo: list[tuple[bytes, int, int]] = []
+        unreadable: list[tuple[bytes, int, int, str]] = []
         for root in roots:
             for path, problem in walk(root):
                 if path in seen:
                     continue
                 seen.add(path)
                 result.seen += 1
-                if progress:
-                    progress(result.seen)
-                try:
-                    size, mtime = _stat_key(path) if problem is None else (0, 0)
-                except OSError as exc:
-                    problem, size, mtime = _os_reason(exc), 0, 0
+                size = mtime = 0
+                if problem is None:
+                    try:
+                        size, mtime = _stat_key(path)
+                    except OSError as exc:
+                        problem = _os_reason(exc)
                 before = known.get(path)
                 if before is not None and before[:2] == (size, mtime) and problem is None \
                         and before[2] != "missing":
                     result.unchanged += 1
                     continue
-                if before is None:
-                    result.new += 1
+                result.new += before is None
+                result.changed += before is not None
+                if problem is None:
+                    todo.append((path, size, mtime))
                 else:
-                    result.changed += 1
-                if problem is not None:
                     unreadable.append((path, size, mtime, problem))
-                    result.unreadable += 1
-                else:
-                    result.read += 1
-                    try:
-                        facts, size, mtime = read_header(path)
-                    except DicomError as exc:
-                        unreadable.append((path, size, mtime, exc.reason))
-                        result.unreadable += 1
-                    else:
-                        indexed.append((path, size, mtime, facts, eligibility(_facts_for_selection(facts), rules)))
-                if len(indexed) + len(unreadable) >= CHUNK:
-                    flush()
-        flush()
+        result.unreadable += len(unreadable)
+        sql.record_unreadable(ledger, result.scan_id, unreadable)
+        indexed: list[tuple[bytes, int, int, HeaderFacts, str | None]] = []
+        unreadable = []
+        done = result.unchanged + result.unreadable
+        for path, size, mtime, facts in _read_all(todo, workers):
+            result.read += 1
+            if isinstance(facts, str):
+                unreadable.append((path, size, mtime, facts))
+                result.unreadable += 1
+            else:
+                indexed.append((path, size, mtime, facts, eligibility(_facts_for_selection(facts), rules)))
+            if len(indexed) + len(unreadable) >= CHUNK:
+                sql.record_indexed(ledger, result.scan_id, indexed)
+                sql.record_unreadable(ledger, result.scan_id, unreadable)
+                indexed, unreadable = [], []
+            done += 1
+            if progress:
+                progress(done)
+        sql.record_indexed(ledger, result.scan_id, indexed)
+        sql.record_unreadable(ledger, result.scan_id, unreadable)
         gone = [p for p, (_, _, state) in known.items() if p not in seen and state != "missing"]
         result.missing, result.moved = sql.mark_missing(ledger, gone)
         status = "complete"

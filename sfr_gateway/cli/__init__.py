@@ -1,7 +1,9 @@
 """The ``sfr-gateway`` command: parse, call one library function, map errors to exit codes.
 
-Each command group lives in its own module of this package and is listed in
-``COMMAND_MODULES``; every module exposes ``COMMANDS``, a list of click commands.
+Each command (or command group) lives in its own module of this package, exposing ``COMMANDS``,
+a list of click commands. ``COMMAND_MODULES`` names the module of each top-level command; a module
+is imported only when its command runs (or for ``--help``), so a quiet cron rescan does not pay
+for pydicom, cryptography or rich.
 """
 
 from __future__ import annotations
@@ -17,14 +19,29 @@ from .. import __version__
 from ..errors import GatewayError
 from .common import GatewayContext
 
-COMMAND_MODULES = (
-    "sfr_gateway.cli.init",
-    "sfr_gateway.cli.scan",
-    "sfr_gateway.cli.deid",
-)
+COMMAND_MODULES: dict[str, str] = {
+    "init": "sfr_gateway.cli.init",
+    "scan": "sfr_gateway.cli.scan",
+    "deidentify": "sfr_gateway.cli.deid",
+    "profile": "sfr_gateway.cli.deid",
+    "audit": "sfr_gateway.cli.audit",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported from ``COMMAND_MODULES`` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMAND_MODULES and cmd_name not in self.commands:
+            for command in importlib.import_module(COMMAND_MODULES[cmd_name]).COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -39,11 +56,6 @@ def cli(ctx: click.Context, home: Path | None, verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = GatewayContext(home)
-
-
-for _name in COMMAND_MODULES:
-    for _command in importlib.import_module(_name).COMMANDS:
-        cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +74,3 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     return 0
-
-
-def run() -> None:  # pragma: no cover - thin wrapper for the console script
-    sys.exit(main())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from typing import Any
 
 from ..dicomio import HeaderFacts
@@ -62,7 +61,7 @@ def record_indexed(
                     moved_from = NULL, {updates}""",
             [
                 (path, size, mtime, 1 if excl is None else 0, excl, scan_id, scan_id,
-                 *(asdict(facts)[c] for c in _FACT_COLUMNS))
+                 *(getattr(facts, c) for c in _FACT_COLUMNS))
                 for path, size, mtime, facts, excl in rows
             ],
         )

@@ -1,0 +1,55 @@
+"""Shared benchmark helpers: generated exports cached on disk, timing, peak RSS of children."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sfr_gateway.sample import generate_export
+
+OUT = Path(__file__).parent / "out"
+GATEWAY = [sys.executable, "-m", "sfr_gateway"]
+
+
+def cached_export(name: str, **kwargs: object) -> Path:
+    """Generate a synthetic export once (by name) and reuse it across benchmark runs."""
+    root = OUT / name
+    stamp = root / ".complete.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == kwargs:
+        return root / "export"
+    if root.exists():
+        subprocess.run(["rm", "-rf", str(root)], check=True)
+    t = time.perf_counter()
+    export = generate_export(root / "export", **kwargs)  # type: ignore[arg-type]
+    print(f"generated {len(export.files)} files in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    stamp.write_text(json.dumps(kwargs))
+    return root / "export"
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Run a command; return (wall seconds, peak RSS in MB of that child)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(after, before) // 1024
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def files_and_bytes(root: Path) -> tuple[int, int]:
+    n = size = 0
+    for p in root.rglob("*"):
+        if p.is_file():
+            n += 1
+            size += p.stat().st_size
+    return n, size
