@@ -77,6 +77,10 @@ def minimal_ct(
 
 def to_bytes(ds: Dataset, *, implicit: bool = False, little: bool = True) -> bytes:
     """Encode ``ds`` as a DICOM file (preamble + meta) in memory."""
+    if hasattr(ds, "file_meta"):
+        ds.file_meta.TransferSyntaxUID = (
+            "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
+        )
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, enforce_file_format=True, implicit_vr=implicit, little_endian=little)
     return buf.getvalue()
