@@ -24,6 +24,7 @@ COMMAND_MODULES: dict[str, str] = {
     "scan": "sfr_gateway.cli.scan",
     "deidentify": "sfr_gateway.cli.deid",
     "profile": "sfr_gateway.cli.deid",
+    "audit": "sfr_gateway.cli.audit",
 }
 
 
