@@ -14,7 +14,15 @@ from pydicom.uid import CTImageStorage
 
 from sfr_gateway.deid import deidentify_file
 from sfr_gateway.errors import DicomError
-from tests.deid_fixtures import KEYS_A, minimal_ct, norm, plan_for, reread, sequence_of, to_bytes
+from tests.deid_fixtures import (
+    KEYS_A,
+    minimal_ct,
+    norm,
+    plan_for,
+    reread,
+    sequence_of,
+    to_bytes,
+)
 
 BUNDLED = sorted({p for p in get_testdata_files() + get_charset_files() if Path(p).is_file()})
 REASONS = {"not-dicom", "unreadable", "unparsable", "truncated", "unknown-transfer-syntax", "missing-sop-class",

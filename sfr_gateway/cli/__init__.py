@@ -22,9 +22,11 @@ from .common import GatewayContext
 COMMAND_MODULES: dict[str, str] = {
     "init": "sfr_gateway.cli.init",
     "scan": "sfr_gateway.cli.scan",
+    "consent": "sfr_gateway.cli.consent",
     "deidentify": "sfr_gateway.cli.deid",
     "profile": "sfr_gateway.cli.deid",
     "audit": "sfr_gateway.cli.audit",
+    "central": "sfr_gateway.cli.central",
 }
 
 

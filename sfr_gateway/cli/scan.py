@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..consent import coverage
 from ..dicomio import UNREADABLE_REASONS
 from ..ledger import open_ledger
 from ..scan import scan as run_scan
@@ -32,7 +34,9 @@ def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
                 result = run_scan(ledger, sources, config.selection, lambda n: bar.update(task, completed=n))
         else:
             result = run_scan(ledger, sources, config.selection)
+        consent = coverage(ledger, config.consent, dt.date.today())
     data = result.as_dict()
+    data["consent"] = consent
     if as_json:
         echo_json(data)
     else:
@@ -70,6 +74,10 @@ def render_summary(data: dict[str, Any]) -> None:
         for reason, count in sorted(data["unreadable"].items()):
             t.add_row(reason, str(count), UNREADABLE_REASONS.get(reason, ""))
         console.print(t)
+    if "consent" in data:
+        from .consent import render_coverage
+
+        render_coverage(data["consent"])
 
 
 COMMANDS = [scan]

@@ -80,11 +80,25 @@ class Ledger:
     def record_event(self, command: str, action: str, result: str, detail: dict[str, Any] | None = None) -> None:
         """Append one row to the audit trail. ``detail`` must hold no patient values."""
         with self.transaction() as conn:
-            conn.execute(
-                "INSERT INTO events (ts, actor, host_pid, command, action, result, detail) VALUES (?,?,?,?,?,?,?)",
-                (utcnow(), _actor(), os.getpid(), command, action, result,
-                 json.dumps(detail or {}, sort_keys=True, default=str)),
-            )
+            insert_event(conn, command, action, result, detail)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query inside sees the same committed state (WAL snapshot).
+
+        Inside an already open transaction it simply yields the connection.
+        """
+        if self.conn.in_transaction:
+            yield self.conn
+            return
+        try:
+            self.conn.execute("BEGIN DEFERRED")
+        except sqlite3.Error as exc:
+            raise LedgerError(f"ledger {self.path}: cannot start a read transaction: {exc}") from None
+        try:
+            yield self.conn
+        finally:
+            self.conn.execute("COMMIT")
 
     def events(self, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent events, newest first."""
@@ -96,6 +110,17 @@ class Ledger:
              "detail": json.loads(r[6])}
             for r in rows
         ]
+
+
+def insert_event(
+    conn: sqlite3.Connection, command: str, action: str, result: str, detail: dict[str, Any] | None = None
+) -> None:
+    """Append one event inside the caller's open transaction (so it commits with the change)."""
+    conn.execute(
+        "INSERT INTO events (ts, actor, host_pid, command, action, result, detail) VALUES (?,?,?,?,?,?,?)",
+        (utcnow(), _actor(), os.getpid(), command, action, result,
+         json.dumps(detail or {}, sort_keys=True, default=str)),
+    )
 
 
 def _actor() -> str:
@@ -143,8 +168,23 @@ def _migrate(ledger: Ledger) -> None:
 
 
 def _statements(sql: str) -> list[str]:
-    """Split a migration into statements (no triggers with inner semicolons are used)."""
-    return [s.strip() for s in sql.split(";") if s.strip() and not _only_comments(s)]
+    """Split a migration into complete statements.
+
+    Lines are accumulated until ``sqlite3.complete_statement`` says the text forms whole
+    statements, so semicolons inside ``CREATE TRIGGER ... BEGIN ...; END;``, string literals
+    and comments do not split a statement. Comment-only chunks are dropped.
+    """
+    out: list[str] = []
+    buf = ""
+    for line in sql.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if not _only_comments(buf):
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not _only_comments(buf):
+        raise LedgerError("ledger migration ends with an incomplete statement (missing ';'?)")
+    return out
 
 
 def _only_comments(chunk: str) -> bool:

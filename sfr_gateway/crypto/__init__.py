@@ -1,0 +1,1 @@
+"""Cryptographic formats: age v1 encryption and minisign signatures."""

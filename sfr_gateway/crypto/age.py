@@ -1,0 +1,514 @@
+"""The age v1 file format (age-encryption.org/v1, c2sp.org/age) with X25519 recipients.
+
+Implemented on ``cryptography`` only, streaming in both directions with bounded memory:
+
+- :class:`Encryptor` is a writable file-like object: ``write()`` plaintext, ``finish()`` once
+  at the end. Memory: one 64 KiB chunk. It never finalises on its own (not even when garbage
+  collected), so an interrupted stream can never look like a complete, shorter file.
+- :class:`Decryptor` is a readable raw stream (``read``/``readinto``) that authenticates the
+  header MAC before returning anything and every 64 KiB chunk before returning it. It rejects
+  flipped bytes, truncation (also exactly at a chunk boundary), trailing data, an empty final
+  chunk after data, and files not addressed to any given identity.
+
+Format facts (from the specification): a 16-byte random file key is wrapped per recipient in a
+``-> X25519 <ephemeral share>`` stanza (HKDF-SHA-256 with salt ``share || recipient`` and info
+``age-encryption.org/v1/X25519``, ChaCha20-Poly1305 with a zero nonce); the header ends with
+``--- `` and an HMAC-SHA-256 keyed by HKDF(file key, info ``header``); the payload is a 16-byte
+nonce then ChaCha20-Poly1305 STREAM chunks keyed by HKDF(file key, salt nonce, info ``payload``)
+with the 12-byte nonce ``11-byte big-endian counter || last-chunk flag``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hmac
+import io
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from hashlib import sha256
+from typing import BinaryIO, Protocol, Self
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import (
+    X25519PrivateKey,
+    X25519PublicKey,
+)
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import IntegrityError, KeyFileError
+from . import bech32
+
+VERSION_LINE = b"age-encryption.org/v1\n"
+CHUNK_SIZE = 64 * 1024
+TAG_SIZE = 16
+FILE_KEY_SIZE = 16
+NONCE_SIZE = 16
+RECIPIENT_HRP = "age"
+IDENTITY_HRP = "age-secret-key-"
+X25519_INFO = b"age-encryption.org/v1/X25519"
+MAX_HEADER_BYTES = 64 * 1024
+MAX_LINE_BYTES = 8 * 1024
+_ZERO_NONCE = bytes(12)
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class _Readable(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _hkdf(ikm: bytes, salt: bytes | None, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 without ``=`` padding (what age calls raw base64)."""
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def b64decode(text: str | bytes) -> bytes:
+    """Decode raw base64, rejecting padding and non-canonical encodings (as the spec requires)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise ValueError("not base64") from None
+    if "=" in text or "\n" in text or "\r" in text:
+        raise ValueError("padded or multi-line base64")
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+    if b64encode(data) != text:
+        raise ValueError("non-canonical base64")
+    return data
+
+
+# --------------------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """An X25519 age recipient (public key), written ``age1...``."""
+
+    public_key: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.public_key) != 32:
+            raise KeyFileError("age recipient: a public key is 32 bytes")
+
+    @classmethod
+    def parse(cls, text: str) -> Recipient:
+        """Parse an ``age1...`` string; raise KeyFileError when it is not one."""
+        text = text.strip()
+        try:
+            hrp, data = bech32.decode(text)
+        except bech32.Bech32Error as exc:
+            raise KeyFileError(f"not an age X25519 recipient (age1...): {exc}") from None
+        if hrp != RECIPIENT_HRP or text != text.lower() or len(data) != 32:
+            raise KeyFileError("not an age X25519 recipient (age1... with a 32-byte key)")
+        return cls(data)
+
+    def __str__(self) -> str:
+        return bech32.encode(RECIPIENT_HRP, self.public_key)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An X25519 age identity (secret key), written ``AGE-SECRET-KEY-1...``. Never printed by repr."""
+
+    secret: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != 32:
+            raise KeyFileError("age identity: a secret key is 32 bytes")
+
+    @classmethod
+    def generate(cls) -> Identity:
+        """A fresh identity from the operating system's CSPRNG."""
+        return cls(os.urandom(32))
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        """Parse an ``AGE-SECRET-KEY-1...`` string; raise KeyFileError (without echoing it)."""
+        text = text.strip()
+        try:
+            hrp, data = bech32.decode(text)
+        except bech32.Bech32Error:
+            raise KeyFileError("not an age X25519 identity (AGE-SECRET-KEY-1...)") from None
+        if hrp != IDENTITY_HRP or text != text.upper() or len(data) != 32:
+            raise KeyFileError("not an age X25519 identity (AGE-SECRET-KEY-1...)")
+        return cls(data)
+
+    def to_string(self) -> str:
+        """The ``AGE-SECRET-KEY-1...`` encoding (secret!)."""
+        return bech32.encode(IDENTITY_HRP.upper(), self.secret)
+
+    @property
+    def recipient(self) -> Recipient:
+        """The matching public recipient."""
+        pub = X25519PrivateKey.from_private_bytes(self.secret).public_key().public_bytes_raw()
+        return Recipient(pub)
+
+
+def parse_recipients(values: Iterable[str]) -> list[Recipient]:
+    """Recipients from strings (e.g. ``config.central_recipients``); KeyFileError names the bad one."""
+    out = []
+    for i, value in enumerate(values, 1):
+        try:
+            out.append(Recipient.parse(value))
+        except KeyFileError as exc:
+            raise KeyFileError(f"central recipient #{i}: {exc}") from None
+    return out
+
+
+def parse_identities(text: str) -> list[Identity]:
+    """Identities of an identity file (age-keygen format: ``#`` comments, one key per line)."""
+    identities = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        identities.append(Identity.parse(line))
+    if not identities:
+        raise KeyFileError("identity file holds no AGE-SECRET-KEY-1... line")
+    return identities
+
+
+def identity_file_text(identity: Identity, created: dt.datetime | None = None) -> str:
+    """The identity file as age-keygen writes it: creation time, public key, secret key."""
+    created = created or dt.datetime.now(dt.UTC)
+    stamp = created.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return f"# created: {stamp}\n# public key: {identity.recipient}\n{identity.to_string()}\n"
+
+
+# --------------------------------------------------------------------------- header
+
+
+@dataclass(frozen=True)
+class Stanza:
+    """One recipient stanza: its arguments and its (decoded) body."""
+
+    args: tuple[str, ...]
+    body: bytes
+
+    def encode(self) -> bytes:
+        text = b64encode(self.body)
+        lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+        if not lines or len(lines[-1]) == 64:
+            lines.append("")
+        return ("-> " + " ".join(self.args) + "\n" + "\n".join(lines) + "\n").encode("ascii")
+
+
+def _wrap_for(recipient: Recipient, file_key: bytes) -> Stanza:
+    ephemeral = X25519PrivateKey.generate()
+    share = ephemeral.public_key().public_bytes_raw()
+    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient.public_key))
+    wrap_key = _hkdf(shared, share + recipient.public_key, X25519_INFO)
+    body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
+    return Stanza(("X25519", b64encode(share)), body)
+
+
+def _unwrap_with(stanza: Stanza, identities: Sequence[Identity]) -> bytes | None:
+    """The file key if one identity opens this X25519 stanza, else None (not ours)."""
+    if len(stanza.args) != 2:
+        raise IntegrityError("age: malformed X25519 stanza (argument count)")
+    try:
+        share = b64decode(stanza.args[1])
+    except ValueError:
+        raise IntegrityError("age: malformed X25519 stanza (share encoding)") from None
+    if len(share) != 32:
+        raise IntegrityError("age: malformed X25519 stanza (share length)")
+    if len(stanza.body) != FILE_KEY_SIZE + TAG_SIZE:
+        raise IntegrityError("age: malformed X25519 stanza (body length)")
+    for identity in identities:
+        private = X25519PrivateKey.from_private_bytes(identity.secret)
+        try:
+            shared = private.exchange(X25519PublicKey.from_public_bytes(share))
+        except ValueError:  # all-zero shared secret (low-order point): the spec says abort
+            raise IntegrityError("age: X25519 stanza with a low-order share") from None
+        if shared == bytes(32):
+            raise IntegrityError("age: X25519 stanza with a low-order share")
+        salt = share + identity.recipient.public_key
+        try:
+            return ChaCha20Poly1305(_hkdf(shared, salt, X25519_INFO)).decrypt(_ZERO_NONCE, stanza.body, None)
+        except InvalidTag:
+            continue
+    return None
+
+
+def _header_mac(file_key: bytes, header_upto_dashes: bytes) -> bytes:
+    return hmac.new(_hkdf(file_key, None, b"header"), header_upto_dashes, sha256).digest()
+
+
+# --------------------------------------------------------------------------- encryption
+
+
+class Encryptor:
+    """Writable age stream: ``write()`` plaintext into ``dst``, then call ``finish()`` once.
+
+    Use as a context manager: the stream is finished only when the block exits without an
+    exception, so a failed producer never yields a valid (shorter) ciphertext.
+    """
+
+    def __init__(self, dst: _Writable, recipients: Iterable[Recipient]) -> None:
+        recipients = list(recipients)
+        if not recipients:
+            raise KeyFileError("age: at least one recipient is needed to encrypt")
+        self._dst = dst
+        file_key = os.urandom(FILE_KEY_SIZE)
+        header = VERSION_LINE + b"".join(_wrap_for(r, file_key).encode() for r in recipients) + b"---"
+        mac = _header_mac(file_key, header)
+        nonce = os.urandom(NONCE_SIZE)
+        dst.write(header + b" " + b64encode(mac).encode("ascii") + b"\n" + nonce)
+        self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+        self._counter = 0
+        self._buf = bytearray()
+        self._finished = False
+        self.plaintext_bytes = 0
+
+    def _emit(self, last: bool) -> None:
+        if self._counter >= 1 << 88:
+            raise IntegrityError("age: stream too long")
+        nonce = self._counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+        self._dst.write(self._aead.encrypt(nonce, bytes(self._buf), None))
+        self._counter += 1
+        self._buf.clear()
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Encrypt ``data`` (buffered to whole 64 KiB chunks); return its length."""
+        if self._finished:
+            raise ValueError("age: write after finish")
+        view = memoryview(data).cast("B")
+        pos, size = 0, len(view)
+        while pos < size:
+            if len(self._buf) == CHUNK_SIZE:  # more data follows: this chunk is not the last
+                self._emit(last=False)
+            take = min(CHUNK_SIZE - len(self._buf), size - pos)
+            self._buf += view[pos : pos + take]
+            pos += take
+        self.plaintext_bytes += size
+        return size
+
+    def flush(self) -> None:
+        """Nothing to do: a chunk is written only when it is known not to be the last."""
+
+    def finish(self) -> None:
+        """Write the final chunk. Idempotent."""
+        if not self._finished:
+            self._emit(last=True)
+            self._finished = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.finish()
+
+
+def encrypt_stream(
+    src: BinaryIO | _Readable | Iterable[bytes], dst: _Writable, recipients: Iterable[Recipient]
+) -> int:
+    """Encrypt everything read from ``src`` (a binary stream or an iterable of bytes) into ``dst``.
+
+    Returns the number of plaintext bytes.
+    """
+    with Encryptor(dst, recipients) as enc:
+        if hasattr(src, "read"):
+            while block := src.read(CHUNK_SIZE):  # type: ignore[union-attr]
+                enc.write(block)
+        else:
+            for block in src:  # type: ignore[union-attr]
+                enc.write(block)
+    return enc.plaintext_bytes
+
+
+def encrypt_bytes(data: bytes, recipients: Iterable[Recipient]) -> bytes:
+    """Encrypt a small in-memory message (tests, key escrow)."""
+    out = io.BytesIO()
+    with Encryptor(out, recipients) as enc:
+        enc.write(data)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- decryption
+
+
+class _Source:
+    """Buffered exact reads and bounded line reads over any ``read(n)`` source."""
+
+    def __init__(self, src: _Readable) -> None:
+        self._src = src
+        self._buf = bytearray()
+        self._eof = False
+
+    def _fill(self, n: int) -> None:
+        while len(self._buf) < n and not self._eof:
+            block = self._src.read(max(n - len(self._buf), CHUNK_SIZE))
+            if not block:
+                self._eof = True
+            else:
+                self._buf += block
+
+    def readline(self, limit: int) -> bytes:
+        start = 0
+        while True:
+            idx = self._buf.find(b"\n", start)
+            if idx >= 0:
+                line = bytes(self._buf[: idx + 1])
+                del self._buf[: idx + 1]
+                return line
+            if len(self._buf) > limit or self._eof:
+                raise IntegrityError("age: malformed header (line too long or truncated)")
+            start = len(self._buf)
+            self._fill(len(self._buf) + 1)
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at end of input."""
+        self._fill(n)
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        return out
+
+    def at_eof(self) -> bool:
+        self._fill(1)
+        return not self._buf
+
+
+def _parse_header(source: _Source) -> tuple[list[Stanza], bytes, bytes]:
+    """Return (stanzas, header bytes up to and including ``---``, MAC)."""
+    raw = bytearray()
+    line = source.readline(MAX_LINE_BYTES)
+    if line != VERSION_LINE:
+        raise IntegrityError("age: not an age v1 file (bad version line)")
+    raw += line
+    stanzas: list[Stanza] = []
+    line = source.readline(MAX_LINE_BYTES)
+    while line.startswith(b"-> "):
+        raw += line
+        args = line[3:-1].split(b" ")
+        if not args or any(not a or any(c < 0x21 or c > 0x7E for c in a) for a in args):
+            raise IntegrityError("age: malformed stanza arguments")
+        body = b""
+        while True:
+            bline = source.readline(MAX_LINE_BYTES)
+            raw += bline
+            if len(raw) > MAX_HEADER_BYTES:
+                raise IntegrityError("age: header too large")
+            text = bline[:-1]
+            if len(text) > 64:
+                raise IntegrityError("age: malformed stanza body (line longer than 64 columns)")
+            body += text
+            if len(text) < 64:
+                break
+        try:
+            decoded = b64decode(body)
+        except ValueError:
+            raise IntegrityError("age: malformed stanza body (base64)") from None
+        stanzas.append(Stanza(tuple(a.decode("ascii") for a in args), decoded))
+        line = source.readline(MAX_LINE_BYTES)
+    if not stanzas:
+        raise IntegrityError("age: header has no recipient stanza")
+    if not line.startswith(b"--- ") or not line.endswith(b"\n"):
+        raise IntegrityError("age: malformed header (missing MAC line)")
+    raw += b"---"
+    try:
+        mac = b64decode(line[4:-1])
+    except ValueError:
+        raise IntegrityError("age: malformed header MAC") from None
+    if len(mac) != 32:
+        raise IntegrityError("age: malformed header MAC")
+    return stanzas, bytes(raw), mac
+
+
+class Decryptor(io.RawIOBase):
+    """Readable plaintext stream of an age file; every byte returned has been authenticated.
+
+    Raises IntegrityError (from the constructor for header problems, from ``read`` for
+    payload problems). The caller must read to EOF: only then is the final chunk verified.
+    """
+
+    def __init__(self, src: _Readable, identities: Sequence[Identity]) -> None:
+        super().__init__()
+        if not identities:
+            raise KeyFileError("age: at least one identity is needed to decrypt")
+        self._src = _Source(src)
+        stanzas, header, mac = _parse_header(self._src)
+        file_key = None
+        for stanza in stanzas:
+            if stanza.args[0] != "X25519":
+                continue  # other recipient types (and grease) are ignored
+            file_key = _unwrap_with(stanza, identities)
+            if file_key is not None:
+                break
+        if file_key is None:
+            raise IntegrityError("age: no identity matches this file (wrong recipient?)")
+        if not hmac.compare_digest(_header_mac(file_key, header), mac):
+            raise IntegrityError("age: header MAC mismatch (header altered)")
+        nonce = self._src.read(NONCE_SIZE)
+        if len(nonce) != NONCE_SIZE:
+            raise IntegrityError("age: truncated payload (no nonce)")
+        self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
+        self._counter = 0
+        self._plain = b""
+        self._pos = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _next_chunk(self) -> None:
+        block = self._src.read(CHUNK_SIZE + TAG_SIZE)
+        last = len(block) < CHUNK_SIZE + TAG_SIZE or self._src.at_eof()
+        if len(block) < TAG_SIZE:
+            raise IntegrityError("age: truncated payload")
+        nonce = self._counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+        try:
+            plain = self._aead.decrypt(nonce, block, None)
+        except InvalidTag:
+            if last:
+                raise IntegrityError("age: payload altered or truncated (final chunk does not verify)") from None
+            raise IntegrityError(f"age: payload altered (chunk {self._counter} does not verify)") from None
+        if last and not plain and self._counter > 0:
+            raise IntegrityError("age: empty final chunk after data (not allowed)")
+        self._counter += 1
+        self._plain, self._pos, self._done = plain, 0, last
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        while self._pos >= len(self._plain):
+            if self._done:
+                return 0
+            self._next_chunk()
+        n = min(len(view), len(self._plain) - self._pos)
+        view[:n] = self._plain[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+
+def decrypt_stream(src: _Readable, dst: _Writable, identities: Sequence[Identity]) -> int:
+    """Decrypt ``src`` into ``dst``; return the plaintext length. Raise IntegrityError on tampering.
+
+    Bytes written before an error are unauthenticated as a whole: discard ``dst`` on error.
+    """
+    dec = Decryptor(src, identities)
+    total = 0
+    while block := dec.read(CHUNK_SIZE):
+        dst.write(block)
+        total += len(block)
+    return total
+
+
+def decrypt_bytes(data: bytes, identities: Sequence[Identity]) -> bytes:
+    """Decrypt a small in-memory age file."""
+    out = io.BytesIO()
+    decrypt_stream(io.BytesIO(data), out, identities)
+    return out.getvalue()

@@ -1,0 +1,112 @@
+"""The ``consent`` commands and the consent section of ``scan``, through the real entry point."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from sfr_gateway.config import load_config
+from sfr_gateway.ledger import open_ledger
+
+
+def _has_engine() -> bool:
+    try:
+        return importlib.util.find_spec("sfr_gateway.deid.pseudonym") is not None
+    except ImportError:
+        return False
+
+
+HAS_ENGINE = _has_engine()
+
+
+def ok_json(result) -> dict | list:
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_set_show_list_coverage(home: Path, cli) -> None:
+    ok_json(cli("--home", home, "consent", "set", "P1", "informed", "--issuer", "CHU", "--date", "01/02/2026",
+                "--source", "form", "--reference", "F-12", "--operator", "Dr Noël", "--json"))
+    out = ok_json(cli("--home", home, "consent", "set", "P1", "consented", "--issuer", "CHU", "--json"))
+    assert out == {"outcome": "recorded", "status": "consented", "request_queued": False, "batches_cancelled": 0}
+    shown = ok_json(cli("--home", home, "consent", "show", "P1", "--issuer", "CHU", "--json"))
+    assert shown["status"] == "consented" and shown["releasable"] is True
+    assert [h["status"] for h in shown["history"]] == ["informed", "consented"]
+    assert shown["history"][0]["operator"] == "Dr Noël" and shown["history"][0]["effective"] == "2026-02-01"
+    assert shown["history"][1]["effective"] == dt.date.today().isoformat()
+    listed = ok_json(cli("--home", home, "consent", "list", "--status", "consented", "--json"))
+    assert [(p["patient_id"], p["issuer"], p["records"]) for p in listed] == [("P1", "CHU", 2)]
+    assert ok_json(cli("--home", home, "consent", "list", "--status", "refused", "--json")) == []
+    cov = ok_json(cli("--home", home, "consent", "coverage", "--json"))
+    assert cov["summary"] == "0 of 0 eligible studies (0%) releasable"
+    human = cli("--home", home, "consent", "show", "P1", "--issuer", "CHU")
+    assert human.exit_code == 0 and "consented (releasable under explicit)" in human.stdout
+
+
+def test_bad_input_exit_codes(home: Path, cli) -> None:
+    assert cli("--home", home, "consent", "set", "P1", "maybe").exit_code == 2
+    future = (dt.date.today() + dt.timedelta(days=2)).isoformat()
+    res = cli("--home", home, "consent", "set", "P1", "consented", "--date", future)
+    assert res.exit_code == 9 and "future" in res.stderr
+    res = cli("--home", home, "consent", "set", " ", "consented")
+    assert res.exit_code == 9 and "empty patient ID" in res.stderr
+    res = cli("--home", home, "consent", "import", home / "missing.csv")
+    assert res.exit_code == 8
+
+
+def test_import_reports_rejections_and_exits_9(home: Path, cli, tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_bytes("patient_id;status;date\nP1;consentement;2026-01-02\nP2;bof;2026-01-02\n".encode("cp1252"))
+    res = cli("--home", home, "consent", "import", path, "--all-or-nothing", "--json")
+    assert res.exit_code == 9 and "nothing applied" in res.stderr
+    report = json.loads(res.stdout)
+    assert report["committed"] is False and report["rejected"][0]["line"] == 3
+    assert "P2" not in res.stdout and "bof" not in res.stdout
+    res = cli("--home", home, "consent", "import", path)
+    assert res.exit_code == 9 and "line 3: unknown status word" in res.stdout and "valid lines applied" in res.stderr
+    shown = ok_json(cli("--home", home, "consent", "show", "P1", "--json"))
+    assert shown["status"] == "consented"
+
+
+def test_scan_reports_consent_coverage(home: Path, cli, sample_export) -> None:
+    data = ok_json(cli("--home", home, "scan", sample_export.root, "--json"))
+    eligible = data["eligible"]["studies"]
+    assert eligible > 0
+    assert data["consent"]["summary"] == f"0 of {eligible} eligible studies (0%) releasable"
+    assert data["consent"]["waiting_studies"] == {"unknown": eligible}
+    with open_ledger(load_config(home).home.state_db) as ledger:
+        mine = ledger.conn.execute(
+            "SELECT patient_id, issuer, COUNT(DISTINCT study_uid) FROM instances WHERE eligible = 1 "
+            "GROUP BY patient_id, issuer ORDER BY patient_id LIMIT 1").fetchone()
+    ok_json(cli("--home", home, "consent", "set", mine[0], "consented", "--issuer", mine[1], "--json"))
+    data = ok_json(cli("--home", home, "scan", sample_export.root, "--json"))
+    assert data["consent"]["releasable_studies"] == mine[2]
+    for patient in sample_export.patients:
+        assert patient.patient_id not in json.dumps(data["consent"])
+    human = cli("--home", home, "scan", sample_export.root)
+    assert f"{mine[2]} of {eligible} eligible studies" in human.stdout
+
+
+@pytest.mark.skipif(not HAS_ENGINE, reason="needs the engine's sfr_gateway.deid.pseudonym (branch engine)")
+def test_withdraw_command_queues_one_request(home: Path, cli) -> None:
+    ok_json(cli("--home", home, "consent", "set", "P1", "consented", "--json"))
+    out = ok_json(cli("--home", home, "consent", "withdraw", "P1", "--reason", "lettre", "--json"))
+    assert out["outcome"] == "withdrawn" and out["request_queued"] is True
+    again = ok_json(cli("--home", home, "consent", "withdraw", "P1", "--json"))
+    assert again["outcome"] == "already-withdrawn"
+    res = cli("--home", home, "consent", "set", "P1", "consented")
+    assert res.exit_code == 9 and "permanent" in res.stderr
+    with open_ledger(load_config(home).home.state_db) as ledger:
+        rows = ledger.conn.execute("SELECT pseudonym, payload FROM withdrawal_requests").fetchall()
+    assert len(rows) == 1 and rows[0][0].startswith("TEST01-") and "P1\"" not in rows[0][1]
+
+
+@pytest.mark.skipif(HAS_ENGINE, reason="only meaningful without the engine")
+def test_withdraw_without_engine_says_so_and_records_nothing(home: Path, cli) -> None:
+    res = cli("--home", home, "consent", "withdraw", "P1")
+    assert res.exit_code == 9 and "de-identification engine" in res.stderr
+    assert ok_json(cli("--home", home, "consent", "show", "P1", "--json"))["status"] == "unknown"

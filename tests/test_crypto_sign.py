@@ -1,0 +1,130 @@
+"""minisign-format signatures: round trip, key files, and rejection of tampering."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sfr_gateway.config import HomePaths
+from sfr_gateway.crypto import sign
+from sfr_gateway.errors import IntegrityError, KeyFileError
+from sfr_gateway.keys import create_signing_key, load_signing_key
+
+KEY = sign.generate_signing_key()
+PUB = sign.PublicKey.of(KEY)
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.binary(max_size=5000), comment=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x85\u2028\u2029\x0b\x0c\x1c\x1d\x1e"), max_size=80))
+def test_sign_verify_round_trip(tmp_path_factory: pytest.TempPathFactory, data: bytes, comment: str) -> None:
+    path = tmp_path_factory.mktemp("s") / "f"
+    path.write_bytes(data)
+    text = sign.sign_file(path, KEY, comment)
+    assert sign.verify_file(path, text, PUB).trusted_comment == comment
+    assert sign.verify_digest(text, PUB, hashlib.blake2b(data).digest()).trusted_comment == comment
+
+
+def test_signature_file_shape(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    lines = sign.sign_file(path, KEY, "site:A").splitlines()
+    assert lines[0].startswith("untrusted comment: ")
+    assert lines[2] == "trusted comment: site:A"
+    assert sign.Signature.parse("\n".join(lines)).algorithm == b"ED"
+
+
+def test_tampering_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(1000))
+    text = sign.sign_file(path, KEY, "site:A\tbatch:1")
+    forged_comment = text.replace("batch:1", "batch:2")
+    with pytest.raises(IntegrityError, match="trusted comment"):
+        sign.verify_file(path, forged_comment, PUB)
+    other = sign.generate_signing_key()
+    with pytest.raises(IntegrityError, match="not by the expected key"):
+        sign.verify_file(path, text, sign.PublicKey.of(other))
+    same_id_other_key = sign.PublicKey(PUB.key_id, other.public_bytes)
+    with pytest.raises(IntegrityError, match="does not verify"):
+        sign.verify_file(path, text, same_id_other_key)
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(IntegrityError, match="does not verify"):
+        sign.verify_file(path, text, PUB)
+    for broken in ["", text.replace("trusted comment: ", "comment: "), "\n".join(text.splitlines()[:3])]:
+        with pytest.raises(IntegrityError):
+            sign.verify_file(path, broken, PUB)
+
+
+def test_comments_must_be_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    with pytest.raises(ValueError):
+        sign.sign_file(path, KEY, "two\nlines")
+
+
+def test_public_key_text_forms(tmp_path: Path) -> None:
+    text = sign.public_key_file_text(KEY)
+    assert text == PUB.file_text()
+    assert text.startswith(f"untrusted comment: minisign public key {sign.key_id_hex(KEY.key_id)}\n")
+    assert sign.PublicKey.parse(text) == PUB
+    assert sign.PublicKey.parse(PUB.to_base64()) == PUB
+    for bad in ["", "untrusted comment: x\n", "RWQ=", PUB.to_base64()[:-4]]:
+        with pytest.raises(KeyFileError):
+            sign.PublicKey.parse(bad)
+
+
+def test_home_signing_key_and_public_file_agree(tmp_path: Path) -> None:
+    home = HomePaths(tmp_path / "home")
+    create_signing_key(home)
+    key = load_signing_key(home)
+    assert sign.PublicKey.load(home.signing_pub) == sign.PublicKey.of(key)
+    data = tmp_path / "d"
+    data.write_bytes(b"batch")
+    assert sign.verify_file(data, sign.sign_file(data, key, "c"), sign.PublicKey.load(home.signing_pub))
+
+
+def test_trusted_comment_fields() -> None:
+    assert sign.parse_trusted_comment("site:A\tbatch:b-1\tsha256:ff\tfile:x.age") == {
+        "site": "A", "batch": "b-1", "sha256": "ff", "file": "x.age"}
+
+
+def test_private_key_file_round_trip_and_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "site-signing.key"
+    sign.write_signing_key(path, KEY)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert sign.read_signing_key(path).public_bytes == KEY.public_bytes
+    with pytest.raises(KeyFileError, match="overwrite"):
+        sign.write_signing_key(path, sign.generate_signing_key())
+    path.chmod(0o640)
+    with pytest.raises(KeyFileError, match="group or others"):
+        sign.read_signing_key(path)
+    (tmp_path / "junk").write_text("nope")
+    (tmp_path / "junk").chmod(0o600)
+    with pytest.raises(KeyFileError, match="not an Ed25519"):
+        sign.read_signing_key(tmp_path / "junk")
+    # the same format as HOME/keys/site-signing.key written by `init`
+    home = HomePaths(tmp_path / "home")
+    create_signing_key(home)
+    assert sign.read_signing_key(home.signing_key).public_bytes == load_signing_key(home).public_bytes
+
+
+def test_sign_bytes_matches_sign_file(tmp_path: Path) -> None:
+    message = b'{"withdrawal": "SFR-X-1"}'
+    text = sign.sign_bytes(message, KEY, "kind:withdrawal")
+    path = tmp_path / "m"
+    path.write_bytes(message)
+    assert text == sign.sign_file(path, KEY, "kind:withdrawal")  # Ed25519 is deterministic
+    assert sign.verify_bytes(message, text, PUB).trusted_comment == "kind:withdrawal"
+    with pytest.raises(IntegrityError):
+        sign.verify_bytes(message + b" ", text, PUB)
+
+
+def test_comment_with_lone_surrogate_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x")
+    with pytest.raises(ValueError, match="surrogate"):
+        sign.sign_file(path, KEY, "\ud800")
