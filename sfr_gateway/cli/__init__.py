@@ -27,6 +27,7 @@ COMMAND_MODULES: dict[str, str] = {
     "profile": "sfr_gateway.cli.deid",
     "audit": "sfr_gateway.cli.audit",
     "central": "sfr_gateway.cli.central",
+    "verify": "sfr_gateway.cli.verify",
 }
 
 

@@ -1,0 +1,104 @@
+"""``sfr-gateway verify``: prove that de-identified output holds no PHI of its sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import LeaksFoundError
+from ..verify import VerifyReport, verify_outputs
+from .common import echo_json, interactive
+
+MAX_ROWS = 200
+
+
+@click.command()
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--against", "sources", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Source folder or file the output was made from (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report on stdout.")
+@click.option("--reveal", is_flag=True, help="Show the leaked tokens themselves (the report becomes PHI).")
+@click.option("--include-pixel-data", is_flag=True,
+              help="Also search the raw bytes of Pixel Data (off: only non-pixel binary values are searched).")
+@click.option("--ignore-kind", "ignore_kinds", multiple=True, metavar="KIND",
+              help="Token kind the site keeps on purpose, e.g. institution-name (repeatable).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes reading files (default: one per CPU, at most 8).")
+def verify(output: Path, sources: tuple[Path, ...], as_json: bool, reveal: bool, include_pixel_data: bool,
+           ignore_kinds: tuple[str, ...], workers: int | None) -> None:
+    """Search every value of every file under OUTPUT for the PHI of the --against sources.
+
+    Exit 0 when clean; 13 when a token, an unremapped or inconsistent UID, or a missing
+    Patient Identity Removed flag is found. Never shows patient values unless --reveal.
+    """
+    if reveal:
+        click.echo("warning: --reveal prints patient values; do not share or keep this output.", err=True)
+    if interactive() and not as_json:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      transient=True) as bar:
+            tasks: dict[str, TaskID] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(f"reading {phase}", total=total)
+                bar.update(tasks[phase], completed=done)
+
+            report = verify_outputs(output, sources, include_pixel_data=include_pixel_data,
+                                    ignore_kinds=ignore_kinds, workers=workers, progress=progress)
+    else:
+        report = verify_outputs(output, sources, include_pixel_data=include_pixel_data, ignore_kinds=ignore_kinds,
+                                workers=workers)
+    if as_json:
+        echo_json(report.to_dict(reveal=reveal))
+    else:
+        render(report, reveal)
+    if not report.clean:
+        raise LeaksFoundError(
+            f"{len(report.errors)} problem(s) in {len({f.file for f in report.errors})} output file(s)"
+        )
+
+
+def render(report: VerifyReport, reveal: bool) -> None:
+    """The human report: a summary line and a table of findings."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=220)  # a pipe or a file: keep whole paths on one line
+    rate = report.output_files / report.seconds if report.seconds else 0.0
+    console.print(
+        f"Checked {report.output_files} output files ({report.dicom_outputs} DICOM, {report.paired} paired) "
+        f"against {report.source_files} source files, {sum(report.tokens.values())} tokens, "
+        f"in {report.seconds:.1f} s ({rate:.0f} files/s)."
+    )
+    if not report.findings:
+        console.print("[green]clean[/green]: no residual PHI found.")
+        return
+    table = Table(title="Findings", show_header=True)
+    for col in ("severity", "check", "file", "attribute path", "keyword", "kind"):
+        table.add_column(col)
+    if reveal:
+        table.add_column("token")
+    for f in report.findings[:MAX_ROWS]:
+        row = [f.severity, f.check, f.file, f.path, f.keyword, f.kind]
+        if reveal:
+            row.append(f.token or "")
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
+    if len(report.findings) > MAX_ROWS:
+        console.print(f"... {len(report.findings) - MAX_ROWS} more findings: use --json for all.")
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts_by_check().items())
+    console.print(f"[red]{len(report.errors)} error(s)[/red]; by check: {counts}")
+
+
+COMMANDS = [verify]

@@ -1,0 +1,123 @@
+"""``file:///dir``: a drop folder (a local disk, or a share the central host collects from).
+
+Each file is copied to ``<name>.part``, fsynced, renamed to ``<name>``, and the folder is
+fsynced: a collector that ignores ``*.part`` never sees a partial batch. The signature is
+placed first, so that whenever ``<batch>.age`` is visible its ``.minisig`` is too. A file
+already present with the same SHA-256 is not copied again; a different file of that name is
+never overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import IntegrityError, TransportError
+from ..fsutil import fsync_dir
+from .base import (
+    DATA,
+    SIGNATURE,
+    Destination,
+    Progress,
+    Receipt,
+    UploadState,
+    check_batch,
+    file_sha256,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+PART_SUFFIX = ".part"
+_BLOCK = 1024 * 1024
+
+
+class FileDropDestination(Destination):
+    """Copy batches into ``directory`` (which must exist: a missing mount is an error)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.url = self.directory.as_uri()
+
+    def send(
+        self,
+        batch_path: Path,
+        batch_id: str,
+        sha256: str,
+        size: int,
+        state: UploadState,
+        *,
+        progress: Progress | None = None,
+    ) -> Receipt:
+        done = state.receipt(batch_id)
+        if done is not None:
+            log.info("batch %s: already delivered to %s, nothing to send", batch_id, self.url)
+            return done
+        if not self.directory.is_dir():
+            raise TransportError(f"drop folder {self.directory} does not exist (share not mounted?)")
+        batch_path = Path(batch_path)
+        sig_path = check_batch(batch_path, sha256, size)
+        sig_target = self.directory / sig_path.name
+        sig_sent = self._place(sig_path, sig_target, file_sha256(sig_path), None)
+        data_target = self.directory / batch_path.name
+        data_sent = self._place(batch_path, data_target, sha256.lower(), progress)
+        receipt = Receipt(
+            batch_id=batch_id,
+            destination=self.url,
+            location=data_target.as_uri(),
+            signature_location=sig_target.as_uri(),
+            sha256=sha256.lower(),
+            size=size,
+            bytes_sent=sig_sent + data_sent,
+            resumed_from=0,
+            already_complete=data_sent == 0,
+            completed_at=utcnow(),
+        )
+        state.mark_done(batch_id, receipt, SIGNATURE)
+        state.mark_done(batch_id, receipt, DATA)
+        log.info("batch %s: %d bytes placed in %s", batch_id, receipt.bytes_sent, self.directory)
+        return receipt
+
+    def check(self) -> dict[str, Any]:
+        if not self.directory.is_dir():
+            raise TransportError(f"drop folder {self.directory} does not exist (share not mounted?)")
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise TransportError(f"drop folder {self.directory} is not writable by this user")
+        return {"destination": self.url, "kind": "drop folder", "writable": True}
+
+    def _place(self, source: Path, target: Path, sha256: str, progress: Progress | None) -> int:
+        """Copy ``source`` to ``target`` durably; return the bytes copied (0 if already there)."""
+        if target.exists():
+            if file_sha256(target) == sha256:
+                return 0
+            raise IntegrityError(
+                f"drop folder: {target.name} exists with different content: refusing to overwrite"
+            )
+        part = target.with_name(target.name + PART_SUFFIX)
+        total = source.stat().st_size
+        digest = hashlib.sha256()
+        copied = 0
+        try:
+            with open(source, "rb") as src, open(part, "wb") as dst:
+                while block := src.read(_BLOCK):
+                    dst.write(block)
+                    digest.update(block)
+                    copied += len(block)
+                    if progress is not None:
+                        progress(copied, total)
+                dst.flush()
+                os.fsync(dst.fileno())
+            if digest.hexdigest() != sha256:
+                raise IntegrityError(f"drop folder: {source.name} changed while being copied")
+            os.replace(part, target)
+            fsync_dir(self.directory)
+        except OSError as exc:
+            raise TransportError(f"drop folder {self.directory}: cannot write {target.name}: {exc.strerror}") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+        return copied

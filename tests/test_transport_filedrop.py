@@ -1,0 +1,115 @@
+"""file:///dir destination: atomic placement, signature first, idempotence, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sfr_gateway.errors import ConfigError, IntegrityError, TransportError
+from sfr_gateway.ledger.uploads import SqliteUploadState, list_uploads
+from sfr_gateway.transport import destination_for
+from sfr_gateway.transport.filedrop import FileDropDestination
+
+pytest_plugins = ["transport_fixtures"]
+
+
+def test_drop_places_batch_and_signature_without_visible_partial(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0001", 3 * 1024 * 1024 + 17)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    dest = destination_for(drop.as_uri())
+    assert isinstance(dest, FileDropDestination)
+    final = drop / batch.path.name
+    seen: list[tuple[int, bool, bool]] = []
+
+    def progress(done: int, total: int) -> None:
+        # while bytes are being copied, the final name never exists; the signature already does
+        seen.append((done, final.exists(), (drop / batch.signature.name).exists()))
+
+    receipt = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size,
+                        SqliteUploadState(ledger, dest.url), progress=progress)
+    assert seen and seen[-1][0] == batch.size
+    assert not any(visible for _, visible, _ in seen)
+    assert all(sig for _, _, sig in seen)
+    assert final.read_bytes() == batch.path.read_bytes()
+    assert (drop / batch.signature.name).read_bytes() == batch.signature.read_bytes()
+    assert sorted(p.name for p in drop.iterdir()) == sorted([batch.path.name, batch.signature.name])
+    assert receipt.sha256 == batch.sha256 and receipt.size == batch.size
+    assert receipt.bytes_sent == batch.size + batch.signature.stat().st_size
+    assert {(r["part"], r["state"]) for r in list_uploads(ledger)} == {("data", "done"), ("signature", "done")}
+
+
+def test_drop_crash_mid_copy_leaves_no_final_file_and_retry_completes(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0002", 5 * 1024 * 1024)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    dest = FileDropDestination(drop)
+    state = SqliteUploadState(ledger, dest.url)
+
+    class Crash(Exception):
+        pass
+
+    def die_halfway(done: int, total: int) -> None:
+        if done > total // 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, state, progress=die_halfway)
+    assert not (drop / batch.path.name).exists()
+    assert not list(drop.glob("*.part"))
+    assert state.receipt(batch.batch_id) is None
+    receipt = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, state)
+    assert (drop / batch.path.name).read_bytes() == batch.path.read_bytes()
+    assert receipt.bytes_sent == batch.size  # the signature was already there: not copied again
+
+
+def test_drop_is_idempotent(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0003", 100_000)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    dest = FileDropDestination(drop)
+    first = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, dest.url))
+    mtime = (drop / batch.path.name).stat().st_mtime_ns
+    # the ledger knows: nothing is even read
+    again = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, dest.url))
+    assert again == first
+    # a fresh ledger (lost state.db): the same bytes already in the folder are not copied again
+    from sfr_gateway.ledger import open_ledger
+
+    with open_ledger(tmp_path / "other.db") as other:
+        third = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(other, dest.url))
+    assert third.bytes_sent == 0 and third.already_complete
+    assert (drop / batch.path.name).stat().st_mtime_ns == mtime
+
+
+def test_drop_refuses_to_overwrite_a_different_file(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0004", 10_000)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / batch.path.name).write_bytes(b"someone else's bytes")
+    with pytest.raises(IntegrityError, match="refusing to overwrite"):
+        FileDropDestination(drop).send(batch.path, batch.batch_id, batch.sha256, batch.size,
+                                       SqliteUploadState(ledger, drop.as_uri()))
+    assert (drop / batch.path.name).read_bytes() == b"someone else's bytes"
+
+
+def test_drop_refuses_tampered_unsigned_or_missing_folder(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0005", 10_000)
+    drop = tmp_path / "drop"
+    state = SqliteUploadState(ledger, drop.as_uri())
+    with pytest.raises(TransportError, match="does not exist"):
+        FileDropDestination(drop).send(batch.path, batch.batch_id, batch.sha256, batch.size, state)
+    drop.mkdir()
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        FileDropDestination(drop).send(batch.path, batch.batch_id, "0" * 64, batch.size, state)
+    batch.signature.unlink()
+    with pytest.raises(IntegrityError, match="signature"):
+        FileDropDestination(drop).send(batch.path, batch.batch_id, batch.sha256, batch.size, state)
+    assert list(drop.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["ftp://host/x", "http://central.example.org/files/", "file://server/share"])
+def test_destination_for_refuses_unsafe_urls(url: str) -> None:
+    with pytest.raises(ConfigError):
+        destination_for(url)
