@@ -34,7 +34,7 @@ tr:nth-child(even) td{background:#f7f9fb}code{font-size:12px}.removed{color:#a61
 .pseudonymised,.shifted,.dummy,.cleaned,.emptied{color:#0d47a1}.added{color:#6a1b9a}
 img.thumb{image-rendering:pixelated;border:1px solid #999;background:#000;max-width:128px;max-height:128px}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}.gallery figure{margin:0;width:150px;font-size:11px;word-break:break-all}
-.q{color:#a61b1b;font-weight:600}
+.q{color:#a61b1b;font-weight:600}td.flags{font-size:11px;min-width:18em}
 """
 
 _JS = """
@@ -184,7 +184,7 @@ class HtmlSink:
                 f'<td class="n">{_e(s.series_number)}</td><td class="n">{s.instances}</td>'
                 f'<td class="n{" q" if s.quarantined else ""}">{s.quarantined}</td>'
                 + "".join(f'<td class="n">{s.actions.get(a, 0)}</td>' for a in ACTIONS)
-                + f"<td>{_e(', '.join(f'{k} {n}' for k, n in sorted(s.flags.items())))}</td></tr>")
+                + f"<td class=\"flags\">{_e(', '.join(f'{k} {n}' for k, n in sorted(s.flags.items())))}</td></tr>")
         self._w("<h2>Series</h2><p>Middle image of each series (by Instance Number); counts of attribute decisions.</p>\n")
         self._w(_table(["image", "patient", "study", "series", "modality", "no", "files", "quarantined", *ACTIONS, "flags"], rows))
 

@@ -154,7 +154,8 @@ class TableSink:
                       f"{t['quarantined']} quarantined; {t['patients']} patients, {t['studies']} studies, {t['series']} series.")
         series = Table(title="Per series: attributes by action", title_justify="left")
         for col in ("patient", "study", "series", "mod", "no", "files", "quar", *ACTIONS, "flags"):
-            series.add_column(col, justify="right" if col not in ("patient", "study", "series", "mod") else "left")
+            series.add_column(col, justify="right" if col not in ("patient", "study", "series", "mod") else "left",
+                              no_wrap=col == "patient")
         for s in summary.series_list():
             series.add_row(s.patient, short(s.study), short(s.series), s.modality, s.series_number, str(s.instances),
                            str(s.quarantined), *(str(s.actions.get(a, 0)) for a in ACTIONS), str(sum(s.flags.values())))
