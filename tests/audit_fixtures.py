@@ -9,11 +9,11 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sfr_gateway.audit import AuditSettings, run_audit
 from sfr_gateway.deid import PseudonymKeys, compile_plan, load_profile
 from sfr_gateway.deid.plan import Plan
-import pytest
-
 from sfr_gateway.sample import FakePatient, SampleExport, generate_export
 
 SECRET = bytes(range(7, 39))
@@ -57,7 +57,6 @@ def leaks(text: str, tokens: list[tuple[str, str]]) -> list[str]:
     return sorted({kind for kind, token in tokens if fold(token) in folded})
 
 
-@pytest.fixture(scope="module")
-def small_export(tmp_path_factory: pytest.TempPathFactory) -> SampleExport:
+def make_small_export(tmp_path_factory: pytest.TempPathFactory) -> SampleExport:
     """A small export (3 patients, 3 slices per series, 32x32): treat it as read-only."""
     return generate_export(tmp_path_factory.mktemp("audit-export"), patients=3, seed=11, rows=32, cols=32, slices=3)

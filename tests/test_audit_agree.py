@@ -12,9 +12,9 @@ from typing import Any
 
 import pydicom
 import pytest
+from audit_fixtures import KEYS, SECRET, audit_json, plan_for
 from pydicom.dataset import Dataset
 
-from audit_fixtures import KEYS, SECRET, audit_json, plan_for
 from sfr_gateway.deidentify import RunSpec, run
 from sfr_gateway.sample import SampleExport
 

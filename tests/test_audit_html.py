@@ -10,15 +10,19 @@ import zlib
 from pathlib import Path
 
 import pytest
+from audit_fixtures import make_small_export
 from pydicom.data import get_testdata_file
 
-from audit_fixtures import small_export  # noqa: F401 - fixture
 from sfr_gateway.audit.thumbs import encode_png, thumbnail_of_file
 from sfr_gateway.sample import SampleExport
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 _FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
           "--disable-sync", "--no-first-run"]
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory: pytest.TempPathFactory) -> SampleExport:
+    return make_small_export(tmp_path_factory)
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

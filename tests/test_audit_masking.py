@@ -9,11 +9,16 @@ import stat
 from pathlib import Path
 
 import pytest
+from audit_fixtures import KEYS, leaks, make_small_export, plan_for, planted_tokens
 
-from audit_fixtures import KEYS, leaks, plan_for, planted_tokens, small_export  # noqa: F401 - fixture
 from sfr_gateway.audit.mask import Masker
 from sfr_gateway.deid import PseudonymKeys
 from sfr_gateway.sample import SampleExport
+
+
+@pytest.fixture(scope="module")
+def small_export(tmp_path_factory: pytest.TempPathFactory) -> SampleExport:
+    return make_small_export(tmp_path_factory)
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "csv", "html"])

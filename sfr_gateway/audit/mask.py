@@ -70,10 +70,18 @@ class Masker:
     def __init__(self, secret: bytes, *, reveal: bool = False) -> None:
         self._secret = secret
         self.reveal = reveal
+        self._cache: dict[bytes, str] = {}  # short values repeat across the slices of a series
 
     def fingerprint(self, data: bytes) -> str:
         """Keyed fingerprint of ``data`` (12 hex digits)."""
-        return hmac.new(self._secret, _PURPOSE + data, hashlib.sha256).hexdigest()[:12]
+        if len(data) > 256:
+            return hmac.new(self._secret, _PURPOSE + data, hashlib.sha256).hexdigest()[:12]
+        hit = self._cache.get(data)
+        if hit is None:
+            if len(self._cache) > 65536:
+                self._cache.clear()
+            hit = self._cache[data] = hmac.new(self._secret, _PURPOSE + data, hashlib.sha256).hexdigest()[:12]
+        return hit
 
     def value(self, value: Any, vr: str) -> dict[str, Any] | None:
         """The report form of one value; ``None`` when the attribute has no value (removed)."""
