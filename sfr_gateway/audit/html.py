@@ -32,7 +32,7 @@ vertical-align:top;text-align:left}th{background:#eef1f4;cursor:pointer;user-sel
 th[data-dir=asc]::after{content:" \\25B2"}th[data-dir=desc]::after{content:" \\25BC"}td.n{text-align:right}
 tr:nth-child(even) td{background:#f7f9fb}code{font-size:12px}.removed{color:#a61b1b}.kept{color:#1b5e20}
 .pseudonymised,.shifted,.dummy,.cleaned,.emptied{color:#0d47a1}.added{color:#6a1b9a}
-img.thumb{image-rendering:pixelated;border:1px solid #999;background:#000;max-width:128px;max-height:128px}
+img.thumb{image-rendering:pixelated;border:1px solid #999;background:#000;max-width:128px;max-height:128px}td img.thumb{max-width:72px;max-height:72px}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}.gallery figure{margin:0;width:150px;font-size:11px;word-break:break-all}
 .q{color:#a61b1b;font-weight:600}td.flags{font-size:11px;min-width:18em}
 """
