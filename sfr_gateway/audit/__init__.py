@@ -24,8 +24,23 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sfr_gateway import __version__
-from sfr_gateway.audit.collect import ACTIONS, AttributeRecord, AuditSettings, InstanceAudit, audit_file, iter_audits
-from sfr_gateway.audit.report import CSV_COLUMNS, SCHEMA, CsvSink, JsonSink, Sink, TableSink, flatten
+from sfr_gateway.audit.collect import (
+    ACTIONS,
+    AttributeRecord,
+    AuditSettings,
+    InstanceAudit,
+    audit_file,
+    iter_audits,
+)
+from sfr_gateway.audit.report import (
+    CSV_COLUMNS,
+    SCHEMA,
+    CsvSink,
+    JsonSink,
+    Sink,
+    TableSink,
+    flatten,
+)
 from sfr_gateway.audit.summary import Summary
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import PseudonymKeys
@@ -60,7 +75,7 @@ def report_meta(plan: Plan, keys: PseudonymKeys, settings: AuditSettings) -> dic
 
     return {
         "schema": SCHEMA, "tool": f"sfr-gateway {__version__}",
-        "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "profile": plan.name, "options": list(plan.options), "ps315_edition": tables.PS315_EDITION,
         "site_id": keys.site_id, "values": "revealed" if settings.reveal else "masked",
         "fingerprint": {"algorithm": FINGERPRINT_ALGORITHM, "key": keys.fingerprint()},
@@ -69,7 +84,7 @@ def report_meta(plan: Plan, keys: PseudonymKeys, settings: AuditSettings) -> dic
 
 def run_audit(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, fh: BinaryIO, fmt: str = "json", *,
               settings: AuditSettings | None = None, workers: int = 1,
-              progress: Callable[[int], None] | None = None, color: bool = False) -> Summary:
+              progress: Callable[[int, int], None] | None = None, color: bool = False) -> Summary:
     """Audit every file under ``sources`` and write the ``fmt`` report to ``fh``; return the totals.
 
     Records stream to the writer as files are audited; only per-series counts stay in memory.

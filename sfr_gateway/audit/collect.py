@@ -24,7 +24,7 @@ from sfr_gateway.audit.thumbs import thumbnail_of_dataset
 from sfr_gateway.deid.engine import Change
 from sfr_gateway.deid.files import DeidResult, deidentify_file
 from sfr_gateway.deid.plan import Plan
-from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from sfr_gateway.deidentify import iter_inputs
 from sfr_gateway.errors import DicomError
 
@@ -228,12 +228,14 @@ def _work(path: Path) -> InstanceAudit:
 
 
 def iter_audits(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, settings: AuditSettings, *,
-                workers: int = 1, progress: Callable[[int], None] | None = None) -> Iterator[InstanceAudit]:
+                workers: int = 1, progress: Callable[[int, int], None] | None = None) -> Iterator[InstanceAudit]:
     """Audit every file under ``sources`` (the same files ``deidentify`` would take), one at a time.
 
     Results stream in input order; only the current file's dataset is in memory (per worker).
+    ``progress(done, total)`` is called after each file.
     """
-    paths = iter_inputs(sources)
+    paths = list(iter_inputs(sources))  # paths only (a stat walk), so progress knows the total
+    total = len(paths)
     done = 0
     if workers <= 1:
         _init_worker(plan, keys, settings)
@@ -243,7 +245,7 @@ def iter_audits(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, settin
             for audit in results:
                 done += 1
                 if progress:
-                    progress(done)
+                    progress(done, total)
                 yield audit
         return
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
@@ -251,5 +253,5 @@ def iter_audits(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, settin
         for audit in pool.imap(_work, paths, chunksize=8):
             done += 1
             if progress:
-                progress(done)
+                progress(done, total)
             yield audit

@@ -53,13 +53,13 @@ def audit(gw: GatewayContext, sources: tuple[Path, ...], profile_name: str | Non
             run_audit(sources, plan, keys, fh, fmt, settings=settings, workers=workers)
             return
         from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(SpinnerColumn(), TextColumn("auditing: {task.completed} files"), TimeElapsedColumn(),
+        with Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=Console(stderr=True), transient=True) as bar:
             task = bar.add_task("audit", total=None)
             summary = run_audit(sources, plan, keys, fh, fmt, settings=settings, workers=workers,
-                                progress=lambda n: bar.update(task, completed=n))
+                                progress=lambda n, total: bar.update(task, completed=n, total=total))
         t = summary.totals()
         if output is not None:
             click.echo(f"audited {t['files']} files: {t['released']} would be released, {t['quarantined']} quarantined, "
