@@ -165,6 +165,7 @@ class HtmlSink:
                  ("patients", t["patients"]), ("studies", t["studies"]), ("series", t["series"]),
                  ("flags", t["flags"]), *((a, t["actions"][a]) for a in ACTIONS)]
         self._w('<div class="cards">' + "".join(f'<div class="card"><b>{v}</b>{_e(k)}</div>' for k, v in cards) + "</div>\n")
+        self._studies(summary)
         self._series(summary, thumbnails, ph)
         self._quarantine(summary)
         self._gallery(ph)
@@ -172,6 +173,16 @@ class HtmlSink:
         self._decisions(summary)
         self._detail()
         self._w(f"<script>{_JS}</script>\n</body></html>\n")
+
+    def _studies(self, summary: Summary) -> None:
+        rows = [f"<tr><td>{_e(st['patient'])}</td><td title=\"{_e(st['study'])}\">{_e(short(st['study']))}</td>"
+                f'<td class="n">{st["series"]}</td><td class="n">{st["instances"]}</td>'
+                f'<td class="n{" q" if st["quarantined"] else ""}">{st["quarantined"]}</td>'
+                + "".join(f'<td class="n">{st["actions"][a]}</td>' for a in ACTIONS)
+                + f"<td class=\"flags\">{_e(', '.join(f'{k} {n}' for k, n in st['flags'].items()))}</td></tr>"
+                for st in summary.studies()]
+        self._w("<h2>Studies</h2>\n")
+        self._w(_table(["patient", "study", "series", "files", "quarantined", *ACTIONS, "flags"], rows))
 
     def _series(self, summary: Summary, thumbnails: dict[str, bytes | None], ph: str) -> None:
         rows = []

@@ -152,6 +152,13 @@ class TableSink:
         console.print(f"Audit (dry run) with profile {m.get('profile')} (options: {', '.join(m.get('options', [])) or 'none'}); "
                       f"values {m.get('values')}; {t['files']} files: {t['released']} would be released, "
                       f"{t['quarantined']} quarantined; {t['patients']} patients, {t['studies']} studies, {t['series']} series.")
+        studies = Table(title="Per study: attributes by action", title_justify="left")
+        for col in ("patient", "study", "series", "files", "quar", *ACTIONS, "flags"):
+            studies.add_column(col, justify="left" if col in ("patient", "study") else "right", no_wrap=col == "patient")
+        for st in summary.studies():
+            studies.add_row(st["patient"], short(st["study"]), str(st["series"]), str(st["instances"]), str(st["quarantined"]),
+                            *(str(st["actions"][a]) for a in ACTIONS), str(sum(st["flags"].values())))
+        console.print(studies)
         series = Table(title="Per series: attributes by action", title_justify="left")
         for col in ("patient", "study", "series", "mod", "no", "files", "quar", *ACTIONS, "flags"):
             series.add_column(col, justify="right" if col not in ("patient", "study", "series", "mod") else "left",

@@ -111,10 +111,10 @@ def thumbnail_of_dataset(ds: Any, size: int = 128) -> bytes | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            arr = ds.pixel_array
+            from pydicom.pixels import pixel_array
+
             frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-            if frames > 1:
-                arr = arr[frames // 2]
+            arr = pixel_array(ds, index=frames // 2) if frames > 1 else pixel_array(ds)  # one frame decoded
             if int(getattr(ds, "SamplesPerPixel", 1) or 1) == 1 and arr.ndim != 2:
                 return None
             return encode_png(shrink(to_8bit(ds, arr), size))
