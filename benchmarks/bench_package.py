@@ -25,6 +25,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads (zstd workers and the hash thread too)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _ct_corpus(workdir: Path, target_mb: int) -> list[bytes]:
     """Synthetic 512x512 CT slices as DICOM bytes (about ``target_mb`` MB), cached on disk."""
     from sfr_gateway import sample
@@ -53,7 +59,7 @@ def child_encrypt_sign(size_mb: int, workdir: str) -> dict[str, float]:
     block = os.urandom(1 << 20)
     total = size_mb * MB
     path = Path(workdir) / "stream.age"
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
     with open(path, "wb") as fh:
         sink = HashingSink(fh)
         with age.Encryptor(sink, recipients) as enc:
@@ -66,9 +72,10 @@ def child_encrypt_sign(size_mb: int, workdir: str) -> dict[str, float]:
         fh.flush()
         os.fsync(fh.fileno())
     sign.sign_digest(sink.blake2b.digest(), key, f"sha256:{sink.sha256.hexdigest()}")
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     path.unlink()
-    return {"mb": size_mb, "seconds": elapsed, "mb_per_s": size_mb / elapsed, "peak_rss_mb": _peak_rss_mb()}
+    return {"mb": size_mb, "seconds": elapsed, "mb_per_s": size_mb / elapsed, "cpu_seconds": cpu,
+            "mb_per_cpu_s": size_mb / cpu, "peak_rss_mb": _peak_rss_mb()}
 
 
 def child_batch(size_mb: int, workdir: str, level: int, threads: int) -> dict[str, float]:
@@ -92,9 +99,9 @@ def child_batch(size_mb: int, workdir: str, level: int, threads: int) -> dict[st
 
     outbox = Path(workdir) / f"outbox-{level}-{threads}-{os.getpid()}"
     info = package.BatchInfo(site="BENCH", batch_id="bench", profile="sfr-covid", ps315_edition="2026d")
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
     result = package.write_batch(outbox, info, members(), recipients, key, zstd_level=level, zstd_threads=threads)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     result.path.unlink()
     result.signature_path.unlink()
     outbox.rmdir()
@@ -104,6 +111,8 @@ def child_batch(size_mb: int, workdir: str, level: int, threads: int) -> dict[st
         "mb": result.plaintext_bytes / MB,
         "seconds": elapsed,
         "mb_per_s": result.plaintext_bytes / MB / elapsed,
+        "cpu_seconds": cpu,
+        "mb_per_cpu_s": result.plaintext_bytes / MB / cpu,
         "ratio": result.compressed_bytes / result.tar_bytes,
         "age_bytes": result.size,
         "peak_rss_mb": _peak_rss_mb(),
@@ -117,11 +126,11 @@ def child_ratio(workdir: str, level: int, threads: int) -> dict[str, float]:
 
     corpus = b"".join(_ct_corpus(Path(workdir), 64))
     cctx = zstandard.ZstdCompressor(level=level, threads=threads)
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
     out = cctx.compress(corpus)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     return {"level": level, "threads": threads, "mb": len(corpus) / MB, "ratio": len(out) / len(corpus),
-            "mb_per_s": len(corpus) / MB / elapsed}
+            "mb_per_s": len(corpus) / MB / elapsed, "mb_per_cpu_s": len(corpus) / MB / cpu}
 
 
 def _spawn(kind: str, **kw: object) -> dict[str, float]:
@@ -149,24 +158,28 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     levels = [int(x) for x in args.levels.split(",")]
     threads = [int(x) for x in args.threads.split(",")]
-    results: dict[str, object] = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}
+    results: dict[str, object] = {"cpus": os.cpu_count(), "load_avg_before": os.getloadavg()}
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (wall MB/s suffers when the machine is busy;"
+          " MB per CPU-second does not)")
 
     enc = _spawn("encrypt", size_mb=args.size_mb, workdir=str(workdir))
     results["encrypt_sign"] = enc
     print(f"age encrypt (2 recipients) + SHA-256 + BLAKE2b + sign, {enc['mb']:.0f} MB: "
-          f"{enc['mb_per_s']:.0f} MB/s, peak RSS {enc['peak_rss_mb']:.0f} MB")
+          f"{enc['mb_per_s']:.0f} MB/s wall, {enc['mb_per_cpu_s']:.0f} MB per CPU-second, peak RSS {enc['peak_rss_mb']:.0f} MB")
     ratios = [_spawn("ratio", workdir=str(workdir), level=lv, threads=th) for lv in levels for th in threads]
     results["zstd"] = ratios
     for r in ratios:
         print(f"zstd level {r['level']} threads {r['threads']} on {r['mb']:.0f} MB synthetic CT: "
-              f"ratio {r['ratio']:.3f} ({1 / r['ratio']:.2f}x), {r['mb_per_s']:.0f} MB/s")
+              f"ratio {r['ratio']:.3f} ({1 / r['ratio']:.2f}x), {r['mb_per_s']:.0f} MB/s wall, "
+              f"{r['mb_per_cpu_s']:.0f} MB per CPU-second")
     batches = [_spawn("batch", size_mb=args.size_mb, workdir=str(workdir), level=lv, threads=th)
                for lv in levels for th in threads]
     results["batch"] = batches
     for b in batches:
         print(f"write_batch (tar+zstd {b['level']}/{b['threads']}t+age+sign) {b['mb']:.0f} MB CT: "
-              f"{b['mb_per_s']:.0f} MB/s, ratio {b['ratio']:.3f}, peak RSS {b['peak_rss_mb']:.0f} MB "
+              f"{b['mb_per_s']:.0f} MB/s wall, {b['mb_per_cpu_s']:.0f} MB per CPU-second, ratio {b['ratio']:.3f}, peak RSS {b['peak_rss_mb']:.0f} MB "
               f"(of which the in-memory 64 MB test corpus ~{b['corpus_rss_mb']:.0f} MB)")
+    results["load_avg_after"] = os.getloadavg()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

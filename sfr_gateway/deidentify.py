@@ -1,7 +1,7 @@
 """The hands-on batch: de-identify whatever files it is given, in worker processes.
 
 Outputs go to ``OUT/<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm`` (temp file +
-rename); refused files are recorded as ``HOME/quarantine/<id>.json`` with their reason (a copy
+rename, mode 0600; ``durable=True`` adds fsyncs); refused files are recorded as ``HOME/quarantine/<id>.json`` with their reason (a copy
 of the source only when ``quarantine.keep_copies`` is set). Inputs are only ever read.
 Selection and the consent gate are not applied here: that is the cron pipeline's job.
 """
@@ -107,12 +107,22 @@ def quarantine_id(path: Path) -> str:
     return hashlib.sha256(os.fsencode(path)).hexdigest()[:20]
 
 
+_MADE_DIRS: set[Path] = set()
+
+
 def _write(path: Path, ds: Dataset, durable: bool) -> int:
     """Serialise ``ds`` into a temp file beside ``path``, then rename it (fsync if durable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.parent not in _MADE_DIRS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if len(_MADE_DIRS) > 4096:
+            _MADE_DIRS.clear()
+        _MADE_DIRS.add(path.parent)
     try:
-        os.fchmod(fd, 0o640)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
+    except FileNotFoundError:  # the folder went away since we made it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
         with os.fdopen(fd, "wb") as fh:
             serialise(ds, fh)
             size = fh.tell()

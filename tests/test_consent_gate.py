@@ -17,6 +17,7 @@ from consent_fixtures import (  # noqa: F401
 
 from sfr_gateway import consent as lib
 from sfr_gateway.config import ConsentPolicy
+from sfr_gateway.crypto.sign import PublicKey
 from sfr_gateway.errors import ConsentError
 from sfr_gateway.keys import SigningKey
 from sfr_gateway.ledger import Ledger
@@ -117,7 +118,7 @@ def test_withdrawal_after_release_blocks_later_releases_and_queues_one_request(
             assert not {"1.1", "1.2"} & set(lib.releasable_studies(studies, policy, day))
             assert lib.release_basis(studies, "P1", "CHU", policy, day) is None
     (request,) = lib.withdrawal_requests(studies)
-    payload = lib.verify_withdrawal_request(request, signing_key.private.public_key())
+    payload = lib.verify_withdrawal_request(request, PublicKey.of(signing_key))
     pseudonym = test_pseudonym("P1", "CHU")
     assert payload["pseudonym"] == request.pseudonym == pseudonym
     assert payload["site"] == "TEST01" and payload["type"] == "sfr-gateway/withdrawal-request"
@@ -126,20 +127,23 @@ def test_withdrawal_after_release_blocks_later_releases_and_queues_one_request(
         assert phi not in request.payload.replace(pseudonym, "")
     tampered = request.__class__(**{**request.__dict__, "payload": request.payload.replace("TEST01\"", "OTHER\"")})
     with pytest.raises(ConsentError, match="does not verify"):
-        lib.verify_withdrawal_request(tampered, signing_key.private.public_key())
+        lib.verify_withdrawal_request(tampered, PublicKey.of(signing_key))
 
 
-def test_withdrawal_cancels_pending_batches_when_the_batch_table_exists(
-    studies: Ledger, withdrawer: lib.Withdrawer,
-) -> None:
-    # Stand-in for the upload issue's table (migration 0003): only the columns the hook relies on.
-    studies.conn.execute("CREATE TABLE batches (id INTEGER PRIMARY KEY, study_uid TEXT, state TEXT)")
-    studies.conn.executemany("INSERT INTO batches (study_uid, state) VALUES (?, ?)",
-                             [("1.1", "pending"), ("1.2", "uploading"), ("1.1", "acknowledged"), ("2.1", "pending")])
+def test_withdrawal_cancels_pending_batches(studies: Ledger, withdrawer: lib.Withdrawer) -> None:
+    from sfr_gateway.ledger.batches import begin_batch
+
+    with studies.transaction() as conn:
+        for n, (study, state) in enumerate([("1.1", "packaged"), ("1.2", "failed"), ("1.1", "acknowledged"),
+                                             ("2.1", "packaged"), ("1.2", "packaging")]):
+            begin_batch(conn, batch_id=f"B{n}", study_uid=study, patient_id="x", issuer="", pseudonym="S-x",
+                        new_study_uid="2.25.1", part=n, consent_status="consented", consent_date="2026-01-01")
+            conn.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, f"B{n}"))
     change = lib.withdraw(studies, "P1", withdrawer, issuer="CHU", today=TODAY)
-    assert change.batches_cancelled == 2
-    states = studies.conn.execute("SELECT study_uid, state FROM batches ORDER BY id").fetchall()
-    assert states == [("1.1", "cancelled"), ("1.2", "cancelled"), ("1.1", "acknowledged"), ("2.1", "pending")]
+    assert change.batches_cancelled == 3
+    states = studies.conn.execute("SELECT study_uid, state FROM batches ORDER BY batch_id").fetchall()
+    assert states == [("1.1", "cancelled"), ("1.2", "cancelled"), ("1.1", "acknowledged"), ("2.1", "packaged"),
+                      ("1.2", "cancelled")]
 
 
 def test_release_basis_inside_the_batch_transaction(studies: Ledger) -> None:

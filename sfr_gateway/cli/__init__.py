@@ -28,6 +28,9 @@ COMMAND_MODULES: dict[str, str] = {
     "audit": "sfr_gateway.cli.audit",
     "central": "sfr_gateway.cli.central",
     "verify": "sfr_gateway.cli.verify",
+    "run": "sfr_gateway.cli.run",
+    "upload": "sfr_gateway.cli.run",
+    "status": "sfr_gateway.cli.run",
 }
 
 

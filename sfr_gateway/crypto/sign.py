@@ -160,7 +160,10 @@ class Signature:
     @classmethod
     def parse(cls, text: str) -> Signature:
         """Parse a ``.minisig`` text; IntegrityError when malformed."""
-        lines = text.splitlines()
+        lines = text.split("\n")  # minisign's line separator only: a comment may hold U+2028 etc.
+        if lines and lines[-1] == "":
+            lines.pop()
+        lines = [ln.removesuffix("\r") for ln in lines]
         if len(lines) != 4:
             raise IntegrityError("signature: a .minisig file has exactly four lines")
         if not lines[0].startswith("untrusted comment:") or not lines[2].startswith("trusted comment: "):

@@ -87,7 +87,8 @@ def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
             raise
         except (InvalidDicomError, EOFError, struct.error, zlib.error) as exc:
             raise DicomError("unreadable", type(exc).__name__) from None
-        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError,
+                RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
         except OSError as exc:
             raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
@@ -307,7 +308,8 @@ def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
         try:
             pydicom.dcmwrite(buf, ds, enforce_file_format=True,
                              implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
-        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
+                IndexError, RecursionError) as exc:
             raise DicomError("unwritable", type(exc).__name__) from None
     return buf.getvalue() if isinstance(buf, io.BytesIO) and fp is None else b""
 
@@ -331,7 +333,8 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
                                         record=record)
         except DicomError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
+                IndexError, RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
     if not write:
         return result

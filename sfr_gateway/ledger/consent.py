@@ -99,7 +99,7 @@ def patient_studies(conn: sqlite3.Connection, patient_id: str, issuer: str) -> l
 
 
 # Batch states that mean "not yet (fully) delivered": a withdrawal cancels them.
-PENDING_BATCH_STATES = ("created", "pending", "packaged", "queued", "uploading", "failed")
+PENDING_BATCH_STATES = ("created", "pending", "packaging", "packaged", "queued", "uploading", "failed")
 
 
 def cancel_pending_batches(conn: sqlite3.Connection, patient_id: str, issuer: str) -> int:

@@ -1,0 +1,132 @@
+"""The cron entry point, one way through: lock → scan → select → consent gate → de-identify →
+package → encrypt → sign → upload (plus queued withdrawal requests).
+
+Every stage reads what the previous one recorded in the ledger, so a run killed anywhere is
+completed by the next one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .errors import ConfigError
+from .faults import checkpoint
+from .ledger import Ledger, open_ledger
+from .lock import exclusive
+from .scan import scan
+
+
+@dataclass
+class RunReport:
+    """Everything one run did, for the one-line summary and ``--json``."""
+
+    dry_run: bool
+    scan: dict[str, Any] = field(default_factory=dict)
+    consent: dict[str, Any] = field(default_factory=dict)
+    release: dict[str, Any] = field(default_factory=dict)
+    upload: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "scan": self.scan, "consent": self.consent,
+                "release": self.release, "upload": self.upload}
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when a human should look: unreadable files, refused files, failed uploads."""
+        return bool(self.scan.get("this_scan", {}).get("unreadable") or self.release.get("quarantined")
+                    or self.upload.get("failed"))
+
+    def summary_line(self) -> str:
+        s, r, u = self.scan.get("this_scan", {}), self.release, self.upload
+        if self.dry_run:
+            would = r.get("would_release", {})
+            return (f"dry run: would release {would.get('instances', 0)} instances of {would.get('studies', 0)} "
+                    f"studies ({would.get('bytes', 0) / 1e6:.1f} MB); {u.get('pending', 0)} batches pending upload")
+        return (f"scanned {s.get('seen', 0)} files ({s.get('read', 0)} read, {s.get('unreadable', 0)} unreadable); "
+                f"released {r.get('instances', 0)} instances in {r.get('batches', 0)} batches "
+                f"({r.get('quarantined', 0)} quarantined); uploaded {u.get('acknowledged', 0)} batches "
+                f"to {u.get('destination', '?')}, {u.get('pending', 0)} pending")
+
+
+def run(
+    config: Config,
+    sources: Sequence[Path] = (),
+    *,
+    today: dt.date | None = None,
+    dry_run: bool = False,
+    workers: int | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> RunReport:
+    """One whole pipeline run under the HOME lock (LockHeldError if another run holds it)."""
+    from . import consent
+    from .release import release
+    from .upload import upload
+
+    roots = list(sources) or list(config.exports)
+    if not roots:
+        raise ConfigError("nothing to scan: give export folders, or set [site] exports in config.toml")
+    today = today or dt.date.today()
+    workers = workers or min(2, os.cpu_count() or 1)
+    report = RunReport(dry_run=dry_run)
+    with exclusive(config.home.lock), open_ledger(config.home.state_db) as ledger:
+        ledger.record_event("run", "start", "ok", {"dry_run": dry_run, "roots": [str(r) for r in roots]})
+        step = (lambda name: (lambda n: progress(name, n))) if progress else (lambda name: None)
+        report.scan = scan(ledger, roots, config.selection, progress=step("scan")).as_dict()
+        checkpoint("after-scan")
+        report.consent = consent.coverage(ledger, config.consent, today)
+        report.release = release(ledger, config, today=today, workers=workers, dry_run=dry_run,
+                                 progress=step("release")).as_dict()
+        if dry_run:
+            report.upload = {"pending": _pending(ledger)}
+        else:
+            report.upload = upload(ledger, config).as_dict()
+        ledger.record_event("run", "finish", "ok", {
+            "released": report.release.get("instances", 0), "batches": report.release.get("batches", 0),
+            "acknowledged": report.upload.get("acknowledged", 0), "dry_run": dry_run,
+        })
+    return report
+
+
+def _pending(ledger: Ledger) -> int:
+    from .ledger import batches as sql
+
+    return len(sql.batches(ledger, ["packaged", "failed"]))
+
+
+def upload_only(config: Config) -> dict[str, Any]:
+    """``sfr-gateway upload``: send pending batches and withdrawal requests, under the lock."""
+    from .upload import upload
+
+    with exclusive(config.home.lock), open_ledger(config.home.state_db) as ledger:
+        return upload(ledger, config).as_dict()
+
+
+def status(config: Config, today: dt.date | None = None) -> dict[str, Any]:
+    """What is pending, sent, acknowledged or failed; consent coverage; last success and error."""
+    from . import consent
+    from .ledger import batches as sql
+    from .ledger import instances
+
+    with open_ledger(config.home.state_db) as ledger:
+        return {
+            "site_id": config.site_id,
+            "destination": _redacted(config.effective_destination),
+            "index": instances.summary(ledger),
+            "consent": consent.coverage(ledger, config.consent, today or dt.date.today()),
+            **sql.status_counts(ledger),
+            "withdrawal_requests": {
+                state: len(consent.withdrawal_requests(ledger, state)) for state in ("pending", "sent")
+            },
+        }
+
+
+def _redacted(url: str) -> str:
+    from .transport.base import redact_url
+
+    return redact_url(url)

@@ -1,0 +1,276 @@
+"""Release: de-identify the releasable studies and package them into signed, encrypted batches.
+
+For each study the consent gate lets through, the instances not yet released are de-identified
+(in worker processes, the plan compiled once per process), streamed into a batch (tar, zstd,
+age, minisign) in HOME/outbox, and recorded in the ledger. A batch row is written in state
+``packaging`` before its file and becomes ``packaged`` in the same transaction that records its
+instances, after re-checking consent: a crash between the two, or a withdrawal meanwhile, leaves
+nothing half-done that could be sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import multiprocessing
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import consent
+from .config import Config
+from .deid.files import deidentify_file
+from .deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from .deid.tables import PS315_EDITION
+from .deidentify import _WORKER, RunSpec, _init_worker, _quarantine
+from .errors import DicomError
+from .faults import checkpoint
+from .keys import load_pseudonym_secret, load_signing_key
+from .ledger import Ledger
+from .ledger import batches as sql
+from .package import BatchInfo, PatientConsent, batch_path, signature_path, write_batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReleaseReport:
+    """What a release pass did (counts, pseudonyms and batch IDs only)."""
+
+    studies: int = 0
+    batches: list[str] = field(default_factory=list)
+    instances: int = 0
+    quarantined: Counter[str] = field(default_factory=Counter)
+    plaintext_bytes: int = 0
+    batch_bytes: int = 0
+    skipped_withdrawn: int = 0
+    would_release: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "studies": self.studies, "batches": len(self.batches), "batch_ids": self.batches,
+            "instances": self.instances, "quarantined": sum(self.quarantined.values()),
+            "quarantined_by_reason": dict(sorted(self.quarantined.items())),
+            "plaintext_bytes": self.plaintext_bytes, "batch_bytes": self.batch_bytes,
+            **({"would_release": self.would_release} if self.would_release else {}),
+        }
+
+
+def run_spec(config: Config) -> RunSpec:
+    """The de-identification settings of this site (profile, options, overrides, secret)."""
+    overrides = config.overrides
+    return RunSpec(
+        profile=config.profile, options=tuple(config.options),
+        site_overrides=tuple(overrides.get("attribute", [])), site_private_keep=tuple(overrides.get("private", [])),
+        output=config.home.outbox, quarantine=config.home.quarantine, keep_copies=config.quarantine_copies,
+        secret=load_pseudonym_secret(config.home), site_id=config.site_id,
+    )
+
+
+def _release_one(path: bytes) -> tuple[str, Any]:
+    """Worker: de-identify one source file to bytes (nothing written)."""
+    try:
+        result = deidentify_file(Path(os.fsdecode(path)), _WORKER["plan"], _WORKER["pz"])
+    except DicomError as exc:
+        return "refused", (exc.reason, exc.detail)
+    except RecursionError:
+        return "refused", ("unparsable", "nesting too deep")
+    except OSError as exc:
+        return "refused", ("unreadable", f"{type(exc).__name__} errno {exc.errno}")
+    assert result.data is not None
+    return "ok", (result.relpath().as_posix(), result.data)
+
+
+class _Workers:
+    """De-identification in ``n`` processes (or inline for n <= 1), reused for the whole run."""
+
+    def __init__(self, spec: RunSpec, n: int) -> None:
+        self.n = n
+        self.pool: Any = None
+        if n > 1:
+            ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+            self.pool = ctx.Pool(n, initializer=_init_worker, initargs=(spec,))
+        else:
+            _init_worker(spec, quiet=True)
+
+    def map(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
+        if self.pool is None:
+            return (_release_one(p) for p in paths)
+        return self.pool.imap(_release_one, paths, chunksize=4)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+
+
+def batch_id_for(site_id: str, new_study_uid: str, part: int) -> str:
+    """Deterministic: a re-packaged batch (after a crash) gets the same ID. No PHI: derived
+    from the keyed study UID."""
+    return f"{site_id}-{hashlib.sha256(new_study_uid.encode()).hexdigest()[:20]}-{part:03d}"
+
+
+def _parts(pending: list[sql.PendingInstance], cap: int) -> list[list[sql.PendingInstance]]:
+    parts: list[list[sql.PendingInstance]] = [[]]
+    size = 0
+    for inst in pending:
+        if parts[-1] and size + inst.size > cap:
+            parts.append([])
+            size = 0
+        parts[-1].append(inst)
+        size += inst.size
+    return [p for p in parts if p]
+
+
+def recover(ledger: Ledger, outbox: Path) -> int:
+    """Undo batches left in 'packaging' by a crash: their files (if any) were never sent."""
+    undone = 0
+    for b in sql.batches(ledger, ["packaging"]):
+        path = batch_path(outbox, b.batch_id)
+        for p in (signature_path(path), path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        with ledger.transaction() as conn:
+            sql.drop_batch(conn, b.batch_id)
+        undone += 1
+    if undone:
+        log.warning("undid %d batch(es) interrupted while packaging", undone)
+    return undone
+
+
+def release(
+    ledger: Ledger,
+    config: Config,
+    *,
+    today: dt.date,
+    workers: int = 1,
+    dry_run: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ReleaseReport:
+    """De-identify and package every releasable study's unreleased instances."""
+    from .crypto.age import parse_recipients
+
+    report = ReleaseReport()
+    outbox = config.home.outbox
+    if not dry_run:
+        recover(ledger, outbox)
+    gate = consent.gate(ledger, config.consent, today)
+    patients = {s.study_uid: (s.patient_id or "", s.issuer) for s in gate.releasable}
+    todo = [(study, sql.pending_instances(ledger, study)) for study in sorted(patients)]
+    todo = [(study, pending) for study, pending in todo if pending]
+    if dry_run:
+        report.studies = len(todo)
+        report.instances = sum(len(p) for _, p in todo)
+        report.would_release = {"studies": len(todo), "instances": report.instances,
+                                "bytes": sum(i.size for _, p in todo for i in p)}
+        return report
+    if not todo:
+        return report
+    recipients = parse_recipients(config.central_recipients)
+    signing = load_signing_key(config.home)
+    spec = run_spec(config)
+    plan = spec.plan()
+    pz = Pseudonymizer(PseudonymKeys(spec.secret, config.site_id), offset_range=plan.offset_range)
+    pool = _Workers(spec, workers)
+    done = 0
+    try:
+        for study, pending in todo:
+            patient_id, issuer = patients[study]
+            pseudonym = pz.patient(patient_key(patient_id, issuer))
+            new_study = pz.uid(study)
+            report.studies += 1
+            for part in _parts(pending, config.batch_max_bytes):
+                written = _package_part(ledger, config, spec, study, patient_id, issuer, pseudonym, new_study,
+                                        part, pool, recipients, signing, today, report)
+                done += len(part)
+                if progress:
+                    progress(done)
+                if written is None:
+                    break  # consent changed under us: nothing more of this study
+    finally:
+        pool.close()
+    ledger.record_event("run", "release", "ok", report.as_dict())
+    return report
+
+
+def _package_part(
+    ledger: Ledger, config: Config, spec: RunSpec, study: str, patient_id: str, issuer: str, pseudonym: str,
+    new_study: str, part: list[sql.PendingInstance], pool: _Workers, recipients: Any, signing: Any,
+    today: dt.date, report: ReleaseReport,
+) -> str | None:
+    """Write one batch for ``part``; return its ID, '' if every file was refused, None if the
+    patient is no longer releasable."""
+    with ledger.transaction() as conn:
+        basis = consent.release_basis(conn, patient_id, issuer, config.consent, today)
+        if basis is None:
+            report.skipped_withdrawn += 1
+            return None
+        number = sql.next_part(ledger, study)
+        batch_id = batch_id_for(config.site_id, new_study, number)
+        sql.begin_batch(conn, batch_id=batch_id, study_uid=study, patient_id=patient_id, issuer=issuer,
+                        pseudonym=pseudonym, new_study_uid=new_study, part=number,
+                        consent_status=basis.status, consent_date=basis.effective)
+    checkpoint("after-begin-batch")
+    released: list[str] = []
+    refused: list[tuple[str, str]] = []
+    results = zip(part, pool.map([i.path for i in part]))
+
+    def members() -> Iterator[tuple[str, bytes]]:
+        for inst, (status, payload) in results:
+            if status == "ok":
+                released.append(inst.sop_instance_uid)
+                report.plaintext_bytes += len(payload[1])
+                yield payload
+                if len(released) == 2:
+                    checkpoint("mid-package")
+            else:
+                reason, detail = payload
+                refused.append((inst.sop_instance_uid, reason))
+                report.quarantined[reason] += 1
+                _quarantine(spec, Path(os.fsdecode(inst.path)), reason, detail)
+
+    stream = members()
+    first = next(stream, None)
+    if first is None:  # every file refused: no batch
+        with ledger.transaction() as conn:
+            sql.drop_batch(conn, batch_id)
+            sql.record_quarantined(conn, study, refused)
+        return ""
+
+    def all_members() -> Iterator[tuple[str, bytes]]:
+        yield first
+        yield from stream
+
+    info = BatchInfo(
+        site=config.site_id, batch_id=batch_id, profile=config.profile, options=tuple(config.options),
+        ps315_edition=PS315_EDITION,
+        patients=(PatientConsent(pseudonym, basis.status, basis.effective),),
+        extra={"consent_mode": basis.mode, "study": new_study, "part": number},
+    )
+    result = write_batch(config.home.outbox, info, all_members(), recipients, signing)
+    checkpoint("after-batch-written")
+    with ledger.transaction() as conn:
+        state = conn.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        still = consent.release_basis(conn, patient_id, issuer, config.consent, today)
+        if state is None or state[0] != "packaging" or still is None:
+            cancelled = True
+        else:
+            cancelled = False
+            sql.finish_batch(conn, batch_id, file_name=result.path.name, sha256=result.sha256, size=result.size,
+                             files=result.files, plaintext_bytes=result.plaintext_bytes, released=released,
+                             study_uid=study, quarantined=refused)
+    if cancelled:  # withdrawn while we packaged: the batch must never leave
+        for p in (result.signature_path, result.path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        report.skipped_withdrawn += 1
+        return None
+    report.batches.append(batch_id)
+    report.instances += len(released)
+    report.batch_bytes += result.size
+    return batch_id

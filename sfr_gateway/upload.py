@@ -1,0 +1,136 @@
+"""Upload: deliver packaged batches and queued withdrawal requests to the destination.
+
+Each batch is sent by the destination (drop folder or tus), which resumes from the ledger's
+recorded offset and never sends a complete batch twice; it is marked ``acknowledged`` only after
+the destination confirmed the whole file (and its signature). Credentials refused (401/403)
+stop the run at once: a human must act. Other transport errors leave the batch pending for the
+next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import consent
+from .config import DEFAULT_DESTINATION_DIRNAME, Config
+from .errors import AuthError, IntegrityError, TransportError
+from .faults import checkpoint
+from .fsutil import atomic_write_bytes, atomic_write_text
+from .ledger import Ledger
+from .ledger import batches as sql
+from .ledger.uploads import SqliteUploadState
+from .package import batch_path, signature_path
+from .transport.base import destination_for, redact_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UploadReport:
+    """What an upload pass did."""
+
+    destination: str = ""
+    acknowledged: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    bytes_sent: int = 0
+    withdrawals_sent: int = 0
+    cancelled_removed: int = 0
+    pending: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination, "acknowledged": len(self.acknowledged),
+            "acknowledged_ids": self.acknowledged, "failed": self.failed, "bytes_sent": self.bytes_sent,
+            "withdrawals_sent": self.withdrawals_sent, "cancelled_removed": self.cancelled_removed,
+            "pending": self.pending,
+        }
+
+
+def _remove_cancelled(ledger: Ledger, config: Config) -> int:
+    removed = 0
+    for b in sql.batches(ledger, ["cancelled"]):
+        path = batch_path(config.home.outbox, b.batch_id)
+        for p in (signature_path(path), path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed += p == path
+    return removed
+
+
+def upload(
+    ledger: Ledger,
+    config: Config,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> UploadReport:
+    """Send every packaged (or previously failed) batch, then the withdrawal requests."""
+    url = config.effective_destination
+    report = UploadReport(destination=redact_url(url))
+    report.cancelled_removed = _remove_cancelled(ledger, config)
+    todo = sql.batches(ledger, ["packaged", "failed"])
+    requests = consent.withdrawal_requests(ledger, "pending")
+    if not todo and not requests:
+        return report
+    if not config.destination:  # the embedded default drop folder lives in HOME: create it
+        (config.home.root / DEFAULT_DESTINATION_DIRNAME).mkdir(mode=0o700, exist_ok=True)
+    state = SqliteUploadState(ledger, url)
+    with destination_for(url, config.transport) as dest:
+        for b in todo:
+            if sql.batch_state(ledger, b.batch_id) not in ("packaged", "failed"):
+                continue  # cancelled by a withdrawal since we listed it
+            path = batch_path(config.home.outbox, b.batch_id)
+            try:
+                receipt = dest.send(path, b.batch_id, b.sha256 or "", b.size or 0, state, progress=progress)
+            except AuthError:
+                sql.mark_failed(ledger, b.batch_id, "credentials refused by the destination")
+                raise
+            except (TransportError, IntegrityError) as exc:
+                sql.mark_failed(ledger, b.batch_id, str(exc))
+                report.failed[b.batch_id] = str(exc)
+                log.warning("batch %s not delivered: %s", b.batch_id, exc)
+                if isinstance(exc, TransportError):
+                    break  # the destination is unwell: leave the rest for the next run
+                continue
+            checkpoint("after-upload-before-ack")
+            if sql.mark_acknowledged(ledger, b.batch_id):
+                report.acknowledged.append(b.batch_id)
+                report.bytes_sent += receipt.bytes_sent
+                if not config.raw.get("batch", {}).get("keep_sent", False):
+                    for p in (signature_path(path), path):
+                        with contextlib.suppress(FileNotFoundError):
+                            p.unlink()
+        else:
+            _send_withdrawals(ledger, config, dest, state, requests, report)
+    report.pending = len(sql.batches(ledger, ["packaged", "failed"]))
+    ledger.record_event("upload", "upload", "ok" if not report.failed else "partial", report.as_dict())
+    return report
+
+
+def _send_withdrawals(ledger: Ledger, config: Config, dest: Any, state: Any, requests: list[Any],
+                      report: UploadReport) -> None:
+    """Each request travels as a small signed JSON file, like a batch."""
+    import hashlib
+
+    folder = config.home.outbox / "withdrawals"
+    for req in requests:
+        if req.signature_format != "minisign":
+            continue
+        name = f"withdrawal-{config.site_id}-{req.id:06d}"
+        path = folder / f"{name}.json"
+        data = req.payload.encode("utf-8")
+        atomic_write_bytes(path, data, 0o600)
+        atomic_write_text(signature_path(path), req.signature, 0o600)
+        try:
+            dest.send(path, name, hashlib.sha256(data).hexdigest(), len(data), state)
+        except AuthError:
+            raise
+        except (TransportError, IntegrityError) as exc:
+            consent.mark_withdrawal_request(ledger, req.id, "pending", str(exc))
+            report.failed[name] = str(exc)
+            return
+        consent.mark_withdrawal_request(ledger, req.id, "sent")
+        report.withdrawals_sent += 1
