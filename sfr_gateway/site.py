@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import HomePaths, render_config
+from .config import DEFAULT_DESTINATION_DIRNAME, HomePaths, render_config
 from .errors import ConfigError
 from .fsutil import atomic_write_text
 from .keys import (
@@ -57,7 +57,10 @@ def init_site(
     home.root.mkdir(parents=True, exist_ok=True)
     os.chmod(home.root, 0o700)
     check_key_permissions(home)
-    for folder in (home.quarantine, home.outbox):
+    folders = [home.quarantine, home.outbox]
+    if not destination:  # the embedded default destination: a drop folder inside HOME
+        folders.append(home.root / DEFAULT_DESTINATION_DIRNAME)
+    for folder in folders:
         folder.mkdir(mode=0o700, exist_ok=True)
     created_secret = create_pseudonym_secret(home)
     created_key = create_signing_key(home)

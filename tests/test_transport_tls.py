@@ -98,3 +98,22 @@ def test_https_proxy_from_environment_is_used(
     send(server.url, batch, ledger, ca_bundle=pki.ca)
     assert proxy.tunnels >= 1
     assert server.upload_of(batch.path.name) == [batch.path.read_bytes()]
+
+
+def test_connection_cut_inside_tls_is_retried_and_resumed(new_batch, tus_server, fault_proxy, pki, ledger) -> None:
+    # a cut TLS stream is a network failure, not a verification failure: retried, resumed
+    server = tus_server("--cert", str(pki.server_cert), "--key", str(pki.server_key), "--checksum")
+    proxy = fault_proxy(server)
+    proxy.cut_after(500_000)
+    url = f"https://127.0.0.1:{proxy.port}/files/"
+    batch = new_batch("B-tls-cut", 1_000_000)
+    slept: list[float] = []
+    dest = TusDestination(url, TransportSettings(**{**FAST, "chunk_size": 128 * 1024}, ca_bundle=pki.ca),
+                          sleep=slept.append)
+    receipt = dest.send(batch.path, batch.batch_id, batch.sha256, batch.size, SqliteUploadState(ledger, url))
+    assert proxy.cuts == 1 and len(slept) >= 1
+    offsets = server.patch_offsets(batch.path.name)
+    assert offsets.count(0) == 1 and receipt.resumed_from == 0  # resumed, never restarted
+    assert len(offsets) > len(set(offsets))  # the cut chunk was sent again from its offset
+    assert server.upload_of(batch.path.name) == [batch.path.read_bytes()]
+    assert len(server.requests("POST")) == 2

@@ -257,6 +257,11 @@ class TusServer:
         """The stored bytes of every upload whose metadata filename is ``filename``."""
         return [u["data"] for u in self.uploads().values() if u["info"].get("metadata", {}).get("filename") == filename]
 
+    def patch_offsets(self, filename: str) -> list[int]:
+        """``Upload-Offset`` of every PATCH sent to the upload(s) named ``filename``, in order."""
+        ids = {i for i, u in self.uploads().items() if u["info"].get("metadata", {}).get("filename") == filename}
+        return [int(r["upload_offset"]) for r in self.requests("PATCH") if r["url"].rsplit("/", 1)[1] in ids]
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()

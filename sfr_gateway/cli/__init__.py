@@ -26,6 +26,7 @@ COMMAND_MODULES: dict[str, str] = {
     "deidentify": "sfr_gateway.cli.deid",
     "profile": "sfr_gateway.cli.deid",
     "audit": "sfr_gateway.cli.audit",
+    "destination": "sfr_gateway.cli.transport",
     "central": "sfr_gateway.cli.central",
     "verify": "sfr_gateway.cli.verify",
     "run": "sfr_gateway.cli.run",

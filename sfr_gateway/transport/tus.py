@@ -19,6 +19,11 @@ A ``Retry-After`` longer than ``backoff_max`` ends the call (TransportError): a 
 not sit for an hour holding the lock, the next run resumes.
 401/403 raise AuthError at once; 413 a TransportError that says the batch is too large.
 TLS verification failures are never retried and never downgraded.
+
+Known limit: a process killed between the server's answer to ``POST`` and the ledger commit
+of the URL (or a POST whose answer is lost and retried) leaves one unfinished, orphaned upload
+on the server; the batch is then sent to a new upload. The ledger is what prevents re-sending:
+a lost state.db cannot be recovered from a tus server, which offers no lookup by metadata.
 """
 
 from __future__ import annotations
@@ -208,7 +213,6 @@ class TusDestination(Destination):
         url: str | None = saved[0] if saved else None
         offset: int | None = None
         resumed_from: int | None = None
-        sent = 0
         attempts = 0
         recreated = False
         while True:
@@ -231,10 +235,9 @@ class TusDestination(Destination):
                     if part == SIGNATURE:
                         state.mark_done(batch_id, _signature_receipt(batch_id, url, size, self.url,
                                                                      metadata["sha256"]), SIGNATURE)
-                    return _PartResult(url, resumed_from, sent, already_complete=sent == 0 and resumed_from == size)
-                new_offset = self._patch(url, path, offset, size, server, progress)
-                sent += new_offset - offset
-                offset = new_offset
+                    # bytes this call delivered, including those the server kept from a cut PATCH
+                    return _PartResult(url, resumed_from, size - resumed_from, already_complete=resumed_from == size)
+                offset = self._patch(url, path, offset, size, server, progress)
                 state.save(batch_id, url, offset, part)
                 attempts = 0  # progress made: the retry budget is per stall, not per batch
             except _Gone:
@@ -296,6 +299,12 @@ class TusDestination(Destination):
         if resp.status_code != 201 or not location:
             raise TransportError(f"{redact_url(self.url)}: creation answered {resp.status_code} without a Location")
         url = urllib.parse.urljoin(self.url, location)
+        if _origin(url) != _origin(self.url):
+            # never send our credentials (or the batch) to another host, nor downgrade https
+            raise TransportError(
+                f"{redact_url(self.url)}: the server put the upload at {redact_url(url)}, another origin; "
+                "refused (a tus server behind a TLS proxy must be told to honour forwarded headers)"
+            )
         log.info("created upload %s (%s, %d bytes)", redact_url(url), metadata.get("part"), size)
         return url
 
@@ -386,6 +395,12 @@ class TusDestination(Destination):
             raise Retryable(f"{what} {where}: server answered {code}", parse_retry_after(resp.headers.get("Retry-After")))
         if code >= 400:
             raise TransportError(f"{what} {where}: server answered {code}")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 def _header_int(resp: requests.Response, name: str, url: str) -> int:

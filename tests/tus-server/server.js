@@ -9,6 +9,7 @@
 //   --checksum               offer the tus checksum extension (sha1, sha256): verified per PATCH
 //   --name-by-metadata KEY   upload id = metadata[KEY] (reproduces the "re-create overwrites" hazard)
 //   --max-size N             refuse uploads larger than N bytes (413)
+//   --location-base URL      put uploads at URL/files/ID (a misconfigured or foreign Location)
 //   --log FILE               append JSON lines: each request on arrival, its status, creations
 // Prints one JSON line {"port": P, "scheme": "http"|"https"} on stdout once listening.
 import crypto from 'node:crypto';
@@ -33,6 +34,7 @@ const { values: opt } = parseArgs({
     'name-by-metadata': { type: 'string' },
     'max-size': { type: 'string' },
     log: { type: 'string' },
+    'location-base': { type: 'string' },
   },
 });
 
@@ -47,7 +49,7 @@ const tus = new Server({
   path: opt.path,
   datastore: store,
   maxSize: opt['max-size'] ? Number(opt['max-size']) : undefined,
-  generateUrl: (_req, { host, path, id }) => `${scheme}://${host}${path}/${id}`,
+  generateUrl: (_req, { host, path, id }) => `${opt['location-base'] ?? `${scheme}://${host}`}${path}/${id}`,
   namingFunction: opt['name-by-metadata']
     ? (_req, metadata) => {
         const id = metadata?.[opt['name-by-metadata']];
