@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import pydicom
-from pydicom.dataelem import RawDataElement
 from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
