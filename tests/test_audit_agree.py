@@ -1,7 +1,8 @@
 """Audit and deidentify agree: every change the audit announces is what deidentify did, and nothing else.
 
 Both run on the same synthetic export; the de-identified files are re-read and compared,
-attribute by attribute at every depth, with the audit's (revealed) records.
+attribute by attribute at every depth, with the audit's (revealed) records; the sources are
+re-read too, and every announced "before" value is what the source holds.
 """
 
 from __future__ import annotations
@@ -92,6 +93,12 @@ def test_audit_announces_exactly_what_deidentify_does(sample_export: SampleExpor
 
     checked = 0
     for inst in released:
+        source = output_elements(pydicom.dcmread(inst["file"]))
+        for rec in inst["attributes"]:  # "before" is what the source holds
+            if rec["before"] is not None and not (rec["path"] == "PixelData" and rec["action"] == "cleaned"):
+                assert as_parts(source[rec["path"]]) == announced(rec["before"]), (inst["file"], rec["path"])
+            elif rec["action"] == "added":
+                assert rec["before"] is None
         ds = pydicom.dcmread(out / inst["patient"] / inst["study"] / inst["series"] / f"{inst['instance']}.dcm")
         got = output_elements(ds)
         final: dict[str, dict[str, Any]] = {}

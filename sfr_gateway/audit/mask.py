@@ -49,8 +49,8 @@ def canonical(value: Any, vr: str) -> list[str] | bytes | int | None:
     """
     if value is None:
         return None
-    if vr == "SQ":
-        return value if isinstance(value, int) else len(value)
+    if vr == "SQ":  # the engine gives an item count; a raw (undecoded) private sequence has no usable value
+        return value if isinstance(value, int) else None if isinstance(value, (bytes, bytearray)) else len(value)
     if isinstance(value, (bytes, bytearray)):
         if vr in _BINARY_VRS:
             return bytes(value)
