@@ -25,6 +25,7 @@ COMMAND_MODULES: dict[str, str] = {
     "consent": "sfr_gateway.cli.consent",
     "deidentify": "sfr_gateway.cli.deid",
     "profile": "sfr_gateway.cli.deid",
+    "audit": "sfr_gateway.cli.audit",
     "destination": "sfr_gateway.cli.transport",
     "central": "sfr_gateway.cli.central",
     "mapping": "sfr_gateway.cli.mapping",
