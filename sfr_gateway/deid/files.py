@@ -14,24 +14,24 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
 import pydicom
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.tag import BaseTag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
-from pydicom.uid import UID_dictionary
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, UID_dictionary
 
 from sfr_gateway import __version__
 from sfr_gateway.deid import pixels, tables
 from sfr_gateway.deid.engine import Change, Context, Walker, get_text
 from sfr_gateway.deid.plan import Plan
-from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from sfr_gateway.deid.text import FrozenTokens, PhiTokens
 from sfr_gateway.errors import DicomError
 
@@ -87,7 +87,8 @@ def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
             raise
         except (InvalidDicomError, EOFError, struct.error, zlib.error) as exc:
             raise DicomError("unreadable", type(exc).__name__) from None
-        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError,
+                RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
         except OSError as exc:
             raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
@@ -216,7 +217,7 @@ def _marks(plan_name: str, applied: tuple[str, ...], temporal: str, implicit: bo
         fp.is_implicit_VR, fp.is_little_endian = implicit, little
         write_dataset(fp, item)
         body = fp.getvalue()
-        order = "little" if little else "big"
+        order: Literal["little", "big"] = "little" if little else "big"
         head = (0xFFFE).to_bytes(2, order) + (0xE000).to_bytes(2, order) + len(body).to_bytes(4, order)
         items += head + body
     method = f"SFR gateway {__version__} {plan_name} PS3.15 {tables.PS315_EDITION}"[:64]
@@ -237,10 +238,15 @@ def _add_deid_marks(ds: Dataset, plan: Plan, ctx: Context, mask: str | None, ts:
         temporal = "MODIFIED" if ctx.dates_moved else "REMOVED"
     for elem in _marks(plan.name, applied, temporal, ts == _IMPLICIT_LE, ts != _EXPLICIT_BE):
         ds[elem.tag] = elem
+        if not ctx.record_changes:
+            continue
+        value = (len(ds[elem.tag].value) if elem.VR == "SQ" else ds[elem.tag].value) if ctx.keep_values else None
+        ctx.changes.append(Change(keyword_for_tag(elem.tag), elem.tag, keyword_for_tag(elem.tag), str(elem.VR), None,
+                                  "added", "", "PS3.15 E.1.1 de-identification marks", None, value))
 
 
 def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, record_kept: bool = False,
-                       keep_values: bool = False) -> DeidResult:
+                       keep_values: bool = False, record: bool = True) -> DeidResult:
     """De-identify an already read dataset in place (see :func:`deidentify_file`)."""
     sop_class = (get_text(ds, 0x00080016) if 0x00080016 in ds else "") or str(
         getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
@@ -263,7 +269,7 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
         plan=plan, pz=pz, sop_class=sop_class, patient_key=pkey,
         patient_pseudonym=pz.patient(pkey), date_offset=pz.date_offset(pkey),
         tokens=_tokens(ds, plan), record_kept=record_kept,
-        keep_values=keep_values,
+        keep_values=keep_values, record_changes=record,
     )
     if mask is not None:
         pixels.apply_mask(ds, mask, ts)
@@ -275,9 +281,9 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     study_uid = get_text(ds, 0x0020000D) if 0x0020000D in ds else ""
     series_uid = get_text(ds, 0x0020000E) if 0x0020000E in ds else ""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(ts)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     ds.file_meta = meta
     return DeidResult(
@@ -289,37 +295,46 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     )
 
 
-def serialise(ds: Dataset) -> bytes:
-    """Write ``ds`` (with its file meta and encoding) to bytes."""
+def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
+    """Write ``ds`` (with its file meta and encoding) to ``fp``, or to bytes when ``fp`` is None.
+
+    Writing straight into the output file saves a copy of the pixel bytes; the returned value
+    is then ``b""``.
+    """
     ts = str(ds.file_meta.TransferSyntaxUID)
-    buf = io.BytesIO()
+    buf = fp if fp is not None else io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             pydicom.dcmwrite(buf, ds, enforce_file_format=True,
                              implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
-        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
+                IndexError, RecursionError) as exc:
             raise DicomError("unwritable", type(exc).__name__) from None
-    return buf.getvalue()
+    return buf.getvalue() if isinstance(buf, io.BytesIO) and fp is None else b""
 
 
 def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
-                    write: bool = True, record_kept: bool = False, keep_values: bool = False) -> DeidResult:
+                    write: bool = True, record_kept: bool = False, keep_values: bool = False,
+                    record: bool = True) -> DeidResult:
     """Read ``src`` (a path, or the file's bytes) once, de-identify it with ``plan`` and ``keys``, and serialise it.
 
     ``write=False`` is the audit's dry run (no bytes produced); ``record_kept`` adds records for
     kept attributes and ``keep_values`` keeps before/after values in the records (in memory:
-    whoever renders them must mask them). Raises :class:`DicomError`.
+    whoever renders them must mask them); ``record=False`` skips change records altogether
+    (the batch runner's fast path). Raises :class:`DicomError`.
     """
     pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer(keys, offset_range=plan.offset_range)
     ds, ts = read_dataset(src)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values)
+            result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values,
+                                        record=record)
         except DicomError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
+                IndexError, RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
     if not write:
         return result
