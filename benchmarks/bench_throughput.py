@@ -90,19 +90,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 res = json.load(open(sys.argv[1]))
-rows = [r for r in res["rows"]]
-names = [r["name"] for r in rows][::-1]
-ratios = [r["x_floor"] for r in rows][::-1]
-colors = ["#c0392b" if n.startswith("sfr-gateway") else "#7f8c8d" for n in names]
-fig, ax = plt.subplots(figsize=(8, 0.42 * len(names) + 1.2))
-bars = ax.barh(names, ratios, color=colors)
+rows = res["rows"][::-1]
+floor_cpu = next(r["cpu_seconds"] for r in res["rows"] if r["name"].startswith("pydicom read/write"))
+names = [r["name"] for r in rows]
+wall = [r["x_floor"] for r in rows]
+cpu = [r["cpu_seconds"] / floor_cpu for r in rows]
+ys = range(len(rows))
+fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.4))
+ax.barh([y + 0.2 for y in ys], wall, height=0.4, color=["#c0392b" if "deidentify" in n or "sfr-gateway" in n else "#7f8c8d" for n in names], label="wall time / floor wall time")
+ax.barh([y - 0.2 for y in ys], cpu, height=0.4, color=["#e6a39b" if "deidentify" in n or "sfr-gateway" in n else "#c8cccd" for n in names], label="CPU time / floor CPU time")
+ax.set_yticks(list(ys), names, fontsize=8)
 ax.axvline(1.0, color="black", lw=0.8, ls="--")
-for b, r in zip(bars, rows[::-1]):
-    ax.text(b.get_width() + 0.05, b.get_y() + b.get_height() / 2, f"{r['x_floor']:.2f}x  {r['seconds']:.2f}s  {r['rss_max_mb']:.0f} MB",
-            va="center", fontsize=8)
-ax.set_xlabel("wall time / pydicom read+write floor (lower is better; median of %d)" % res["repeat"])
-ax.set_title("%d files, %.0f MB, %s" % (res["files"], res["megabytes"], res["machine_short"]), fontsize=9)
-ax.set_xlim(0, max(ratios) * 1.45)
+for y, r, w in zip(ys, rows, wall):
+    ax.text(w + 0.05, y + 0.2, f"{w:.2f}x  {r['seconds']:.1f} s  {r['cpu_seconds']:.1f} CPU-s  {r['rss_max_mb']:.0f} MB", va="center", fontsize=7)
+ax.set_xlabel("ratio to the pydicom read+write floor (lower is better; median of %d rounds)" % res["repeat"], fontsize=8)
+ax.set_title("%d files, %.0f MB; %s; load average %s" % (res["files"], res["megabytes"], res["machine_short"], res["load_average"][0]), fontsize=9)
+ax.set_xlim(0, max(wall + cpu) * 1.6)
+ax.legend(fontsize=7, loc="lower right")
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=110)
 """
@@ -485,16 +489,25 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + "."]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    chart(RESULTS / f"{stem}.json")
+    print("\n".join(lines))
+    return doc
+
+
+def chart(result_json: Path) -> None:
+    """Draw the PNG bar chart beside the JSON (matplotlib from the peers' venv)."""
     py = PEERS_VENV / "bin" / "python"
+    rows = json.loads(result_json.read_text())["rows"]
+    if not any(r["name"].startswith("pydicom read/write") for r in rows):
+        log("no pydicom floor in this run: no chart")
+        return
     if has_module(py if py.exists() else None, "matplotlib"):
-        r = subprocess.run([str(py), "-c", CHART, str(RESULTS / f"{stem}.json"), str(RESULTS / f"{stem}.png")],
+        r = subprocess.run([str(py), "-c", CHART, str(result_json), str(result_json.with_suffix(".png"))],
                            capture_output=True, text=True)
         if r.returncode != 0:
             log(f"chart failed: {r.stderr[-300:]}")
     else:
         log("matplotlib not available: no chart")
-    print("\n".join(lines))
-    return doc
 
 
 def main() -> int:
@@ -515,7 +528,11 @@ def main() -> int:
                         help="also time `deidentify` with the sfr_gateway of another checkout (e.g. a branch's worktree)")
     parser.add_argument("--peers-repeat", type=int, default=1,
                         help="rounds in which the peers run (deid alone takes minutes; default 1)")
+    parser.add_argument("--chart", type=Path, default=None, help="only redraw the chart of a result JSON")
     args = parser.parse_args()
+    if args.chart:
+        chart(args.chart)
+        return 0
 
     if args.apt:
         apt_install(["libgdcm-tools", "pixelmed-apps", "default-jre-headless"])
