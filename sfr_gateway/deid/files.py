@@ -87,7 +87,8 @@ def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
             raise
         except (InvalidDicomError, EOFError, struct.error, zlib.error) as exc:
             raise DicomError("unreadable", type(exc).__name__) from None
-        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError) as exc:
+        except (ValueError, KeyError, TypeError, NotImplementedError, OverflowError, AttributeError, IndexError,
+                RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
         except OSError as exc:
             raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
@@ -289,6 +290,24 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     )
 
 
+@lru_cache(maxsize=1)
+def _valid_vrs() -> frozenset[str]:
+    from pydicom.valuerep import VR
+
+    return frozenset(vr.value for vr in VR)
+
+
+def _check_vrs(ds: Dataset) -> None:
+    """Refuse a dataset still holding an element with an unknown VR at any depth: written out
+    unchanged, it would make a file no reader accepts (found by the fault campaign)."""
+    for elem in ds._dict.values():  # pydicom 3 internal: raw (unconverted) and converted elements
+        if elem.VR not in _valid_vrs():
+            raise DicomError("unparsable", f"unknown VR in {BaseTag(elem.tag)}")
+        if elem.VR == "SQ" and not isinstance(elem, RawDataElement) and elem.value:
+            for item in elem.value:
+                _check_vrs(item)
+
+
 def serialise(ds: Dataset) -> bytes:
     """Write ``ds`` (with its file meta and encoding) to bytes."""
     ts = str(ds.file_meta.TransferSyntaxUID)
@@ -298,7 +317,8 @@ def serialise(ds: Dataset) -> bytes:
         try:
             pydicom.dcmwrite(buf, ds, enforce_file_format=True,
                              implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
-        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
+                IndexError, RecursionError) as exc:
             raise DicomError("unwritable", type(exc).__name__) from None
     return buf.getvalue()
 
@@ -319,8 +339,12 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
             result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values)
         except DicomError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
+                IndexError, RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
+        except pydicom.errors.BytesLengthException:  # a numeric value whose length does not fit its VR
+            raise DicomError("unparsable", "BytesLengthException") from None
+    _check_vrs(ds)
     if not write:
         return result
     data = serialise(ds)
