@@ -297,6 +297,9 @@ def _valid_vrs() -> frozenset[str]:
     return frozenset(vr.value for vr in VR)
 
 
+_NUMBER_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
+
+
 def _check_vrs(ds: Dataset, plan: Plan) -> None:
     """Refuse a dataset still holding, at any depth, an element with an unknown VR (written out
     unchanged, no reader would accept the file) or a public attribute unknown to the data
@@ -307,6 +310,9 @@ def _check_vrs(ds: Dataset, plan: Plan) -> None:
     for tag, elem in ds._dict.items():  # pydicom 3 internal: raw (unconverted) and converted elements
         if elem.VR is not None and elem.VR not in _valid_vrs():  # None: implicit VR, not yet converted
             raise DicomError("unparsable", f"unknown VR in {BaseTag(tag)}")
+        size = _NUMBER_SIZES.get(elem.VR or "")
+        if size and isinstance(elem, RawDataElement) and elem.value and len(elem.value) % size:
+            raise DicomError("unparsable", f"{elem.VR} value of {BaseTag(tag)} not a whole number of values")
         if not (tag >> 16) % 2 and tag & 0xFFFF and tag not in plan.rules:
             try:
                 get_entry(tag)
