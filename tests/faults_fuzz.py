@@ -81,6 +81,7 @@ def elements(data: bytes) -> list[Element]:
 
 
 def _walk(data: bytes, pos: int, end: int, implicit: bool, depth: int, out: list[Element]) -> int:
+    end = min(end, len(data))
     while pos + 8 <= end:
         group, elem = struct.unpack_from("<HH", data, pos)
         if group == 0xFFFE and elem in (0xE00D, 0xE0DD):
@@ -120,6 +121,7 @@ def _walk_one(data: bytes, pos: int, implicit: bool, depth: int, out: list[Eleme
 
 def _items(data: bytes, pos: int, stop: int, implicit: bool, depth: int, out: list[Element], undefined: bool,
            leaf: bool = False) -> int:
+    stop = min(stop, len(data))
     while pos + 8 <= stop:
         group, elem, length = struct.unpack_from("<HHL", data, pos)
         if group != 0xFFFE:
