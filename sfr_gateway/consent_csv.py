@@ -41,6 +41,7 @@ from typing import Any
 
 from .consent import STATUSES, Withdrawer, _apply, check_patient_id
 from .errors import ConsentError, InputError
+from .faults import checkpoint
 from .ledger import Ledger
 from .ledger.db import insert_event
 
@@ -324,6 +325,7 @@ def import_file(
         for ln in lines:
             change = _apply(conn, ln.patient_id, ln.issuer, ln.status, ln.effective, ln.source, ln.reference,
                             ln.operator, ln.reason, withdrawer)
+            checkpoint("mid-consent-import")
             if change.outcome == "already-withdrawn":
                 report.skipped_withdrawn.append(ln.number)
             elif change.outcome == "unchanged":

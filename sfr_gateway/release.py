@@ -33,7 +33,7 @@ from .faults import checkpoint
 from .keys import load_pseudonym_secret, load_signing_key
 from .ledger import Ledger
 from .ledger import batches as sql
-from .package import BatchInfo, PatientConsent, batch_path, signature_path, write_batch
+from .package import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ def _release_one(path: bytes) -> tuple[str, Any]:
     except OSError as exc:
         return "refused", ("unreadable", f"{type(exc).__name__} errno {exc.errno}")
     assert result.data is not None
+    checkpoint("mid-deidentify")
     return "ok", (result.relpath().as_posix(), result.data)
 
 
@@ -140,6 +141,9 @@ def recover(ledger: Ledger, outbox: Path) -> int:
         undone += 1
     if undone:
         log.warning("undid %d batch(es) interrupted while packaging", undone)
+    stale = remove_stale_temps(outbox)  # hidden ciphertext temps of a write_batch killed midway
+    if stale:
+        log.warning("removed %d temp file(s) of an interrupted batch write", stale)
     return undone
 
 
