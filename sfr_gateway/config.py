@@ -255,10 +255,16 @@ profile = "sfr-covid"
 # Extra PS3.15 options, e.g. ["retain-device-identity"].
 options = []
 
-# [overrides]
-# keep = ["StationName"]            # keep these attributes (keywords or (gggg,eeee))
-# remove = ["(0009,1001)"]          # remove these
-# keep_private = [["GEMS_PARM_01", "0043", "0x39"]]   # keep a private element: creator, group, low byte
+# Site overrides (see profiles/README.md): keep or remove an attribute, keep a private element.
+# [[overrides.attribute]]
+# keyword = "StationName"         # or tag = "(0008,1010)"
+# action = "K"                    # K keep, X remove, Z empty, D dummy
+# reason = "generic station names"
+#
+# [[overrides.private]]
+# group = "0043"
+# creator = "GEMS_PARM_01"
+# element = "39"
 
 [batch]
 # A study larger than this is split into several batches.

@@ -1,7 +1,7 @@
 """The hands-on batch: de-identify whatever files it is given, in worker processes.
 
 Outputs go to ``OUT/<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm`` (temp file +
-rename); refused files are recorded as ``HOME/quarantine/<id>.json`` with their reason (a copy
+rename, mode 0600; ``durable=True`` adds fsyncs); refused files are recorded as ``HOME/quarantine/<id>.json`` with their reason (a copy
 of the source only when ``quarantine.keep_copies`` is set). Inputs are only ever read.
 Selection and the consent gate are not applied here: that is the cron pipeline's job.
 """
@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sfr_gateway.deid.files import deidentify_file
+from pydicom.dataset import Dataset
+
+from sfr_gateway.deid.files import deidentify_file, serialise
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.profile import compile_plan, load_profile
-from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer
+from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
 from sfr_gateway.errors import DicomError, InputError
-from sfr_gateway.fsutil import atomic_write_bytes
+from sfr_gateway.fsutil import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +107,36 @@ def quarantine_id(path: Path) -> str:
     return hashlib.sha256(os.fsencode(path)).hexdigest()[:20]
 
 
-def _write(path: Path, data: bytes, durable: bool) -> None:
-    if durable:
-        atomic_write_bytes(path, data, mode=0o640)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+_MADE_DIRS: set[Path] = set()
+
+
+def _write(path: Path, ds: Dataset, durable: bool) -> int:
+    """Serialise ``ds`` into a temp file beside ``path``, then rename it (fsync if durable)."""
+    if path.parent not in _MADE_DIRS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if len(_MADE_DIRS) > 4096:
+            _MADE_DIRS.clear()
+        _MADE_DIRS.add(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
+    except FileNotFoundError:  # the folder went away since we made it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o640)
+            serialise(ds, fh)
+            size = fh.tell()
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if durable:
+        fsync_dir(path.parent)
+    return size
 
 
 _WORKER: dict[str, Any] = {}
@@ -138,10 +155,9 @@ def _process(path: Path) -> tuple[str, Any]:
     spec: RunSpec = _WORKER["spec"]
     try:
         size = path.stat().st_size
-        result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"])
-        assert result.data is not None
-        _write(spec.output / result.relpath(), result.data, spec.durable)
-        return "ok", (size, len(result.data), result.patient_pseudonym, result.study_uid, result.series_uid,
+        result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"], write=False, record=False)
+        written = _write(spec.output / result.relpath(), result.dataset, spec.durable)
+        return "ok", (size, written, result.patient_pseudonym, result.study_uid, result.series_uid,
                       bool(result.mask))
     except DicomError as exc:
         return "refused", (exc.reason, exc.detail)
@@ -157,7 +173,7 @@ def _process(path: Path) -> tuple[str, Any]:
 
 def _quarantine(spec: RunSpec, path: Path, reason: str, detail: str) -> None:
     qid = quarantine_id(path)
-    record = {"id": qid, "source": os.fsdecode(path), "reason": reason, "detail": detail,
+    record: dict[str, str | None] = {"id": qid, "source": os.fsdecode(path), "reason": reason, "detail": detail,
               "profile": spec.profile, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if spec.keep_copies:
         try:

@@ -77,7 +77,7 @@ def run_spec(config: Config) -> RunSpec:
 def _release_one(path: bytes) -> tuple[str, Any]:
     """Worker: de-identify one source file to bytes (nothing written)."""
     try:
-        result = deidentify_file(Path(os.fsdecode(path)), _WORKER["plan"], _WORKER["pz"])
+        result = deidentify_file(Path(os.fsdecode(path)), _WORKER["plan"], _WORKER["pz"], record=False)
     except DicomError as exc:
         return "refused", (exc.reason, exc.detail)
     except RecursionError:

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from sfr_gateway.deid import PseudonymKeys, Pseudonymizer, compile_plan, load_profile
+from sfr_gateway.deid import Pseudonymizer, PseudonymKeys, compile_plan, load_profile
 from sfr_gateway.deid.plan import Plan
 
 SECRET_A = bytes(range(32))

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from sfr_gateway.sample import SampleExport
+from tests.conftest import run_cli
 from tests.deid_fixtures import norm
 
 
@@ -28,18 +29,31 @@ def _tokens(sample: SampleExport) -> list[str]:
     return out
 
 
-@pytest.fixture
-def deidentified(cli, home: Path, sample_export: SampleExport, tmp_path: Path):
+@pytest.fixture(scope="module")
+def deid_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An initialised HOME shared by this module's tests (one de-identification run)."""
+    path = tmp_path_factory.mktemp("deid") / "home"
+    assert run_cli("--home", path, "init", "--site-id", "TEST01").exit_code == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def deidentified(deid_home: Path, sample_export: SampleExport):
     before = _digests(sample_export.root)
-    out = tmp_path / "out"
-    result = cli("--home", home, "deidentify", sample_export.root, "--output", out, "--json", "--workers", "2")
+    out = deid_home.parent / "out"
+    result = run_cli("--home", deid_home, "deidentify", sample_export.root, "--output", out, "--json", "--workers", "2")
     assert result.exit_code == 0, result.stderr
     assert _digests(sample_export.root) == before  # sources untouched (bytes and mtime)
     return out, json.loads(result.stdout), result
 
 
+@pytest.fixture
+def home(deid_home: Path) -> Path:
+    return deid_home
+
+
 def test_deidentify_sample_export(deidentified, home: Path, sample_export: SampleExport) -> None:
-    out, summary, result = deidentified
+    out, summary, _ = deidentified
     files = sorted(out.rglob("*.dcm"))
     assert summary["released"] == len(files) > 0
     assert summary["seen"] == len(sample_export.files)
@@ -54,10 +68,15 @@ def test_deidentify_sample_export(deidentified, home: Path, sample_export: Sampl
     assert len(records) == summary["quarantined"]
     assert all(r["reason"] and r["source"] for r in records)
     assert not list((home / "quarantine").glob("*.dcm"))  # no PHI copies unless configured
+    from sfr_gateway.ledger import open_ledger
+
+    with open_ledger(home / "state.db") as ledger:
+        event = next(e for e in ledger.events() if e["command"] == "deidentify")
+    assert event["detail"]["released"] == summary["released"] and event["result"] == "partial"
 
 
 def test_no_planted_phi_in_outputs_or_reports(deidentified, home: Path, sample_export: SampleExport) -> None:
-    out, summary, result = deidentified
+    out, _, result = deidentified
     tokens = _tokens(sample_export)
     report = result.stdout + result.stderr + "".join(p.read_text() for p in (home / "quarantine").glob("*.json"))
     for path in sorted(out.rglob("*.dcm")):
@@ -111,7 +130,7 @@ def test_dciodvfy_reports_no_new_errors(deidentified, sample_export: SampleExpor
         outputs.setdefault(ds.SeriesDescription + str(ds.InstanceNumber), path)
 
     def errors(path: Path) -> set[str]:
-        run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+        run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60, check=False)
         return {line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")}
 
     checked = 0

@@ -14,7 +14,15 @@ from pydicom.uid import CTImageStorage
 
 from sfr_gateway.deid import deidentify_file
 from sfr_gateway.errors import DicomError
-from tests.deid_fixtures import KEYS_A, minimal_ct, norm, plan_for, reread, sequence_of, to_bytes
+from tests.deid_fixtures import (
+    KEYS_A,
+    minimal_ct,
+    norm,
+    plan_for,
+    reread,
+    sequence_of,
+    to_bytes,
+)
 
 BUNDLED = sorted({p for p in get_testdata_files() + get_charset_files() if Path(p).is_file()})
 REASONS = {"not-dicom", "unreadable", "unparsable", "truncated", "unknown-transfer-syntax", "missing-sop-class",
@@ -162,3 +170,17 @@ def test_accented_names_caught_in_descriptors_and_nested_charsets(charset: str, 
     assert out.SeriesDescription == "CHEST W/O 1.25mm LUNG"
     assert out.ProtocolName == "CT THORAX SANS INJECTION"
     assert out.RequestAttributesSequence[0].RequestedProcedureDescription == "Scanner thoracique Mme"
+
+
+def test_deeply_nested_sequences_are_refused_not_crashing() -> None:
+    depth = 5000
+    head = b"\x08\x00\x40\x11SQ\x00\x00\xff\xff\xff\xff" + b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    tail = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    nested = head * depth + tail * depth  # Referenced Image Sequence inside itself, 5000 deep
+    data = to_bytes(minimal_ct()) + nested  # appended after Pixel Data: readers take it
+    try:
+        result = deidentify_file(data, plan_for("sfr-covid"), KEYS_A)
+    except DicomError as exc:
+        assert exc.reason in REASONS
+    else:
+        assert reread(result.data).PatientIdentityRemoved == "YES"

@@ -170,3 +170,28 @@ def test_clean_text_keeps_clinical_words_and_removes_accented_tokens() -> None:
     item = Dataset()
     item.CodeValue = "1"
     assert clean_text("", frozen) == ""
+
+
+def test_change_records_for_the_audit() -> None:
+    ds = minimal_ct()
+    ds.BodyPartExamined = "CHEST"
+    item = Dataset()
+    item.AccessionNumber = "ACC778899"
+    ds.RequestAttributesSequence = [item]
+    result = deidentify_file(to_bytes(ds), plan_for("sfr-covid"), KEYS_A, write=False, record_kept=True,
+                             keep_values=True)
+    assert result.data is None
+    by_path = {c.path: c for c in result.changes}
+    name = by_path["PatientName"]
+    assert (name.action, name.code, name.before, name.after) == ("pseudonymised", "D", "DUPONT^JEAN",
+                                                                 result.patient_pseudonym)
+    assert "keyed patient pseudonym" in name.rule
+    nested = by_path["RequestAttributesSequence[0].AccessionNumber"]
+    assert nested.action == "pseudonymised" and nested.before == "ACC778899" and nested.after != "ACC778899"
+    assert by_path["BodyPartExamined"].action == "kept" and by_path["BodyPartExamined"].before == "CHEST"
+    assert by_path["StudyDate"].action == "shifted"
+    quiet = deidentify_file(to_bytes(ds), plan_for("sfr-covid"), KEYS_A, record=False)
+    assert quiet.changes == () and quiet.data == deidentify_file(to_bytes(ds), plan_for("sfr-covid"), KEYS_A).data
+    plain = deidentify_file(to_bytes(ds), plan_for("sfr-covid"), KEYS_A)
+    assert all(c.before is None and c.after is None for c in plain.changes)  # values only on request
+    assert not any(c.action == "kept" for c in plain.changes)

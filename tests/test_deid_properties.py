@@ -11,7 +11,17 @@ from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage
 
 from sfr_gateway.deid import deidentify_file
-from tests.deid_fixtures import KEYS_A, KEYS_B, minimal_ct, norm, plan_for, pz_for, reread, sequence_of, to_bytes
+from tests.deid_fixtures import (
+    KEYS_A,
+    KEYS_B,
+    minimal_ct,
+    norm,
+    plan_for,
+    pz_for,
+    reread,
+    sequence_of,
+    to_bytes,
+)
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ACCENTED = "éèêëàâäîïôöùûüçñÉÈÊÀÂÎÔÛÇÑ"

@@ -35,11 +35,12 @@ def test_destination_check_tus_token_and_exit_codes(cli, home: Path, tmp_path: P
 
 
 def test_destination_check_default_drop_folder_and_bad_config(cli, home: Path) -> None:
+    result = cli("--home", home, "destination", "check")  # init made the default drop folder
+    assert result.exit_code == 0 and "drop folder OK" in result.stdout
+    (home / "dropbox").rmdir()  # a missing folder (an unmounted share) is an error, not created
     result = cli("--home", home, "destination", "check")
     assert result.exit_code == 10 and "does not exist" in result.stderr
     (home / "dropbox").mkdir()
-    result = cli("--home", home, "destination", "check")
-    assert result.exit_code == 0 and "drop folder OK" in result.stdout
     _set_transport(home, "", "verify = false")
     result = cli("--home", home, "destination", "check")
     assert result.exit_code == 3 and "unknown [transport] keys" in result.stderr

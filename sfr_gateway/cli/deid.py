@@ -13,6 +13,7 @@ from rich.table import Table
 from ..deid.describe import describe, to_markdown
 from ..deid.profile import DEFAULT_PROFILE, compile_plan, load_profile
 from ..deidentify import RunSpec, run
+from ..ledger import open_ledger
 from .common import GatewayContext, echo_json, interactive, pass_gateway
 
 
@@ -51,6 +52,10 @@ def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, prof
         summary = run(sources, spec, workers=workers)
     data = summary.as_dict()
     data["quarantine"] = str(config.home.quarantine)
+    with open_ledger(config.home.state_db) as ledger:  # the audit trail: counts only, no values
+        ledger.record_event("deidentify", "deidentify", "ok" if not data["quarantined"] else "partial",
+                            {k: data[k] for k in ("profile", "options", "seen", "released", "quarantined",
+                                                  "quarantined_by_reason", "output")})
     if as_json:
         echo_json(data)
         return

@@ -10,13 +10,36 @@ Library use::
 """
 
 from sfr_gateway.deid.engine import Change
-from sfr_gateway.deid.files import DeidResult, deidentify_dataset, deidentify_file, read_dataset, serialise
+from sfr_gateway.deid.files import (
+    DeidResult,
+    deidentify_dataset,
+    deidentify_file,
+    read_dataset,
+    serialise,
+)
 from sfr_gateway.deid.plan import Plan
-from sfr_gateway.deid.profile import DEFAULT_PROFILE, Profile, available_profiles, compile_plan, load_profile
-from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer
+from sfr_gateway.deid.profile import (
+    DEFAULT_PROFILE,
+    Profile,
+    available_profiles,
+    compile_plan,
+    load_profile,
+)
+from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
 
 __all__ = [
-    "Change", "DeidResult", "DEFAULT_PROFILE", "Plan", "Profile", "PseudonymKeys", "Pseudonymizer",
-    "available_profiles", "compile_plan", "deidentify_dataset", "deidentify_file", "load_profile",
-    "read_dataset", "serialise",
+    "DEFAULT_PROFILE",
+    "Change",
+    "DeidResult",
+    "Plan",
+    "Profile",
+    "PseudonymKeys",
+    "Pseudonymizer",
+    "available_profiles",
+    "compile_plan",
+    "deidentify_dataset",
+    "deidentify_file",
+    "load_profile",
+    "read_dataset",
+    "serialise",
 ]

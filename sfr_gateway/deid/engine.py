@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
@@ -68,12 +68,13 @@ class Context:
     tokens: FrozenTokens | None
     record_kept: bool = False
     keep_values: bool = False
+    record_changes: bool = True
     changes: list[Change] = field(default_factory=list)
     dates_moved: bool = False
 
 
 def _vr_of(ds: Dataset, tag: int) -> str:
-    raw = ds._dict[tag]  # pydicom 3 internal: the stored (raw or converted) element, no conversion
+    raw = ds._dict[tag]  # type: ignore[index]  # pydicom 3 internal: stored element, no conversion
     vr = raw.VR
     if vr:
         return str(vr)
@@ -100,7 +101,7 @@ def _texts(value: Any) -> list[str]:
 
 def get_text(ds: Dataset, tag: int) -> str:
     """The value as text without converting the element when its raw bytes are plain ASCII."""
-    raw = ds._dict[tag]  # pydicom 3 internal: the stored element, no conversion
+    raw = ds._dict[tag]  # type: ignore[index]  # pydicom 3 internal: stored element, no conversion
     if raw.__class__ is RawDataElement:
         value = raw.value
         if value is None:
@@ -112,21 +113,21 @@ def get_text(ds: Dataset, tag: int) -> str:
 
 def put_text(ds: Dataset, tag: int, vr: str, text: str) -> None:
     """Set a text value; raw elements get raw ASCII bytes (no conversion), others a value."""
-    raw = ds.get_item(tag)
-    if isinstance(raw, RawDataElement) and text.isascii():
+    raw = ds._dict[tag]  # type: ignore[index]
+    if raw.__class__ is RawDataElement and text.isascii():
         data = text.encode("ascii")
         if len(data) % 2:
             data += b"\x00" if vr == "UI" else b" "
-        ds[tag] = raw._replace(value=data, length=len(data))
+        ds._dict[tag] = raw._replace(value=data, length=len(data))  # type: ignore[index]
         return
     ds[tag].value = text
 
 
 def put_empty(ds: Dataset, tag: int, vr: str) -> None:
     """Give an element a zero-length value."""
-    raw = ds.get_item(tag)
-    if isinstance(raw, RawDataElement):
-        ds[tag] = raw._replace(value=b"", length=0)
+    raw = ds._dict[tag]  # type: ignore[index]
+    if raw.__class__ is RawDataElement:
+        ds._dict[tag] = raw._replace(value=b"", length=0)  # type: ignore[index]
     elif vr == "SQ":
         ds[tag].value = []
     else:
@@ -157,6 +158,8 @@ class Walker:
     def record(self, path: str, tag: int, vr: str, action: str, code: str, rule: str,
                before: Any = None, after: Any = None, creator: str | None = None) -> None:
         """Append a change record (values only when the context keeps them)."""
+        if not self.ctx.record_changes:
+            return
         if not self.values:
             before = after = None
         self.ctx.changes.append(Change(path, tag, _keyword(tag), vr, creator, action, code, rule, before, after))
@@ -168,7 +171,7 @@ class Walker:
         """Apply the plan to ``ds`` and every nested sequence item."""
         private_groups: list[int] = []
         plan = self.plan
-        for tag in list(ds.keys()):
+        for tag in list(ds._dict):  # pydicom 3 internal: BaseTag keys, identity-fast lookups
             group = tag >> 16
             if group & 1:
                 if group not in private_groups:
@@ -177,13 +180,13 @@ class Walker:
             if tag & 0xFFFF == 0 or group == 0x0002:
                 del ds[tag]
                 continue
-            rule = plan.rule_for(tag)
+            rule = plan.rule_for(int(tag))
             vr = _vr_of(ds, tag)
             path = prefix + _keyword(tag)
             if rule is None:
                 self._unlisted(ds, tag, vr, path)
                 continue
-            code = plan.resolve(rule.code, tag, self.ctx.sop_class)
+            code = plan.resolve(rule.code, int(tag), self.ctx.sop_class)
             self._apply(ds, tag, vr, path, code, rule)
         if private_groups:
             self._private(ds, private_groups, prefix)
@@ -334,7 +337,7 @@ class Walker:
     # -- private attributes --------------------------------------------------------------
     def _private(self, ds: Dataset, groups: list[int], prefix: str) -> None:
         rule_text = self.plan.private_rule.text if self.plan.private_rule else "PS3.15 E.1-1 Private Attributes"
-        all_tags = list(ds.keys())
+        all_tags = list(ds._dict)
         for group in groups:
             tags = [t for t in all_tags if t >> 16 == group]
             creators: dict[int, str] = {}

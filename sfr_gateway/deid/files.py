@@ -14,24 +14,23 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Literal
 
 import pydicom
 from pydicom.dataelem import RawDataElement
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.tag import BaseTag
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.multival import MultiValue
-from pydicom.sequence import Sequence
-from pydicom.uid import UID_dictionary
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, UID_dictionary
 
 from sfr_gateway import __version__
 from sfr_gateway.deid import pixels, tables
 from sfr_gateway.deid.engine import Change, Context, Walker, get_text
 from sfr_gateway.deid.plan import Plan
-from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from sfr_gateway.deid.text import FrozenTokens, PhiTokens
 from sfr_gateway.errors import DicomError
 
@@ -217,7 +216,7 @@ def _marks(plan_name: str, applied: tuple[str, ...], temporal: str, implicit: bo
         fp.is_implicit_VR, fp.is_little_endian = implicit, little
         write_dataset(fp, item)
         body = fp.getvalue()
-        order = "little" if little else "big"
+        order: Literal["little", "big"] = "little" if little else "big"
         head = (0xFFFE).to_bytes(2, order) + (0xE000).to_bytes(2, order) + len(body).to_bytes(4, order)
         items += head + body
     method = f"SFR gateway {__version__} {plan_name} PS3.15 {tables.PS315_EDITION}"[:64]
@@ -241,7 +240,7 @@ def _add_deid_marks(ds: Dataset, plan: Plan, ctx: Context, mask: str | None, ts:
 
 
 def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, record_kept: bool = False,
-                       keep_values: bool = False) -> DeidResult:
+                       keep_values: bool = False, record: bool = True) -> DeidResult:
     """De-identify an already read dataset in place (see :func:`deidentify_file`)."""
     sop_class = (get_text(ds, 0x00080016) if 0x00080016 in ds else "") or str(
         getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
@@ -264,7 +263,7 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
         plan=plan, pz=pz, sop_class=sop_class, patient_key=pkey,
         patient_pseudonym=pz.patient(pkey), date_offset=pz.date_offset(pkey),
         tokens=_tokens(ds, plan), record_kept=record_kept,
-        keep_values=keep_values,
+        keep_values=keep_values, record_changes=record,
     )
     if mask is not None:
         pixels.apply_mask(ds, mask, ts)
@@ -276,9 +275,9 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     study_uid = get_text(ds, 0x0020000D) if 0x0020000D in ds else ""
     series_uid = get_text(ds, 0x0020000E) if 0x0020000E in ds else ""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ts
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(ts)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION
     ds.file_meta = meta
     return DeidResult(
@@ -334,10 +333,14 @@ def _check_decoded(caught: list[warnings.WarningMessage]) -> None:
             raise DicomError("charset", "text does not decode with the declared Specific Character Set")
 
 
-def serialise(ds: Dataset) -> bytes:
-    """Write ``ds`` (with its file meta and encoding) to bytes."""
+def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
+    """Write ``ds`` (with its file meta and encoding) to ``fp``, or to bytes when ``fp`` is None.
+
+    Writing straight into the output file saves a copy of the pixel bytes; the returned value
+    is then ``b""``.
+    """
     ts = str(ds.file_meta.TransferSyntaxUID)
-    buf = io.BytesIO()
+    buf = fp if fp is not None else io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -346,23 +349,26 @@ def serialise(ds: Dataset) -> bytes:
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
                 IndexError, RecursionError) as exc:
             raise DicomError("unwritable", type(exc).__name__) from None
-    return buf.getvalue()
+    return buf.getvalue() if isinstance(buf, io.BytesIO) and fp is None else b""
 
 
 def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
-                    write: bool = True, record_kept: bool = False, keep_values: bool = False) -> DeidResult:
+                    write: bool = True, record_kept: bool = False, keep_values: bool = False,
+                    record: bool = True) -> DeidResult:
     """Read ``src`` (a path, or the file's bytes) once, de-identify it with ``plan`` and ``keys``, and serialise it.
 
     ``write=False`` is the audit's dry run (no bytes produced); ``record_kept`` adds records for
     kept attributes and ``keep_values`` keeps before/after values in the records (in memory:
-    whoever renders them must mask them). Raises :class:`DicomError`.
+    whoever renders them must mask them); ``record=False`` skips change records altogether
+    (the batch runner's fast path). Raises :class:`DicomError`.
     """
     pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer(keys, offset_range=plan.offset_range)
     ds, ts = read_dataset(src)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values)
+            result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values,
+                                        record=record)
         except DicomError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,

@@ -111,7 +111,7 @@ def load_profile(
     ``options`` are added to the profile's own; ``site_overrides`` (``[[override]]`` tables)
     and ``site_private_keep`` come from HOME/config.toml. Raises :class:`ProfileError`.
     """
-    data, where = _merged(name)
+    data, _ = _merged(name)
     all_options = tuple(dict.fromkeys([*data.get("options", []), *options]))
     profile = Profile(
         name=str(data.get("name", name)),
