@@ -303,8 +303,9 @@ def _guard(stage: str, fn, *args) -> Outcome:  # type: ignore[no-untyped-def]
     except _Leak as exc:
         return Outcome(stage, "verify-failed", str(exc))
     except BaseException as exc:  # noqa: BLE001 - the very thing we hunt
-        tb = traceback.extract_tb(exc.__traceback__)[-3:]
-        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb))
+        frames = traceback.extract_tb(exc.__traceback__)
+        ours = [f for f in frames if "sfr_gateway" in f.filename][-1:]
+        where = " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in reversed([*ours, *frames[-2:]]))
         return Outcome(stage, "crash", f"{type(exc).__name__} at {where}")
     finally:
         signal.alarm(0)
@@ -325,7 +326,7 @@ def _child_init(verify: bool) -> None:
     warnings.simplefilter("ignore")
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     from sfr_gateway.deid.profile import compile_plan, load_profile
-    from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer
+    from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
 
     plan = compile_plan(load_profile("sfr-covid"))
     _CHILD.update(plan=plan, pz=Pseudonymizer(PseudonymKeys(b"\x07" * 32, "FUZZ01"), offset_range=plan.offset_range),

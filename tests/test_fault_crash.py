@@ -15,7 +15,6 @@ import pytest
 from faults_fixtures import integrity_ok, ledger_rows, snapshot, visible_files
 from pipeline_fixtures import Site, site  # noqa: F401
 
-
 ELIGIBLE = 84
 
 POINTS = [
