@@ -17,7 +17,6 @@ Release policy (``Config.consent``): ``explicit`` releases ``consented`` patient
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import logging

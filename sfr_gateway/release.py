@@ -27,7 +27,7 @@ from typing import Any
 from . import consent
 from .config import Config
 from .deid.files import deidentify_file
-from .deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from .deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from .deid.tables import PS315_EDITION
 from .deidentify import _WORKER, RunSpec, _init_worker, _quarantine
 from .errors import DicomError, GatewayError

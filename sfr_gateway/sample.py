@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-from pydicom.uid import MRImageStorage
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 
 SAMPLE_UID_ROOT = "1.2.826.0.1.3680043.10.1374."  # a demo root; nothing real lives under it
 
