@@ -228,7 +228,7 @@ def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
         ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
         chunk = max(1, min(32, len(paths) // (workers * 8) or 1))
         with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
-            for path, (status, payload) in zip(paths, pool.imap(_process, paths, chunksize=chunk)):
+            for path, (status, payload) in zip(paths, pool.imap(_process, paths, chunksize=chunk), strict=True):
                 consume(path, status, payload)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -84,7 +84,8 @@ def _release_one(path: bytes) -> tuple[str, Any]:
         return "refused", ("unparsable", "nesting too deep")
     except OSError as exc:
         return "refused", ("unreadable", f"{type(exc).__name__} errno {exc.errno}")
-    assert result.data is not None
+    if result.data is None:  # write=True always serialises: a bug, not a file to quarantine
+        raise RuntimeError("deidentify_file returned no bytes")
     checkpoint("mid-deidentify")
     return "ok", (result.relpath().as_posix(), result.data)
 
@@ -238,7 +239,7 @@ def _package_part(
     checkpoint("after-begin-batch")
     released: list[str] = []
     refused: list[tuple[str, str]] = []
-    results = zip(part, pool.map([i.path for i in part]))
+    results = zip(part, pool.map([i.path for i in part]), strict=True)
 
     def members() -> Iterator[tuple[str, bytes]]:
         for inst, (status, payload) in results:
