@@ -1,7 +1,8 @@
 """The hands-on batch: de-identify whatever files it is given, in worker processes.
 
 Outputs go to ``OUT/<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm`` (temp file +
-rename, mode 0600; ``durable=True`` adds fsyncs); refused files are recorded as ``HOME/quarantine/<id>.json`` with their reason (a copy
+rename, mode 0600; ``durable=True`` adds fsyncs); refused files are recorded as
+``HOME/quarantine/<id>.json`` with their reason (a copy
 of the source only when ``quarantine.keep_copies`` is set). Inputs are only ever read.
 Selection and the consent gate are not applied here: that is the cron pipeline's job.
 """
