@@ -91,6 +91,8 @@ def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
             raise DicomError("unparsable", type(exc).__name__) from None
         except OSError as exc:
             raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
+        except pydicom.errors.BytesLengthException:  # e.g. a file meta number of the wrong length
+            raise DicomError("unparsable", "BytesLengthException") from None
     for w in caught:
         message = str(w.message).lower()
         if any(h in message for h in _TRUNCATION_HINTS):
