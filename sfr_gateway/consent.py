@@ -18,8 +18,10 @@ Release policy (``Config.consent``): ``explicit`` releases ``consented`` patient
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
+import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("unknown", "informed", "consented", "refused", "withdrawn")
 MODES = ("explicit", "non-opposition")
 MAX_ID_LENGTH = 64  # DICOM LO, the VR of PatientID and IssuerOfPatientID
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 #: Why an eligible study is not releasable (keys of coverage's ``waiting``).
 WAITING_REASONS = {
@@ -57,13 +60,15 @@ CancelBatches = Callable[[Any, str, str], int]
 """``cancel(conn, patient_id, issuer) -> batches cancelled``, run inside the withdrawal transaction."""
 
 
-def ed25519_signer(key: SigningKey) -> Signer:
-    """Sign with the site's Ed25519 key as a minisign signature (format ``minisign``), so the
-    central host verifies a withdrawal request with stock ``minisign -V`` as it does batches."""
+def minisign_signer(key: SigningKey, site_id: str) -> Signer:
+    """Sign with the site key in minisign format (``ED``, BLAKE2b-prehashed): ``minisign -V`` and
+    ``sfr_gateway.crypto.sign.verify_bytes`` check it with the site's public key. The trusted
+    comment names the site and the payload's SHA-256."""
     from .crypto.sign import sign_bytes
 
     def sign(payload: bytes) -> tuple[str, str]:
-        return "minisign", sign_bytes(payload, key, "sfr-gateway withdrawal request")
+        comment = f"site:{site_id}\twithdrawal-request\tsha256:{hashlib.sha256(payload).hexdigest()}"
+        return "minisign", sign_bytes(payload, key, comment)
 
     return sign
 
@@ -109,7 +114,7 @@ def check_patient_id(value: str, what: str = "patient ID") -> str:
         raise ConsentError(f"empty {what}")
     if len(value) > MAX_ID_LENGTH:
         raise ConsentError(f"{what} longer than {MAX_ID_LENGTH} characters")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise ConsentError(f"control character in {what}")
     return value
 
@@ -118,7 +123,7 @@ def check_effective(effective: dt.date | None, today: dt.date) -> dt.date:
     if effective is None:
         return today
     if effective > today:
-        raise ConsentError(f"date {effective.isoformat()} is in the future")
+        raise ConsentError("the effective date is in the future")
     return effective
 
 
@@ -194,7 +199,7 @@ def set_status(
         change = _apply(conn, patient_id, issuer, status, when, source, reference, operator, reason, withdrawer)
         if change.outcome == "already-withdrawn" and status != "withdrawn":
             raise ConsentError("the patient has withdrawn; a withdrawal is permanent and cannot be overridden")
-        insert_event(conn, "consent", "set", change.outcome, {
+        insert_event(conn, "consent", "withdraw" if status == "withdrawn" else "set", change.outcome, {
             "status": status, "count": 0 if change.outcome in ("unchanged", "already-withdrawn") else 1,
             "requests_queued": int(change.request_queued), "batches_cancelled": change.batches_cancelled,
         })
@@ -309,6 +314,7 @@ def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Gate:
     A study whose instances name several patients is releasable only if every one of them is.
     """
     check_policy(policy)
+    result = Gate(policy, today)
     with ledger.snapshot() as conn:
         rows = sql.eligible_studies_with_consent(conn)
     by_study: dict[str, list[GateStudy]] = defaultdict(list)
@@ -319,7 +325,6 @@ def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Gate:
         by_study[r.study_uid].append(GateStudy(r.study_uid, r.patient_id, r.issuer,
                                                "withdrawn" if r.withdrawn else r.status, r.effective,
                                                decision, r.instances))
-    result = Gate(policy, today)
     for parts in by_study.values():
         blocked = [p for p in parts if p.decision != "releasable"]
         if blocked and len(parts) > 1:
@@ -337,6 +342,8 @@ def releasable_studies(ledger: Ledger, policy: ConsentPolicy, today: dt.date) ->
 def coverage(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
     """Consent coverage of eligible studies: counts only, no patient values (safe for JSON/logs)."""
     g = gate(ledger, policy, today)
+    with ledger.snapshot() as conn:
+        mismatches = sql.issuer_mismatches(conn)
     studies = {s.study_uid for s in g.studies}
     releasable = {s.study_uid for s in g.releasable}
     waiting_studies: Counter[str] = Counter()
@@ -364,7 +371,14 @@ def coverage(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> dict[str,
         "waiting_studies": dict(sorted(waiting_studies.items())),
         "waiting_patients": dict(sorted(waiting_patients.items())),
         "releasable_on": dict(sorted(upcoming.items())),
+        "issuer_mismatches": mismatches,
     }
+
+
+def known_issuers(ledger: Ledger, patient_id: str) -> list[str]:
+    """Issuers of Patient ID under which the index holds ``patient_id``."""
+    with ledger.snapshot() as conn:
+        return sql.known_issuers(conn, patient_id)
 
 
 def list_patients(ledger: Ledger, status: str | None = None) -> list[sql.PatientConsent]:
@@ -395,17 +409,21 @@ def mark_withdrawal_request(ledger: Ledger, request_id: int, state: str, error: 
 
 
 def verify_withdrawal_request(request: sql.WithdrawalRequest, public: Any) -> dict[str, Any]:
-    """Check a request's minisign signature with the site's public key; return the payload."""
+    """Check a request's minisign signature with the site's public key
+    (``sfr_gateway.crypto.sign.PublicKey``); return the payload. ConsentError if it does not verify."""
     from .crypto.sign import verify_bytes
     from .errors import IntegrityError
 
     if request.signature_format != "minisign":
         raise ConsentError(f"unsupported withdrawal signature format {request.signature_format}")
+    payload = request.payload.encode("utf-8")
     try:
-        verify_bytes(request.payload.encode("utf-8"), request.signature, public)
+        sig = verify_bytes(payload, request.signature, public)
     except (IntegrityError, ValueError):
         raise ConsentError("withdrawal request signature does not verify") from None
-    return dict(json.loads(request.payload))
+    if f"sha256:{hashlib.sha256(payload).hexdigest()}" not in sig.trusted_comment.split("\t"):
+        raise ConsentError("withdrawal request signature does not verify (trusted comment)")
+    return dict(json.loads(payload))
 
 
 def import_csv(
@@ -416,9 +434,14 @@ def import_csv(
     all_or_nothing: bool = False,
     withdrawer: Withdrawer | None = None,
     operator: str = "",
+    history: bool = False,
 ) -> Any:
-    """Import a consent CSV; see ``sfr_gateway.consent_csv`` (returns its ImportReport)."""
+    """Import a consent CSV; see ``sfr_gateway.consent_csv`` (returns its ImportReport).
+
+    ``history``: a patient may have several lines with different dates (applied in date order);
+    by default any two lines of one patient with different statuses are rejected.
+    """
     from .consent_csv import import_file
 
     return import_file(ledger, Path(path), today=today, all_or_nothing=all_or_nothing, withdrawer=withdrawer,
-                       operator=operator)
+                       operator=operator, history=history)

@@ -18,11 +18,13 @@ reason      motif, raison, commentaire                   free text
 ==========  ==========================================  ========================================
 
 Encodings: UTF-8, UTF-8 with BOM, UTF-16 with BOM, else Windows-1252 (Latin-1 for the bytes
-Windows-1252 leaves undefined). Separator: ``;``, ``,`` or tab, taken from the header line.
+Windows-1252 leaves undefined). Separator: ``;``, ``,`` or tab, taken from the header line, or
+from Excel's ``sep=;`` first line when present.
 
 Every rejected line is reported with its line number and a reason (never its values). Lines of
 one patient with different statuses in the same file are all rejected (which one holds cannot be
-told). Valid lines are applied in one transaction; with ``all_or_nothing`` any rejection applies
+told), unless ``history`` is set: then only lines of one patient on the same date with different
+statuses conflict, and the rest is applied in date order. Valid lines are applied in one transaction; with ``all_or_nothing`` any rejection applies
 none. Lines for a withdrawn patient are skipped and reported: a withdrawal is permanent.
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import functools
 import io
 import re
 import unicodedata
@@ -49,7 +52,7 @@ MAX_BYTES = 64 * 1024 * 1024
 
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "patient_id": ("patientid", "patient", "ipp", "nip", "idpatient", "identifiant", "identifiantpatient",
-                   "numeropatient", "nopatient"),
+                   "numeropatient", "nopatient", "npatient", "numpatient"),
     "issuer": ("issuer", "issuerofpatientid", "emetteur", "domaine", "autorite"),
     "status": ("status", "statut", "etat", "consent", "consentement"),
     "date": ("date", "effective", "effectivedate", "dateeffet", "datestatut", "dateconsentement",
@@ -75,8 +78,6 @@ STATUS_WORDS: dict[str, str] = {
                                 "retraitduconsentement", "retraitconsentement")},
 }
 
-_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%Y/%m/%d")
-
 
 def _fold(text: str) -> str:
     """Lower case, no accents, letters and digits only."""
@@ -84,22 +85,29 @@ def _fold(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
+@functools.lru_cache(maxsize=256)
 def status_word(word: str) -> str | None:
     """The status a word means, or None."""
     return STATUS_WORDS.get(_fold(word))
 
 
+_ISO_DATE = re.compile(r"(\d{4})([-/])(\d{1,2})\2(\d{1,2})")
+_FRENCH_DATE = re.compile(r"(\d{1,2})([-/.])(\d{1,2})\2(\d{4})")
+
+
 def parse_date(text: str) -> dt.date:
-    """Parse an effective date; a time part after a space or 'T' is ignored. ValueError if none fits."""
+    """Parse an effective date: YYYY-MM-DD, YYYY/MM/DD, DD/MM/YYYY, DD-MM-YYYY or DD.MM.YYYY (four-digit
+    year from 1900); a time part after a space or 'T' is ignored. ValueError if none fits."""
     text = text.strip().split(" ")[0].split("T")[0]
-    for fmt in _DATE_FORMATS:
-        try:
-            parsed = dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-        if parsed.year >= 1900 and re.search(r"\d{4}", text):
-            return parsed
-    raise ValueError("unparsable date")
+    if m := _ISO_DATE.fullmatch(text):
+        year, month, day = int(m.group(1)), int(m.group(3)), int(m.group(4))
+    elif m := _FRENCH_DATE.fullmatch(text):
+        year, month, day = int(m.group(4)), int(m.group(3)), int(m.group(1))
+    else:
+        raise ValueError("unparsable date")
+    if year < 1900:
+        raise ValueError("unparsable date")
+    return dt.date(year, month, day)  # ValueError for 2026-02-30
 
 
 def decode(data: bytes) -> tuple[str, str]:
@@ -201,17 +209,31 @@ def _map_header(names: list[str], report: ImportReport) -> dict[str, int]:
     return found
 
 
-def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[ImportReport, list[Line]]:
-    """Decode and validate a CSV; returns the report (rejections filled in) and the valid lines."""
+def parse(
+    data: bytes, name: str, today: dt.date, operator: str = "", history: bool = False
+) -> tuple[ImportReport, list[Line]]:
+    """Decode and validate a CSV; returns the report (rejections filled in) and the valid lines.
+
+    Lines of one patient with different statuses conflict (all are rejected); with ``history``,
+    only those on the same date conflict, and the others are a history applied in date order.
+    """
     report = ImportReport(file=name)
     if not data.strip():
         raise ConsentError("the CSV file is empty")
     text, report.encoding = decode(data)
     if "\x00" in text:
         raise ConsentError("not a CSV text file (binary content)")
-    header_line = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
-    report.delimiter = _sniff_delimiter(header_line)
-    reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=report.delimiter)
+    text = text.lstrip("\ufeff")
+    first = text.splitlines()[0] if text.strip() else ""
+    skipped = 0
+    excel_sep = re.fullmatch(r"\s*sep=(.)\s*", first)
+    if excel_sep:  # Excel's "sep=;" first line names the separator
+        report.delimiter = excel_sep.group(1)
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        skipped = 1
+    else:
+        report.delimiter = _sniff_delimiter(first)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=report.delimiter)
     try:
         header = next(reader)
     except csv.Error:
@@ -220,7 +242,7 @@ def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[I
     default_source = f"csv-import:{name}"
     lines: list[Line] = []
     seen_exact: dict[tuple[str, ...], int] = {}
-    start = reader.line_num + 1
+    start = reader.line_num + 1 + skipped
     while True:
         try:
             row = next(reader)
@@ -229,9 +251,9 @@ def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[I
         except csv.Error:
             report.lines += 1
             report.rejected.append((start, "malformed CSV line (unbalanced quotes?)"))
-            start = reader.line_num + 1
+            start = reader.line_num + 1 + skipped
             continue
-        number, start = start, reader.line_num + 1
+        number, start = start, reader.line_num + 1 + skipped
         if not any(cell.strip() for cell in row):
             continue
         report.lines += 1
@@ -277,18 +299,22 @@ def parse(data: bytes, name: str, today: dt.date, operator: str = "") -> tuple[I
             continue
         seen_exact[key] = number
         lines.append(line)
-    by_patient: dict[tuple[str, str], list[Line]] = defaultdict(list)
+    by_patient: dict[tuple[str, ...], list[Line]] = defaultdict(list)
     for line in lines:
-        by_patient[(line.patient_id, line.issuer)].append(line)
+        group_key = (line.patient_id, line.issuer, line.effective if history else "")
+        by_patient[group_key].append(line)
     conflicting: set[int] = set()
     for group in by_patient.values():
         if len({ln.status for ln in group}) > 1:
             numbers = sorted(ln.number for ln in group)
+            same = " on the same date" if history else ""
             for ln in group:
                 others = ", ".join(str(n) for n in numbers if n != ln.number)
-                report.rejected.append((ln.number, f"conflicting statuses for the same patient (lines {others})"))
+                report.rejected.append((ln.number, f"conflicting statuses for the same patient{same} (lines {others})"))
                 conflicting.add(ln.number)
     lines = [ln for ln in lines if ln.number not in conflicting]
+    if history:
+        lines.sort(key=lambda ln: (ln.effective, ln.number))
     report.rejected.sort()
     report.valid = len(lines)
     return report, lines
@@ -302,6 +328,7 @@ def import_file(
     all_or_nothing: bool = False,
     withdrawer: Withdrawer | None = None,
     operator: str = "",
+    history: bool = False,
 ) -> ImportReport:
     """Parse ``path`` and apply its valid lines in one transaction (none if ``all_or_nothing``
     and any line was rejected). The event records counts only."""
@@ -312,7 +339,7 @@ def import_file(
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read consent file {path}: {exc.strerror}") from None
-    report, lines = parse(data, path.name, today, operator)
+    report, lines = parse(data, path.name, today, operator, history)
     report.all_or_nothing = all_or_nothing
     if withdrawer is None and any(ln.status == "withdrawn" for ln in lines):
         raise ConsentError("the file withdraws patients: importing it needs the pseudonym secret and signing key")

@@ -82,6 +82,10 @@ def run(
         report.consent = consent.coverage(ledger, config.consent, today)
         report.release = release(ledger, config, today=today, workers=workers, dry_run=dry_run,
                                  progress=step("release")).as_dict()
+        if not dry_run:  # the local mapping: every packaged study, and its pseudonym as released
+            from .mapping_sync import sync_for_run
+
+            sync_for_run(ledger, config)
         if dry_run:
             report.upload = {"pending": _pending(ledger)}
         else:

@@ -64,6 +64,10 @@ def init_site(
         folder.mkdir(mode=0o700, exist_ok=True)
     created_secret = create_pseudonym_secret(home)
     created_key = create_signing_key(home)
+    # The mapping's key (keys/mapping.key); imported here: the module pulls the deid package.
+    from .mapping import create_mapping_key
+
+    create_mapping_key(home)
     with open_ledger(home.state_db) as ledger:
         atomic_write_text(
             home.config,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sfr_gateway.consent import Withdrawer, ed25519_signer
+from sfr_gateway.consent import Withdrawer, minisign_signer
 from sfr_gateway.dicomio import HeaderFacts
 from sfr_gateway.keys import SigningKey
 from sfr_gateway.ledger import Ledger, open_ledger
@@ -48,7 +48,7 @@ def signing_key_fixture() -> SigningKey:
 
 @pytest.fixture(name="withdrawer")
 def withdrawer_fixture(signing_key: SigningKey) -> Withdrawer:
-    return Withdrawer(site_id="TEST01", pseudonym_for=test_pseudonym, signer=ed25519_signer(signing_key))
+    return Withdrawer(site_id="TEST01", pseudonym_for=test_pseudonym, signer=minisign_signer(signing_key, "TEST01"))
 
 
 def add_studies(ledger: Ledger, studies: list[tuple[str, str, str]], *, eligible: bool = True,

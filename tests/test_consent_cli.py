@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 from pathlib import Path
 
-import pytest
+from consent_fixtures import add_studies
 
+from sfr_gateway import consent as lib
 from sfr_gateway.config import load_config
+from sfr_gateway.crypto.sign import PublicKey
 from sfr_gateway.ledger import open_ledger
-
-
-def _has_engine() -> bool:
-    try:
-        return importlib.util.find_spec("sfr_gateway.deid.pseudonym") is not None
-    except ImportError:
-        return False
-
-
-HAS_ENGINE = _has_engine()
 
 
 def ok_json(result) -> dict | list:
@@ -91,7 +82,6 @@ def test_scan_reports_consent_coverage(home: Path, cli, sample_export) -> None:
     assert f"{mine[2]} of {eligible} eligible studies" in human.stdout
 
 
-@pytest.mark.skipif(not HAS_ENGINE, reason="needs the engine's sfr_gateway.deid.pseudonym (branch engine)")
 def test_withdraw_command_queues_one_request(home: Path, cli) -> None:
     ok_json(cli("--home", home, "consent", "set", "P1", "consented", "--json"))
     out = ok_json(cli("--home", home, "consent", "withdraw", "P1", "--reason", "lettre", "--json"))
@@ -100,13 +90,33 @@ def test_withdraw_command_queues_one_request(home: Path, cli) -> None:
     assert again["outcome"] == "already-withdrawn"
     res = cli("--home", home, "consent", "set", "P1", "consented")
     assert res.exit_code == 9 and "permanent" in res.stderr
+    config = load_config(home)
+    with open_ledger(config.home.state_db) as ledger:
+        (request,) = lib.withdrawal_requests(ledger)
+    assert request.pseudonym.startswith("TEST01-") and '"P1"' not in request.payload
+    payload = lib.verify_withdrawal_request(request, PublicKey.load(config.home.signing_pub))
+    assert payload["pseudonym"] == request.pseudonym and payload["site"] == "TEST01"
+
+
+def test_issuer_mismatch_is_pointed_out(home: Path, cli, tmp_path: Path) -> None:
     with open_ledger(load_config(home).home.state_db) as ledger:
-        rows = ledger.conn.execute("SELECT pseudonym, payload FROM withdrawal_requests").fetchall()
-    assert len(rows) == 1 and rows[0][0].startswith("TEST01-") and "P1\"" not in rows[0][1]
+        add_studies(ledger, [("P7", "CHU-A", "7.1")])
+    res = cli("--home", home, "consent", "set", "P7", "consented")
+    assert res.exit_code == 0 and "issuer 'CHU-A', not ''" in res.stderr
+    cov = ok_json(cli("--home", home, "consent", "coverage", "--json"))
+    assert cov["issuer_mismatches"] == 1 and cov["releasable_studies"] == 0
+    res = cli("--home", home, "consent", "set", "P7", "consented", "--issuer", "CHU-A")
+    assert res.exit_code == 0 and "warning" not in res.stderr
+    cov = ok_json(cli("--home", home, "consent", "coverage", "--json"))
+    assert cov["issuer_mismatches"] == 0 and cov["releasable_studies"] == 1
 
 
-@pytest.mark.skipif(HAS_ENGINE, reason="only meaningful without the engine")
-def test_withdraw_without_engine_says_so_and_records_nothing(home: Path, cli) -> None:
-    res = cli("--home", home, "consent", "withdraw", "P1")
-    assert res.exit_code == 9 and "de-identification engine" in res.stderr
-    assert ok_json(cli("--home", home, "consent", "show", "P1", "--json"))["status"] == "unknown"
+def test_import_with_a_withdrawal_line_queues_a_signed_request(home: Path, cli, tmp_path: Path) -> None:
+    path = tmp_path / "w.csv"
+    path.write_text("patient_id;status;date\nP1;consentement;2026-01-02\nP2;retrait;2026-01-03\n", encoding="utf-8")
+    report = ok_json(cli("--home", home, "consent", "import", path, "--json"))
+    assert (report["recorded"], report["withdrawals"], report["requests_queued"]) == (2, 1, 1)
+    config = load_config(home)
+    with open_ledger(config.home.state_db) as ledger:
+        (request,) = lib.withdrawal_requests(ledger)
+    lib.verify_withdrawal_request(request, PublicKey.load(config.home.signing_pub))

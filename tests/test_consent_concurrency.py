@@ -41,7 +41,7 @@ CHILD = textwrap.dedent("""
             code = main(["--home", home, "consent", "import", str(Path(home) / name), "--json"])
             assert code == 0, code
         if i == rounds // 2:
-            w = lib.Withdrawer("TEST01", test_pseudonym, lib.ed25519_signer(SigningKey(Ed25519PrivateKey.generate())))
+            w = lib.Withdrawer("TEST01", test_pseudonym, lib.minisign_signer(SigningKey(Ed25519PrivateKey.generate()), "TEST01"))
             with open_ledger(Path(home) / "state.db") as led:
                 lib.withdraw(led, "P00", w, issuer="CHU", today=dt.date.today())
             marker.write_text("withdrawn")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 from consent_fixtures import (  # noqa: F401
@@ -161,3 +164,22 @@ def test_patients_list_includes_those_waiting_without_any_record(studies: Ledger
     assert (rows["P1"].status, rows["P1"].eligible_studies, rows["P1"].records) == ("consented", 2, 1)
     assert (rows["P5"].status, rows["P5"].records) == ("unknown", 0)
     assert [p.patient_id for p in lib.list_patients(studies, "refused")] == ["P9"]
+
+
+@pytest.mark.skipif(shutil.which("minisign") is None, reason="Debian minisign not installed")
+def test_withdrawal_request_verifies_with_stock_minisign(
+    ledger: Ledger, withdrawer: lib.Withdrawer, signing_key: SigningKey, tmp_path: Path,
+) -> None:
+    lib.withdraw(ledger, "P1", withdrawer, today=TODAY)
+    (request,) = lib.withdrawal_requests(ledger)
+    (tmp_path / "request.json").write_text(request.payload, encoding="utf-8")
+    (tmp_path / "request.json.minisig").write_text(request.signature, encoding="utf-8")
+    (tmp_path / "site.pub").write_text(signing_key.minisign_public(), encoding="utf-8")
+    res = subprocess.run(["minisign", "-V", "-p", tmp_path / "site.pub", "-m", tmp_path / "request.json"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "withdrawal-request" in res.stdout and "site:TEST01" in res.stdout
+    (tmp_path / "request.json").write_text(request.payload.replace("TEST01", "TEST02"), encoding="utf-8")
+    res = subprocess.run(["minisign", "-V", "-p", tmp_path / "site.pub", "-m", tmp_path / "request.json"],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode != 0

@@ -114,6 +114,29 @@ def test_bad_lines_are_reported_with_number_and_reason_and_valid_ones_applied(le
     assert "P001" not in event_details(ledger)
 
 
+def test_history_mode_applies_a_patients_lines_in_date_order(ledger: Ledger, tmp_path: Path) -> None:
+    rows = [
+        ["patient_id", "status", "date"],
+        ["P1", "consented", "2026-03-01"],   # 2
+        ["P1", "informed", "2026-01-01"],    # 3
+        ["P2", "consented", "2026-02-01"],   # 4 conflicts with 5 (same date)
+        ["P2", "refused", "2026-02-01"],     # 5
+        ["P3", "refused", "2026-02-01"],     # 6
+        ["P3", "consented", "2026-01-01"],   # 7 older: recorded, does not override
+    ]
+    path = write_csv(tmp_path / "h.csv", rows)
+    strict = lib.import_csv(ledger, path, today=TODAY, all_or_nothing=True)
+    assert [n for n, _ in strict.rejected] == [2, 3, 4, 5, 6, 7] and not strict.committed
+    report = lib.import_csv(ledger, path, today=TODAY, history=True)
+    assert dict(report.rejected) == {4: "conflicting statuses for the same patient on the same date (lines 5)",
+                                     5: "conflicting statuses for the same patient on the same date (lines 4)"}
+    assert report.recorded == 4
+    assert [r.status for r in lib.history(ledger, "P1")] == ["informed", "consented"]
+    assert lib.current_status(ledger, "P1") == "consented"
+    assert lib.current_status(ledger, "P2") == "unknown"
+    assert lib.current_status(ledger, "P3") == "refused"
+
+
 def test_all_or_nothing_applies_nothing_when_a_line_is_bad(ledger: Ledger, tmp_path: Path) -> None:
     rows = [*GOOD, ["P004", "CHU", "maybe", "2026-03-01", "", ""]]
     report = lib.import_csv(ledger, write_csv(tmp_path / "c.csv", rows), today=TODAY, all_or_nothing=True)
@@ -172,6 +195,14 @@ def test_not_a_consent_csv_is_refused_whole(ledger: Ledger, tmp_path: Path, cont
     with pytest.raises(ConsentError, match=message):
         lib.import_csv(ledger, path, today=TODAY)
     assert ledger.conn.execute("SELECT COUNT(*) FROM consent_records").fetchone()[0] == 0
+
+
+def test_excel_sep_line_and_line_numbers(ledger: Ledger, tmp_path: Path) -> None:
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"sep=,\r\nN\xb0 patient,status,date\r\nP1,consented,2026-01-01\r\nP2,maybe,2026-01-01\r\n")
+    report = lib.import_csv(ledger, path, today=TODAY)
+    assert report.delimiter == "," and report.encoding == "cp1252"
+    assert report.recorded == 1 and [n for n, _ in report.rejected] == [4]
 
 
 def test_utf16_excel_unicode_text(ledger: Ledger, tmp_path: Path) -> None:

@@ -64,3 +64,22 @@ def test_retained_uids_and_institution_are_reported(cli, engine_home: Path, clea
     kinds = {f["kind"] for f in json.loads(result.stdout)["findings"]}
     assert {"study-uid", "series-uid", "sop-instance-uid", "institution-name"} <= kinds
     assert not kinds & {"patient-name-part", "patient-id", "birth-date", "original-date", "accession-number"}
+
+
+def test_engine_output_of_pydicom_files_is_clean(cli, engine_home: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import pydicom.data
+
+    bundled = Path(pydicom.data.__file__).parent  # the files shipped in the wheel (no download)
+    src = tmp_path / "src"
+    src.mkdir()
+    for path in sorted([*bundled.glob("test_files/*"), *bundled.glob("charset_files/*")]):
+        if path.is_file() and path.suffix != ".py":
+            shutil.copy(path, src / path.name)
+    out = tmp_path / "out"
+    _deidentify(cli, engine_home, src, out, "--profile", "basic")
+    result = cli("verify", out, "--against", src, "--json")
+    data = json.loads(result.stdout)
+    assert result.exit_code == 0, data["findings"]
+    assert data["counts"]["dicom_outputs"] >= 5

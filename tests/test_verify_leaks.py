@@ -274,3 +274,43 @@ def test_pixel_data_searched_only_when_asked(planted: CleanSet) -> None:  # noqa
     report = verify_outputs(planted.out, [planted.src], include_pixel_data=True)
     assert report.pixel_data_searched
     assert {(f.path, f.where, f.kind) for f in report.errors} == {("(7FE0,0010)", "binary", "patient-name-part")}
+
+
+def test_dangling_uid_shown_only_when_revealed(planted: CleanSet) -> None:  # noqa: F811
+    target = planted.image_of(0)
+    planted.edit(target, lambda ds: setattr(ds.ReferencedImageSequence[0], "ReferencedSOPInstanceUID", "2.25.424242"))
+    report = verify_outputs(planted.out, [planted.src])
+    dangling = [f for f in report.findings if f.check == "dangling-reference"]
+    assert len(dangling) == 1
+    # the localizer's original UID now maps to two new ones: this file's and the localizer's own
+    assert {(f.check, f.kind) for f in report.errors} == {("uid-mapping", "one-original-many-new")}
+    assert "2.25.424242" not in json.dumps(report.to_dict())
+    assert "2.25.424242" in json.dumps(report.to_dict(reveal=True))
+
+
+def test_dropped_sequence_item_does_not_confuse_the_mapping(clean_set: CleanSet, tmp_path: Path) -> None:  # noqa: F811
+    # An engine that removes the first of two referenced images shifts the item indexes: the
+    # mapping must not pair the source's item 0 with the output's (former item 1).
+    import shutil
+
+    from verify_fixtures import hand_deidentify, new_uid
+
+    src = tmp_path / "src"
+    shutil.copytree(clean_set.src, src)
+    image = next(p for p in sorted(src.rglob("ser02_0001.dcm")))
+    other = pydicom.dcmread(image.with_name("ser03_0000.dcm"), stop_before_pixels=True)
+    ds = pydicom.dcmread(image)
+    second = Dataset()
+    second.ReferencedSOPClassUID = other.SOPClassUID
+    second.ReferencedSOPInstanceUID = other.SOPInstanceUID
+    ds.ReferencedImageSequence.append(second)
+    ds.save_as(image, enforce_file_format=True)
+    out = tmp_path / "out"
+    written = hand_deidentify(src, out)
+    assert verify_outputs(out, [src]).clean
+    target = next(p for p in written if pydicom.dcmread(p).SOPInstanceUID == new_uid(str(ds.SOPInstanceUID)))
+    kept = pydicom.dcmread(target)
+    kept.ReferencedImageSequence = Sequence([kept.ReferencedImageSequence[1]])
+    kept.save_as(target, enforce_file_format=True)
+    report = verify_outputs(out, [src])
+    assert report.clean, [f.to_dict() for f in report.errors]

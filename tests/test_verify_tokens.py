@@ -134,3 +134,27 @@ def test_pydicom_ct_small_stripped_by_hand_is_clean(tmp_path: Path) -> None:
     ds.save_as(out / "ct.dcm")
     report = verify_outputs(out, [src])
     assert report.clean, [f.to_dict(reveal=True) for f in report.errors]
+
+
+def test_short_uids_are_not_tokens() -> None:
+    index = tk.TokenIndex()
+    for uid in ("0", "1.2.3.4.5", "9.8.7.6"):
+        index.add_uid(uid, "sop-instance-uid")
+    index.add_uid("1.2.3.4.0.1", "sop-instance-uid")
+    assert set(index.uids) == {"1.2.3.4.0.1"}
+    assert _hits(index, "0.5\\0.5 1.2.3.4.5") == set()
+
+
+def test_device_vocabulary_is_not_an_institution_token() -> None:
+    index = tk.TokenIndex()
+    tk.add_institution_name(index, "TOSHIBA", "institution-name")
+    tk.add_institution_name(index, "Toshiba Hospital Nord", "institution-name")
+    tk.add_person_name(index, "Toshiba^Jean", "patient-name")
+    index.add_public("TOSHIBA")
+    index.drop_public()
+    assert {k: sorted(e.kinds) for k, e in index.phrases.items()} == {
+        "TOSHIBA HOSPITAL NORD": ["institution-name"],
+        "TOSHIBA": ["institution-name", "institution-name-part", "patient-name-part"],  # a patient's name stays
+        "NORD": ["institution-name-part"],
+        "JEAN": ["patient-name-part"],
+    }

@@ -67,7 +67,7 @@ def pseudonym_function(config: Config) -> lib.PseudonymFor:
 def withdrawer(config: Config) -> lib.Withdrawer:
     """The site id, pseudonym function and site signing key a withdrawal needs."""
     return lib.Withdrawer(site_id=config.site_id, pseudonym_for=pseudonym_function(config),
-                          signer=lib.ed25519_signer(load_signing_key(config.home)))
+                          signer=lib.minisign_signer(load_signing_key(config.home), config.site_id))
 
 
 @click.group()
@@ -95,6 +95,7 @@ def set_cmd(gw: GatewayContext, patient_id: str, status: str, issuer: str, date_
         change = lib.set_status(ledger, patient_id, status, issuer=issuer, effective=_date(date_), source=source,
                                 reference=reference, operator=operator or _operator(), reason=reason,
                                 today=_today(), withdrawer=w)
+        _warn_issuer(ledger, patient_id, issuer)
     _report_change(change, as_json)
 
 
@@ -115,6 +116,7 @@ def withdraw_cmd(gw: GatewayContext, patient_id: str, issuer: str, reason: str, 
     with open_ledger(config.home.state_db) as ledger:
         change = lib.withdraw(ledger, patient_id, w, issuer=issuer, reason=reason, effective=_date(date_),
                               reference=reference, operator=operator or _operator(), today=_today())
+        _warn_issuer(ledger, patient_id, issuer)
     _report_change(change, as_json)
 
 
@@ -135,9 +137,11 @@ def _report_change(change: lib.Change, as_json: bool) -> None:
 @consent.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--all-or-nothing", is_flag=True, help="Apply nothing if any line is rejected.")
+@click.option("--history", is_flag=True,
+              help="The file holds histories: a patient's lines with different dates are applied in date order.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_gateway
-def import_cmd(gw: GatewayContext, file: Path, all_or_nothing: bool, as_json: bool) -> None:
+def import_cmd(gw: GatewayContext, file: Path, all_or_nothing: bool, history: bool, as_json: bool) -> None:
     """Import FILE.csv (columns patient_id;issuer;status;date;source;reference[;operator;reason]).
 
     Exits 9 when any line was rejected (the report lists each with its number and reason).
@@ -149,7 +153,7 @@ def import_cmd(gw: GatewayContext, file: Path, all_or_nothing: bool, as_json: bo
         w = None  # only a file that withdraws patients needs it; import_csv says so
     with open_ledger(config.home.state_db) as ledger:
         report = lib.import_csv(ledger, file, today=_today(), all_or_nothing=all_or_nothing, withdrawer=w,
-                                operator=_operator())
+                                operator=_operator(), history=history)
     data = report.as_dict()
     if as_json:
         echo_json(data)
@@ -216,6 +220,7 @@ def show_cmd(gw: GatewayContext, patient_id: str, issuer: str, as_json: bool) ->
         status = lib.current_status(ledger, patient_id, issuer)
         basis = lib.release_basis(ledger, patient_id, issuer, config.consent, _today())
         records = lib.history(ledger, patient_id, issuer)
+        _warn_issuer(ledger, patient_id, issuer)
     data = {"patient_id": patient_id, "issuer": issuer, "status": status, "releasable": basis is not None,
             "mode": config.consent.mode,
             "history": [{"effective": r.effective, "status": r.status, "recorded_at": r.recorded_at,
@@ -259,6 +264,18 @@ def render_coverage(data: dict[str, Any]) -> None:
         click.echo(f"  waiting: {count} studies of {patients} patients: {lib.WAITING_REASONS.get(reason, reason)}")
     for day, count in data["releasable_on"].items():
         click.echo(f"  becomes releasable on {day}: {count} studies")
+    if data.get("issuer_mismatches"):
+        click.echo(f"  warning: {data['issuer_mismatches']} patients have consent recorded under an issuer the "
+                   "index does not use for them (check --issuer / the issuer column)")
+
+
+def _warn_issuer(ledger: Any, patient_id: str, issuer: str) -> None:
+    """Say so when the index knows this ID only under other issuers (the record would match nothing)."""
+    issuers = lib.known_issuers(ledger, patient_id.strip())
+    if issuers and issuer.strip() not in issuers:
+        shown = ", ".join(repr(i) for i in issuers)
+        click.echo(f"warning: the scanned exports hold this patient ID with issuer {shown}, not {issuer.strip()!r}; "
+                   "pass --issuer to match them", err=True)
 
 
 COMMANDS = [consent]

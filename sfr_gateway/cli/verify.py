@@ -84,21 +84,25 @@ def render(report: VerifyReport, reveal: bool) -> None:
     if not report.findings:
         console.print("[green]clean[/green]: no residual PHI found.")
         return
-    table = Table(title="Findings", show_header=True)
-    for col in ("severity", "check", "file", "attribute path", "keyword", "kind"):
-        table.add_column(col)
-    if reveal:
-        table.add_column("token")
-    for f in report.findings[:MAX_ROWS]:
-        row = [f.severity, f.check, f.file, f.path, f.keyword, f.kind]
-        if reveal:
-            row.append(f.token or "")
-        table.add_row(*(Text(cell) for cell in row))
-    console.print(table)
+    shown = report.findings[:MAX_ROWS]
+    for file in dict.fromkeys(f.file for f in shown):  # one small table per output file, in order
+        table = Table(title=Text(file, style="bold"), title_justify="left", show_header=True)
+        for col in ("check", "attribute path", "keyword", "kind", "token" if reveal else "n"):
+            table.add_column(col, overflow="fold")
+        rows: dict[tuple[str, ...], int] = {}
+        for f in shown:
+            if f.file == file:
+                key = (f.severity, f.check, f.path, f.keyword, f.kind) + ((f.token or "",) if reveal else ())
+                rows[key] = rows.get(key, 0) + 1
+        for key, count in rows.items():  # without --reveal, same-kind hits of one element are one row
+            check = Text(key[1], style="red" if key[0] == "error" else "yellow")  # colour = severity
+            table.add_row(check, *(Text(cell) for cell in key[2:]), *(() if reveal else (str(count),)))
+        console.print(table)
     if len(report.findings) > MAX_ROWS:
         console.print(f"... {len(report.findings) - MAX_ROWS} more findings: use --json for all.")
     counts = ", ".join(f"{k} {v}" for k, v in report.counts_by_check().items())
-    console.print(f"[red]{len(report.errors)} error(s)[/red]; by check: {counts}")
+    warnings = len(report.findings) - len(report.errors)
+    console.print(f"[red]{len(report.errors)} error(s)[/red] (red), {warnings} warning(s) (yellow); by check: {counts}")
 
 
 COMMANDS = [verify]

@@ -179,6 +179,8 @@ class Walker:
                 continue
             if tag & 0xFFFF == 0 or group == 0x0002:
                 del ds[tag]
+                self.record(prefix + _keyword(tag), tag, "UL" if tag & 0xFFFF == 0 else "UN", "removed", "X",
+                            "group length / file meta element inside the dataset (removed)")
                 continue
             rule = plan.rule_for(int(tag))
             vr = _vr_of(ds, tag)
@@ -210,7 +212,7 @@ class Walker:
                 ds[tag].value = []
                 self.record(path, tag, vr, "emptied", code, rule.text)
             else:  # K, C, U, D on a sequence: keep it, apply the profile to its items
-                self._recurse(ds, tag, path)
+                self._recurse(ds, tag, path, rule.text)
         elif code == "Z":
             before = self._value(ds, tag)
             put_empty(ds, tag, vr)
@@ -224,8 +226,12 @@ class Walker:
         else:  # K
             self._keep(ds, tag, vr, path, rule)
 
-    def _recurse(self, ds: Dataset, tag: int, path: str) -> None:
-        for i, item in enumerate(ds[tag].value or []):
+    def _recurse(self, ds: Dataset, tag: int, path: str, rule: str = "not in PS3.15 E.1-1 (kept)",
+                 creator: str | None = None) -> None:
+        items = ds[tag].value or []
+        if self.ctx.record_kept:  # the sequence itself (its value: the number of items)
+            self.record(path, tag, "SQ", "kept", "K", rule, len(items), len(items), creator)
+        for i, item in enumerate(items):
             self.walk(item, f"{path}[{i}].")
 
     def _keep(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
@@ -366,14 +372,18 @@ class Walker:
                     continue
                 if self._private_keep(ds, t, vr, path, decision, creator):
                     used.add(block)
-            for elem_no in creators:
+            for elem_no, name in creators.items():
+                ctag, cpath = (group << 16) | elem_no, f"{prefix}({group:04X},{elem_no:04X})"
                 if elem_no not in used:
-                    del ds[(group << 16) | elem_no]
+                    del ds[ctag]
+                    self.record(cpath, ctag, "LO", "removed", "X", "Private Creator of a block with nothing kept", name, None, name)
+                elif self.ctx.record_kept:
+                    self.record(cpath, ctag, "LO", "kept", "K", "Private Creator of a kept block", name, name, name)
 
     def _private_keep(self, ds: Dataset, tag: int, vr: str, path: str, decision: PrivateDecision, creator: str | None) -> bool:
         disp = decision.disposition
         if vr == "SQ":
-            self._recurse(ds, tag, path)
+            self._recurse(ds, tag, path, decision.rule, creator)
             return True
         try:
             if disp == "h":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import pydicom
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -239,6 +240,11 @@ def _add_deid_marks(ds: Dataset, plan: Plan, ctx: Context, mask: str | None, ts:
         temporal = "MODIFIED" if ctx.dates_moved else "REMOVED"
     for elem in _marks(plan.name, applied, temporal, ts == _IMPLICIT_LE, ts != _EXPLICIT_BE):
         ds[elem.tag] = elem
+        if not ctx.record_changes:
+            continue
+        value = (len(ds[elem.tag].value) if elem.VR == "SQ" else ds[elem.tag].value) if ctx.keep_values else None
+        ctx.changes.append(Change(keyword_for_tag(elem.tag), elem.tag, keyword_for_tag(elem.tag), str(elem.VR), None,
+                                  "added", "", "PS3.15 E.1.1 de-identification marks", None, value))
 
 
 def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, record_kept: bool = False,

@@ -192,14 +192,17 @@ def eligible_studies_with_consent(conn: sqlite3.Connection) -> list[StudyConsent
     One statement; call it inside ``Ledger.snapshot()`` with any other read of the same decision.
     """
     rows = conn.execute(
-        """SELECT i.study_uid, i.patient_id, i.issuer, COALESCE(c.status, 'unknown'), c.effective,
-                  w.patient_id IS NOT NULL, COUNT(*)
-           FROM instances i
-           LEFT JOIN consent_current c ON c.patient_id = i.patient_id AND c.issuer = i.issuer
-           LEFT JOIN consent_withdrawals w ON w.patient_id = i.patient_id AND w.issuer = i.issuer
-           WHERE i.state = 'indexed' AND i.eligible = 1 AND i.study_uid IS NOT NULL
-           GROUP BY i.study_uid, i.patient_id, i.issuer
-           ORDER BY i.study_uid"""
+        """WITH s AS (
+               SELECT study_uid, patient_id, issuer, COUNT(*) AS n FROM instances
+               WHERE state = 'indexed' AND eligible = 1 AND study_uid IS NOT NULL
+               GROUP BY study_uid, patient_id, issuer
+           )
+           SELECT s.study_uid, s.patient_id, s.issuer, COALESCE(c.status, 'unknown'), c.effective,
+                  w.patient_id IS NOT NULL, s.n
+           FROM s
+           LEFT JOIN consent_current c ON c.patient_id = s.patient_id AND c.issuer = s.issuer
+           LEFT JOIN consent_withdrawals w ON w.patient_id = s.patient_id AND w.issuer = s.issuer
+           ORDER BY s.study_uid"""
     ).fetchall()
     return [StudyConsent(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
 
@@ -220,19 +223,20 @@ class PatientConsent:
 def patients(conn: sqlite3.Connection, statuses: Sequence[str] | None = None) -> list[PatientConsent]:
     """Patients with a consent record or an eligible study, with current status and counts."""
     rows = conn.execute(
-        """WITH known AS (
-               SELECT patient_id, issuer FROM consent_records
-               UNION
-               SELECT patient_id, issuer FROM instances
-               WHERE state = 'indexed' AND eligible = 1 AND patient_id IS NOT NULL
+        """WITH rec AS (
+               SELECT patient_id, issuer, COUNT(*) AS n FROM consent_records GROUP BY patient_id, issuer
+           ), st AS (
+               SELECT patient_id, issuer, COUNT(DISTINCT study_uid) AS n FROM instances
+               WHERE state = 'indexed' AND eligible = 1 AND patient_id IS NOT NULL GROUP BY patient_id, issuer
+           ), known AS (
+               SELECT patient_id, issuer FROM rec UNION SELECT patient_id, issuer FROM st
            )
            SELECT k.patient_id, k.issuer,
                   CASE WHEN w.patient_id IS NOT NULL THEN 'withdrawn' ELSE COALESCE(c.status, 'unknown') END,
-                  c.effective, w.patient_id IS NOT NULL,
-                  (SELECT COUNT(*) FROM consent_records r WHERE r.patient_id = k.patient_id AND r.issuer = k.issuer),
-                  (SELECT COUNT(DISTINCT study_uid) FROM instances i WHERE i.patient_id = k.patient_id
-                       AND i.issuer = k.issuer AND i.state = 'indexed' AND i.eligible = 1)
+                  c.effective, w.patient_id IS NOT NULL, COALESCE(rec.n, 0), COALESCE(st.n, 0)
            FROM known k
+           LEFT JOIN rec ON rec.patient_id = k.patient_id AND rec.issuer = k.issuer
+           LEFT JOIN st ON st.patient_id = k.patient_id AND st.issuer = k.issuer
            LEFT JOIN consent_current c ON c.patient_id = k.patient_id AND c.issuer = k.issuer
            LEFT JOIN consent_withdrawals w ON w.patient_id = k.patient_id AND w.issuer = k.issuer
            ORDER BY k.issuer, k.patient_id"""
@@ -241,3 +245,27 @@ def patients(conn: sqlite3.Connection, statuses: Sequence[str] | None = None) ->
     if statuses:
         out = [p for p in out if p.status in statuses]
     return out
+
+
+def known_issuers(conn: sqlite3.Connection, patient_id: str) -> list[str]:
+    """Issuers under which the index holds this patient ID (to catch a consent recorded under
+    the wrong issuer)."""
+    rows = conn.execute(
+        "SELECT DISTINCT issuer FROM instances WHERE patient_id = ? AND state = 'indexed' ORDER BY issuer",
+        (patient_id,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def issuer_mismatches(conn: sqlite3.Connection) -> int:
+    """Patient IDs the index holds under an issuer that has no consent record, while the registry
+    has records for the same ID under another issuer: almost always a consent recorded with the
+    wrong issuer (recording it again with the right one clears the warning)."""
+    return int(conn.execute(
+        """SELECT COUNT(DISTINCT i.patient_id)
+           FROM (SELECT DISTINCT patient_id, issuer FROM instances WHERE state = 'indexed') i
+           JOIN (SELECT DISTINCT patient_id, issuer FROM consent_records) r
+                ON r.patient_id = i.patient_id AND r.issuer != i.issuer
+           WHERE NOT EXISTS (SELECT 1 FROM consent_records c WHERE c.patient_id = i.patient_id
+                                 AND c.issuer = i.issuer)"""
+    ).fetchone()[0])

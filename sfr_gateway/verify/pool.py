@@ -67,6 +67,7 @@ def read_sources(paths: Sequence[Path], workers: int,
             done += 1
             if progress:
                 progress("sources", done, len(paths))
+        index.drop_public()
         return index, facts, unreadable
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
         for part, chunk_facts, chunk_bad in pool.map(_source_chunk, _chunks(paths)):
@@ -76,6 +77,7 @@ def read_sources(paths: Sequence[Path], workers: int,
             done += len(chunk_facts) + chunk_bad
             if progress:
                 progress("sources", done, len(paths))
+    index.drop_public()
     return index, facts, unreadable
 
 

@@ -69,8 +69,12 @@ def _hit_finding(rel: str, view: ElementView | None, hit: tk.Hit) -> Finding:
 def scan_view(index: tk.TokenIndex, view: ElementView) -> list[tk.Hit]:
     """Token hits in one element (deduplicated across its decodings)."""
     seen: dict[str, tk.Hit] = {}
+    if not view.texts:
+        return []
     if view.vr == "UI" and not view.binary:
         for value in view.texts[0].split("\\"):
+            if tk.is_well_known_uid(value.strip(" \x00"), view.keyword):
+                continue  # a class, transfer syntax, implementation...: not an instance's identity
             hit = index.find_uid(value)
             if hit is not None:
                 seen.setdefault(hit.token, hit)
@@ -106,7 +110,9 @@ def _scan_dataset(ds: Dataset, path: Path, rel: str, index: tk.TokenIndex, inclu
                                         "truncated-value"))
         for hit in scan_view(index, view):
             result.hits.append(Pending(_hit_finding(rel, view, hit), hit.entry))
-        if view.vr == "UI" and not view.binary:
+        if view.items >= 0:
+            facts.seqs[view.path] = view.items
+        elif view.vr == "UI" and not view.binary:
             value = view.texts[0].strip(" \x00")
             if not value:
                 continue

@@ -57,7 +57,7 @@ def read_dataset(path: Path) -> Dataset | None:
 
 def collect_view(index: tk.TokenIndex, view: ElementView, study: str | None) -> None:
     """Add the tokens one source element gives (see ``tokens`` for the rules)."""
-    if view.binary:
+    if view.binary or not view.texts:
         return
     rules = tk.rules()
     keyword, vr, text = view.keyword, view.vr, view.texts[0]
@@ -86,6 +86,8 @@ def collect_view(index: tk.TokenIndex, view: ElementView, study: str | None) -> 
             ws = tk.words(text)
             if len("".join(ws)) >= 4 and any(w not in rules["stopwords"] for w in ws):
                 index.add_phrase(ws, kind)
+    elif keyword in rules["public_vocabulary_keywords"]:
+        index.add_public(text)
     elif keyword in rules["birth_date_keywords"]:
         tk.add_date(index, text, "birth-date", None)
     elif keyword in rules["date_keywords"] or keyword in rules["datetime_keywords"]:
@@ -102,7 +104,9 @@ def read_source(path: Path, rel: str, index: tk.TokenIndex) -> FileFacts | None:
         study = facts.study_uid or None
         for view in iter_elements(ds):
             collect_view(index, view, study)
-            if view.vr == "UI" and not view.binary:
+            if view.items >= 0:
+                facts.seqs[view.path] = view.items
+            elif view.vr == "UI" and not view.binary:
                 value = view.texts[0].strip(" \x00")
                 if value and not tk.is_well_known_uid(value, view.keyword):
                     facts.uis[view.path] = (view.keyword, value)

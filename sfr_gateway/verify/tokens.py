@@ -26,16 +26,20 @@ What is a token (and what is skipped as too short or too common)
 * Addresses: every component (split on ``^``, ``,``, new lines) as a phrase, and every word of
   ``min_part_length`` (4) or more that is not a stopword (street names, city, postal code).
   Institution address: components only. Institution name: the whole value, and its words of 4
-  or more that are not stopwords. Department: the whole value only.
+  or more that are not stopwords. Department: the whole value only. An institution token that
+  is also a manufacturer or model value of the sources (``TOSHIBA`` written as institution) is
+  dropped: device vocabulary is no PHI.
 * Birth date (global) and original dates (study, series, acquisition, content..., and the date
   part of the listed DT attributes): ``YYYYMMDD``, ``YYYY-MM-DD`` (any separator), ``DD/MM/YYYY``
   (any separator) and ``DDMMYYYY``; a digit word longer than 8 that starts with a date token is
   also a hit (a DT value). Original dates are *scoped to their source study*: they count as a
   leak only in outputs of the same study (a shifted date of one study may fall on the original
   date of another); when an output's study is unknown they count everywhere.
-* UIDs: every UI value of the sources that is not well known (see ``verify-tokens.json``): found
-  as a whole UID or as the prefix of a longer one (``<original>.1``), in UI elements and inside
-  any text or binary value.
+* UIDs: every UI value of the sources of ``min_uid_length`` (10) characters or more that is not
+  well known (see ``verify-tokens.json``): found as a whole UID or as the prefix of a longer one
+  (``<original>.1``), in UI elements and inside any text or binary value. Output UI elements that
+  are well known by keyword or value (SOP classes, transfer syntax, Implementation Class UID...)
+  are not searched for UIDs.
 * Pure-digit tokens are not matched inside numeric strings (IS, DS): ``1000`` there is a number.
 """
 
@@ -121,6 +125,8 @@ class TokenIndex:
         self._starts: dict[str, set[int]] = {}
         self._max_uid_len = 0
         self._binary_re: re.Pattern[str] | None = None
+        self.public: set[str] = set()
+        """Normalised manufacturer/model values and their words (see ``drop_public``)."""
 
     def __len__(self) -> int:
         return len(self.phrases) + len(self.uids)
@@ -139,7 +145,9 @@ class TokenIndex:
         self._binary_re = None
 
     def add_uid(self, uid: str, kind: str) -> None:
-        """Add an original UID (global)."""
+        """Add an original UID (global); shorter than ``min_uid_length`` it is no token."""
+        if len(uid) < rules()["min_uid_length"]:
+            return
         entry = self.uids.setdefault(uid, Entry())
         _merge(entry, kind, None)
         self._max_uid_len = max(self._max_uid_len, len(uid))
@@ -156,6 +164,21 @@ class TokenIndex:
         for uid, entry in other.uids.items():
             for kind in entry.kinds:
                 self.add_uid(uid, kind)
+        self.public |= other.public
+
+    def add_public(self, value: str) -> None:
+        """A device vocabulary value of the sources (manufacturer, model)."""
+        ws = words(value)
+        if ws:
+            self.public.add(" ".join(ws))
+            self.public.update(ws)
+
+    def drop_public(self) -> None:
+        """Drop institution tokens that are device vocabulary (``TOSHIBA`` as institution name)."""
+        for key in [k for k, e in self.phrases.items() if k in self.public
+                    and all(kind.startswith("institution-") for kind in e.kinds)]:
+            del self.phrases[key]
+        self._binary_re = None
 
     def counts(self) -> dict[str, int]:
         """Number of tokens by kind (for the report)."""

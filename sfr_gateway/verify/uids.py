@@ -17,7 +17,8 @@ Checks (each a finding; see ``report.py``)
 ------------------------------------------
 * ``uid-mapping`` (error): one original UID became several new ones across the output set, or
   one new UID stands for several originals; learnt from the UI elements found at the same
-  attribute path in a paired source and output.
+  attribute path (with the same keyword, and the same number of items in every enclosing
+  sequence) in a paired source and output.
 * ``media-storage-uid`` (error): file meta Media Storage SOP Instance UID differs from the SOP
   Instance UID.
 * ``study-folder`` (error): files of one study folder disagree on Study Instance UID (the study
@@ -56,6 +57,8 @@ class FileFacts:
     identity_removed: str | None = None
     uis: dict[str, tuple[str, str]] = field(default_factory=dict)
     """attribute path -> (keyword, value) of every UI element that is not well known."""
+    seqs: dict[str, int] = field(default_factory=dict)
+    """attribute path of every sequence -> its number of items."""
     refs: list[tuple[str, str]] = field(default_factory=list)
     """(attribute path, value) of every Referenced SOP Instance UID."""
     pixel_key: Hashable | None = None
@@ -134,7 +137,7 @@ def check_uids(sources: list[FileFacts], outputs: list[FileFacts],
         for path, uid in out.refs:
             if uid not in output_sops:
                 findings.append(Finding("warning", "dangling-reference", out.rel, path,
-                                        "ReferencedSOPInstanceUID", "unresolved", detail=uid))
+                                        "ReferencedSOPInstanceUID", "unresolved", token=uid))
     findings += _study_folder_findings(outputs)
     return findings
 
@@ -149,7 +152,7 @@ def _mapping_findings(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts])
             continue
         for path, (keyword, new) in out.uis.items():
             before = src.uis.get(path)
-            if before is None or before[0] != keyword or before[1] == new:
+            if before is None or before[0] != keyword or before[1] == new or not _same_shape(src, out, path):
                 continue  # not comparable here; an unchanged original is a token leak (scan)
             forward[before[1]].add(new)
             backward[new].add(before[1])
@@ -165,8 +168,19 @@ def _mapping_findings(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts])
         if len(olds) > 1:
             rel, path, keyword = where[("b", new)]
             findings.append(Finding("error", "uid-mapping", rel, path, keyword, "many-originals-one-new",
-                                    count=len(olds), detail=new))
+                                    count=len(olds), token=new))
     return findings
+
+
+def _same_shape(src: FileFacts, out: FileFacts, path: str) -> bool:
+    """True when every sequence enclosing ``path`` has as many items in the output as in the
+    source (an engine that dropped an item shifts the indexes: no pairing through it)."""
+    cut = path.find("[")
+    while cut > 0:
+        if src.seqs.get(path[:cut]) != out.seqs.get(path[:cut]):
+            return False
+        cut = path.find("[", cut + 1)
+    return True
 
 
 def _study_folder_findings(outputs: list[FileFacts]) -> list[Finding]:

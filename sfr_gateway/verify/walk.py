@@ -59,6 +59,8 @@ class ElementView:
     in_file_meta: bool
     truncated: bool = False
     """The file ends before the value's declared length (a broken file)."""
+    items: int = -1
+    """For a sequence (VR SQ, no texts): its number of items; its items follow as their own views."""
 
 
 @lru_cache(maxsize=8192)
@@ -203,6 +205,7 @@ def _walk(ds: Dataset, prefix: str, inherited: list[str], pixels: bool, meta: bo
             except Exception:  # noqa: BLE001 - an unparsable sequence is searched as raw bytes
                 items = None
             if isinstance(items, (Sequence, list)):
+                yield ElementView(path, elem.tag, keyword_of(tag, ds), "SQ", (), False, meta, items=len(items))
                 for index, item in enumerate(items):
                     if isinstance(item, Dataset):
                         yield from _walk(item, f"{path}[{index}].", encodings, pixels, meta)
