@@ -24,7 +24,8 @@ from Excel's ``sep=;`` first line when present.
 Every rejected line is reported with its line number and a reason (never its values). Lines of
 one patient with different statuses in the same file are all rejected (which one holds cannot be
 told), unless ``history`` is set: then only lines of one patient on the same date with different
-statuses conflict, and the rest is applied in date order. Valid lines are applied in one transaction; with ``all_or_nothing`` any rejection applies
+statuses conflict, and the rest is applied in date order. Valid lines are applied in one transaction;
+with ``all_or_nothing`` any rejection applies
 none. Lines for a withdrawn patient are skipped and reported: a withdrawal is permanent.
 """
 
