@@ -13,7 +13,6 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -22,7 +21,7 @@ from .config import HomePaths
 from .errors import KeyFileError
 from .fsutil import atomic_write_bytes, atomic_write_text
 
-SECRET_HEADER = "sfr-gateway pseudonym secret v1"
+SECRET_HEADER = "sfr-gateway pseudonym secret v1"  # noqa: S105 - a file-format label, not a secret
 SECRET_BYTES = 32
 
 

@@ -18,6 +18,8 @@ import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +27,15 @@ from typing import Any
 from . import consent
 from .config import Config
 from .deid.files import deidentify_file
-from .deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from .deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from .deid.tables import PS315_EDITION
 from .deidentify import _WORKER, RunSpec, _init_worker, _quarantine
-from .errors import DicomError
+from .errors import DicomError, GatewayError
 from .faults import checkpoint
 from .keys import load_pseudonym_secret, load_signing_key
 from .ledger import Ledger
 from .ledger import batches as sql
-from .package import BatchInfo, PatientConsent, batch_path, signature_path, write_batch
+from .package import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -82,31 +84,47 @@ def _release_one(path: bytes) -> tuple[str, Any]:
         return "refused", ("unparsable", "nesting too deep")
     except OSError as exc:
         return "refused", ("unreadable", f"{type(exc).__name__} errno {exc.errno}")
-    assert result.data is not None
+    if result.data is None:  # write=True always serialises: a bug, not a file to quarantine
+        raise RuntimeError("deidentify_file returned no bytes")
+    checkpoint("mid-deidentify")
     return "ok", (result.relpath().as_posix(), result.data)
 
 
 class _Workers:
-    """De-identification in ``n`` processes (or inline for n <= 1), reused for the whole run."""
+    """De-identification in ``n`` processes (or inline for n <= 1), reused for the whole run.
+
+    A ``concurrent.futures`` pool, not ``multiprocessing.Pool``: when a worker dies (OOM killer,
+    segfault) the latter waits forever for the lost task, and a cron run would hang holding the
+    lock; this one raises, the run fails, and the next run redoes the interrupted batch.
+    """
 
     def __init__(self, spec: RunSpec, n: int) -> None:
         self.n = n
         self.pool: Any = None
         if n > 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            self.pool = ctx.Pool(n, initializer=_init_worker, initargs=(spec,))
+            self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(spec,))
         else:
             _init_worker(spec, quiet=True)
 
     def map(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
         if self.pool is None:
             return (_release_one(p) for p in paths)
-        return self.pool.imap(_release_one, paths, chunksize=4)
+        return self._guarded(self.pool.map(_release_one, paths, chunksize=4))
+
+    @staticmethod
+    def _guarded(results: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+        try:
+            yield from results
+        except BrokenProcessPool:
+            raise GatewayError("a de-identification worker process died (out of memory?): "
+                               "nothing of the interrupted batch was sent; the next run redoes it") from None
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            for proc in list(getattr(self.pool, "_processes", {}).values()):  # do not wait for busy workers
+                proc.terminate()
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def batch_id_for(site_id: str, new_study_uid: str, part: int) -> str:
@@ -140,6 +158,9 @@ def recover(ledger: Ledger, outbox: Path) -> int:
         undone += 1
     if undone:
         log.warning("undid %d batch(es) interrupted while packaging", undone)
+    stale = remove_stale_temps(outbox)  # hidden ciphertext temps of a write_batch killed midway
+    if stale:
+        log.warning("removed %d temp file(s) of an interrupted batch write", stale)
     return undone
 
 
@@ -218,7 +239,7 @@ def _package_part(
     checkpoint("after-begin-batch")
     released: list[str] = []
     refused: list[tuple[str, str]] = []
-    results = zip(part, pool.map([i.path for i in part]))
+    results = zip(part, pool.map([i.path for i in part]), strict=True)
 
     def members() -> Iterator[tuple[str, bytes]]:
         for inst, (status, payload) in results:
