@@ -65,7 +65,8 @@ def main() -> None:
     print(f"{machine()}; export: {n} files, {size / 2**20:.0f} MB")
     print("format  workers  seconds  files/s  peak RSS MB  report MB")
     for r in results:
-        print(f"{r['format']:<7} {r['workers']:>7} {r['seconds']:>8} {r['files_per_s']:>8} {r['peak_rss_mb']:>12} {r['report_mb']:>10}")
+        print(f"{r['format']:<7} {r['workers']:>7} {r['seconds']:>8} {r['files_per_s']:>8} "
+              f"{r['peak_rss_mb']:>12} {r['report_mb']:>10}")
 
 
 if __name__ == "__main__":

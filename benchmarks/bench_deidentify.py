@@ -6,7 +6,8 @@ Usage::
                                           [--profile sfr-covid] [--data DIR] [--json]
 
 Each contender runs in its own child process (peak RSS is that child's ``ru_maxrss``, read with
-``os.wait4``; with worker processes, the largest of them), interleaved over ``--rounds`` rounds with a warm page cache; the median time is
+``os.wait4``; with worker processes, the largest of them), interleaved over ``--rounds`` rounds
+with a warm page cache; the median time is
 reported. Goal of the engine issue: deidentify <= 1.5 x the pydicom floor, RSS < 150 MB.
 """
 

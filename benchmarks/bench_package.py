@@ -177,7 +177,8 @@ def main() -> None:
     results["batch"] = batches
     for b in batches:
         print(f"write_batch (tar+zstd {b['level']}/{b['threads']}t+age+sign) {b['mb']:.0f} MB CT: "
-              f"{b['mb_per_s']:.0f} MB/s wall, {b['mb_per_cpu_s']:.0f} MB per CPU-second, ratio {b['ratio']:.3f}, peak RSS {b['peak_rss_mb']:.0f} MB "
+              f"{b['mb_per_s']:.0f} MB/s wall, {b['mb_per_cpu_s']:.0f} MB per CPU-second, "
+              f"ratio {b['ratio']:.3f}, peak RSS {b['peak_rss_mb']:.0f} MB "
               f"(of which the in-memory 64 MB test corpus ~{b['corpus_rss_mb']:.0f} MB)")
     results["load_avg_after"] = os.getloadavg()
     if args.json:

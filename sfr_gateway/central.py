@@ -164,7 +164,8 @@ def _unpack(stream: Any, batch_id: str, site: str, dest: Path) -> tuple[dict[str
     if first is None or first.name != MANIFEST_NAME or not first.isreg() or first.size > MAX_MANIFEST_BYTES:
         raise IntegrityError("batch: the first member is not manifest.json")
     mf = tf.extractfile(first)
-    assert mf is not None
+    if mf is None:
+        raise IntegrityError("batch: manifest.json is not a regular file")
     raw = mf.read()
     try:
         manifest = json.loads(raw.decode("utf-8"))
@@ -189,7 +190,8 @@ def _unpack(stream: Any, batch_id: str, site: str, dest: Path) -> tuple[dict[str
         target = dest.joinpath(*name.split("/"))
         target.parent.mkdir(parents=True, exist_ok=True)
         src = tf.extractfile(member)
-        assert src is not None
+        if src is None:
+            raise IntegrityError(f"batch: {member.name} is not a regular file")
         sha = hashlib.sha256()
         with open(target, "xb") as out:
             while block := src.read(READ_BLOCK):

@@ -24,7 +24,8 @@ from Excel's ``sep=;`` first line when present.
 Every rejected line is reported with its line number and a reason (never its values). Lines of
 one patient with different statuses in the same file are all rejected (which one holds cannot be
 told), unless ``history`` is set: then only lines of one patient on the same date with different
-statuses conflict, and the rest is applied in date order. Valid lines are applied in one transaction; with ``all_or_nothing`` any rejection applies
+statuses conflict, and the rest is applied in date order. Valid lines are applied in one transaction;
+with ``all_or_nothing`` any rejection applies
 none. Lines for a withdrawn patient are skipped and reported: a withdrawal is permanent.
 """
 
@@ -44,6 +45,7 @@ from typing import Any
 
 from .consent import STATUSES, Withdrawer, _apply, check_patient_id
 from .errors import ConsentError, InputError
+from .faults import checkpoint
 from .ledger import Ledger
 from .ledger.db import insert_event
 
@@ -351,6 +353,7 @@ def import_file(
         for ln in lines:
             change = _apply(conn, ln.patient_id, ln.issuer, ln.status, ln.effective, ln.source, ln.reference,
                             ln.operator, ln.reason, withdrawer)
+            checkpoint("mid-consent-import")
             if change.outcome == "already-withdrawn":
                 report.skipped_withdrawn.append(ln.number)
             elif change.outcome == "unchanged":

@@ -1,7 +1,8 @@
 """The hands-on batch: de-identify whatever files it is given, in worker processes.
 
 Outputs go to ``OUT/<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm`` (temp file +
-rename, mode 0600; ``durable=True`` adds fsyncs); refused files are recorded as ``HOME/quarantine/<id>.json`` with their reason (a copy
+rename, mode 0600; ``durable=True`` adds fsyncs); refused files are recorded as
+``HOME/quarantine/<id>.json`` with their reason (a copy
 of the source only when ``quarantine.keep_copies`` is set). Inputs are only ever read.
 Selection and the consent gate are not applied here: that is the cron pipeline's job.
 """
@@ -228,7 +229,7 @@ def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
         ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
         chunk = max(1, min(32, len(paths) // (workers * 8) or 1))
         with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
-            for path, (status, payload) in zip(paths, pool.imap(_process, paths, chunksize=chunk)):
+            for path, (status, payload) in zip(paths, pool.imap(_process, paths, chunksize=chunk), strict=True):
                 consume(path, status, payload)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -99,6 +99,30 @@ class DicomError(GatewayError):
         self.detail = detail
 
 
+class StorageError(GatewayError):
+    """The file system failed under a command: disk full, read-only, I/O error (ENOSPC, EROFS, EIO).
+
+    Nothing half-written is ever marked done: the next run completes the work.
+    """
+
+    exit_code = 16
+
+
+def storage_error(exc: BaseException) -> StorageError:
+    """A StorageError that names the cause of an OSError or SQLite error (no file contents)."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, sqlite3.Error):
+        return StorageError(f"the ledger (state.db) cannot be written: {exc} (disk full, read-only HOME "
+                            "or I/O error?); nothing was marked done, the next run resumes")
+    assert isinstance(exc, OSError)  # noqa: S101 - callers pass OSError or sqlite3.Error only
+    name = errno.errorcode.get(exc.errno or 0, "")
+    where = f" on {exc.filename}" if exc.filename else ""
+    return StorageError(f"file system error{where}: {exc.strerror or exc} ({name}); "
+                        "nothing half-written was marked done, the next run resumes")
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "internal error (a bug: please report it with the log)",
@@ -116,4 +140,5 @@ EXIT_CODES: dict[int, str] = {
     13: "verify found residual PHI",
     14: "mapping mismatch (pseudonym secret changed?)",
     15: "a single input file could not be processed",
+    16: "storage error (disk full, read-only file system, I/O error)",
 }

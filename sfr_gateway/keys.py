@@ -13,16 +13,15 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .config import HomePaths
 from .errors import KeyFileError
 from .fsutil import atomic_write_bytes, atomic_write_text
 
-SECRET_HEADER = "sfr-gateway pseudonym secret v1"
+SECRET_HEADER = "sfr-gateway pseudonym secret v1"  # noqa: S105 - a file-format label, not a secret
 SECRET_BYTES = 32
 
 
@@ -137,27 +136,9 @@ def create_signing_key(home: HomePaths) -> bool:
 
 def load_signing_key(home: HomePaths) -> SigningKey:
     """The site's signing key; KeyFileError if missing, malformed or exposed."""
+    from .crypto.sign import read_signing_key
+
     check_key_permissions(home)
-    try:
-        data = home.signing_key.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"no signing key at {home.signing_key}: run `sfr-gateway init`") from None
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise KeyFileError(f"{home.signing_key}: not an Ed25519 private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{home.signing_key}: not an Ed25519 private key")
-    return SigningKey(key)
-
-
-def load_minisign_public(text: str) -> Ed25519PublicKey:
-    """Parse a minisign public key (file text or the bare base64 line)."""
-    line = [x for x in text.strip().splitlines() if not x.startswith("untrusted comment:")]
-    try:
-        blob = base64.b64decode(line[-1], validate=True)
-    except (IndexError, ValueError):
-        raise KeyFileError("not a minisign public key") from None
-    if len(blob) != 42 or blob[:2] != b"Ed":
-        raise KeyFileError("not a minisign Ed25519 public key")
-    return Ed25519PublicKey.from_public_bytes(blob[10:])
+    if not home.signing_key.exists():
+        raise KeyFileError(f"no signing key at {home.signing_key}: run `sfr-gateway init`")
+    return read_signing_key(home.signing_key)

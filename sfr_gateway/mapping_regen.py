@@ -77,7 +77,7 @@ def differing_fields(new: MappingEntry, stored: MappingEntry) -> list[str]:
     offset: the caller did not pass them) are not held against it.
     """
     out = []
-    for name, a, b in zip(_FIELDS, new.comparable(), stored.comparable()):
+    for name, a, b in zip(_FIELDS, new.comparable(), stored.comparable(), strict=True):
         if name in ("accession", "new_accession", "date_offset") and b in ("", None):
             continue
         if name in ("accession", "new_accession") and a == "":

@@ -42,6 +42,7 @@ from . import __version__
 from .crypto.age import Encryptor, Recipient
 from .crypto.sign import SigningKey, sign_digest
 from .errors import IntegrityError, KeyFileError
+from .faults import checkpoint
 from .fsutil import atomic_write_text, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -367,6 +368,7 @@ def write_batch(
                 try:
                     with Encryptor(sink, recipients) as enc:
                         enc.write(head_frame)
+                        checkpoint("mid-encrypt")
                         spool.replay(enc)
                         enc.write(tail_frame)
                     sink.close()

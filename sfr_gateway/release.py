@@ -10,14 +10,18 @@ nothing half-done that could be sent.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,15 +29,15 @@ from typing import Any
 from . import consent
 from .config import Config
 from .deid.files import deidentify_file
-from .deid.pseudonym import PseudonymKeys, Pseudonymizer, patient_key
+from .deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from .deid.tables import PS315_EDITION
 from .deidentify import _WORKER, RunSpec, _init_worker, _quarantine
-from .errors import DicomError
+from .errors import DicomError, GatewayError
 from .faults import checkpoint
 from .keys import load_pseudonym_secret, load_signing_key
 from .ledger import Ledger
 from .ledger import batches as sql
-from .package import BatchInfo, PatientConsent, batch_path, signature_path, write_batch
+from .package import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,9 @@ def _release_one(path: bytes) -> tuple[str, Any]:
         return "refused", ("unparsable", "nesting too deep")
     except OSError as exc:
         return "refused", ("unreadable", f"{type(exc).__name__} errno {exc.errno}")
-    assert result.data is not None
+    if result.data is None:  # write=True always serialises: a bug, not a file to quarantine
+        raise RuntimeError("deidentify_file returned no bytes")
+    checkpoint("mid-deidentify")
     return "ok", (result.relpath().as_posix(), result.data)
 
 
@@ -90,8 +96,10 @@ class _Workers:
     """De-identification in ``n`` processes, reused for the whole run (inline when n <= 0).
 
     Even one worker is a separate process: it de-identifies the next files while this process
-    compresses, encrypts and hashes the batch, so ``--workers 1`` keeps two cores busy and the
-    package stage costs little wall time on top of de-identification.
+    compresses, encrypts and hashes the batch, so ``--workers 1`` keeps two cores busy.
+    A ``concurrent.futures`` pool, not ``multiprocessing.Pool``: when a worker dies (OOM killer,
+    segfault) the latter waits forever for the lost task, and a cron run would hang holding the
+    lock; this one raises, the run fails, and the next run redoes the interrupted batch.
     """
 
     def __init__(self, spec: RunSpec, n: int) -> None:
@@ -99,19 +107,43 @@ class _Workers:
         self.pool: Any = None
         if n >= 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            self.pool = ctx.Pool(n, initializer=_init_worker, initargs=(spec,))
+            self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(spec,))
         else:
             _init_worker(spec, quiet=True)
 
     def map(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
         if self.pool is None:
             return (_release_one(p) for p in paths)
-        return self.pool.imap(_release_one, paths, chunksize=4)
+        return self._guarded(self._bounded(paths))
+
+    def _bounded(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
+        """Results in order, with at most a few files per worker in flight: ``Executor.map``
+        submits everything at once, and results that the packaging has not consumed yet (whole
+        de-identified files) would pile up in memory, growing with the study's size."""
+        window = 4 * self.n
+        pending: collections.deque[Any] = collections.deque()
+        todo = iter(paths)
+        for path in itertools.islice(todo, window):
+            pending.append(self.pool.submit(_release_one, path))
+        while pending:
+            result = pending.popleft().result()
+            for path in itertools.islice(todo, 1):
+                pending.append(self.pool.submit(_release_one, path))
+            yield result
+
+    @staticmethod
+    def _guarded(results: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+        try:
+            yield from results
+        except BrokenProcessPool:
+            raise GatewayError("a de-identification worker process died (out of memory?): "
+                               "nothing of the interrupted batch was sent; the next run redoes it") from None
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            for proc in list(getattr(self.pool, "_processes", {}).values()):  # do not wait for busy workers
+                proc.terminate()
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def batch_id_for(site_id: str, new_study_uid: str, part: int) -> str:
@@ -145,6 +177,9 @@ def recover(ledger: Ledger, outbox: Path) -> int:
         undone += 1
     if undone:
         log.warning("undid %d batch(es) interrupted while packaging", undone)
+    stale = remove_stale_temps(outbox)  # hidden ciphertext temps of a write_batch killed midway
+    if stale:
+        log.warning("removed %d temp file(s) of an interrupted batch write", stale)
     return undone
 
 
@@ -186,7 +221,7 @@ def release(
     try:
         for study, pending in todo:
             patient_id, issuer = patients[study]
-            pseudonym = pz.patient(patient_key(patient_id, issuer))
+            pseudonym = pz.patient(patient_key(patient_id, issuer, study))  # as the engine derives it
             new_study = pz.uid(study)
             report.studies += 1
             for part in _parts(pending, config.batch_max_bytes):
@@ -223,7 +258,7 @@ def _package_part(
     checkpoint("after-begin-batch")
     released: list[str] = []
     refused: list[tuple[str, str]] = []
-    results = zip(part, pool.map([i.path for i in part]))
+    results = zip(part, pool.map([i.path for i in part]), strict=True)
 
     def members() -> Iterator[tuple[str, bytes]]:
         for inst, (status, payload) in results:

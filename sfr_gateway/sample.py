@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-from pydicom.uid import MRImageStorage
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 
 SAMPLE_UID_ROOT = "1.2.826.0.1.3680043.10.1374."  # a demo root; nothing real lives under it
 
@@ -179,10 +178,10 @@ def _pixels(rows: int, cols: int, index: int, rng: np.random.Generator) -> bytes
 def _base(patient: FakePatient, study: StudySpec, sop_class: str, sop_uid: str) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.ImplementationClassUID = SAMPLE_UID_ROOT + "1"
+    ds.file_meta.ImplementationClassUID = UID(SAMPLE_UID_ROOT + "1")
     ds.SpecificCharacterSet = patient.charset
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid

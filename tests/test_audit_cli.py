@@ -99,5 +99,6 @@ def test_text_patterns() -> None:
 
 
 def test_cli_module_is_light_at_import() -> None:
-    code = "import sys, sfr_gateway.cli.audit; bad = {'pydicom', 'numpy', 'rich', 'sfr_gateway.deid'} & set(sys.modules); assert not bad, bad"
+    code = ("import sys, sfr_gateway.cli.audit; bad = {'pydicom', 'numpy', 'rich', 'sfr_gateway.deid'} & set(sys.modules); "
+            "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

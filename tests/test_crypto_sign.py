@@ -20,7 +20,8 @@ PUB = sign.PublicKey.of(KEY)
 
 
 @settings(max_examples=25, deadline=None)
-@given(data=st.binary(max_size=5000), comment=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=80))
+@given(data=st.binary(max_size=5000),
+       comment=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=80))
 def test_sign_verify_round_trip(tmp_path_factory: pytest.TempPathFactory, data: bytes, comment: str) -> None:
     path = tmp_path_factory.mktemp("s") / "f"
     path.write_bytes(data)

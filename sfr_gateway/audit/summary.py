@@ -95,7 +95,7 @@ class Summary:
             stats.flags[flag.kind] += 1
             self.flag_groups[(inst.series, flag.kind, _ITEM.sub("[*]", flag.path), flag.detail, inst.patient)] += 1
         if inst.status == "quarantined":
-            assert inst.quarantine is not None
+            assert inst.quarantine is not None  # noqa: S101 - a type narrowing: quarantined records carry one
             stats.quarantined += 1
             stats.quarantine_reasons[inst.quarantine["reason"]] += 1
             self.quarantined.append({"file": inst.file, **inst.quarantine, "patient": inst.patient,

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
 from .. import __version__
-from ..errors import GatewayError
+from ..errors import GatewayError, storage_error
 from .common import GatewayContext
 
 COMMAND_MODULES: dict[str, str] = {
@@ -82,4 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except (OSError, sqlite3.Error) as exc:  # disk full, read-only HOME, I/O error: say so, no traceback
+        err = storage_error(exc)
+        click.echo(f"error: {err}", err=True)
+        return err.exit_code
     return 0

@@ -26,7 +26,8 @@ def _site_overrides(gw: GatewayContext) -> tuple[tuple[dict[str, Any], ...], tup
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for de-identified files (patient/study/series/instance).")
-@click.option("--profile", "profile_name", default=None, help=f"Profile name or .toml path (default: config, else {DEFAULT_PROFILE}).")
+@click.option("--profile", "profile_name", default=None,
+              help=f"Profile name or .toml path (default: config, else {DEFAULT_PROFILE}).")
 @click.option("--option", "options", multiple=True, help="Add a PS3.15 option, e.g. retain-uids (repeatable).")
 @click.option("--workers", "-j", type=click.IntRange(1, 64), default=1, show_default=True, help="Worker processes.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summary.")

@@ -26,11 +26,11 @@ def run(gw: GatewayContext, sources: tuple[Path, ...], dry_run: bool, workers: i
 
     config = gw.config()
     if interactive() and not as_json:
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}: {task.completed} files"),
                       TimeElapsedColumn(), transient=True) as bar:
-            tasks: dict[str, int] = {}
+            tasks: dict[str, TaskID] = {}
 
             def progress(stage: str, n: int) -> None:
                 if stage not in tasks:

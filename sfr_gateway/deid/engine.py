@@ -376,7 +376,8 @@ class Walker:
                 ctag, cpath = (group << 16) | elem_no, f"{prefix}({group:04X},{elem_no:04X})"
                 if elem_no not in used:
                     del ds[ctag]
-                    self.record(cpath, ctag, "LO", "removed", "X", "Private Creator of a block with nothing kept", name, None, name)
+                    self.record(cpath, ctag, "LO", "removed", "X", "Private Creator of a block with nothing kept",
+                                name, None, name)
                 elif self.ctx.record_kept:
                     self.record(cpath, ctag, "LO", "kept", "K", "Private Creator of a kept block", name, name, name)
 

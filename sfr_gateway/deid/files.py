@@ -93,6 +93,8 @@ def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
             raise DicomError("unparsable", type(exc).__name__) from None
         except OSError as exc:
             raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
+        except pydicom.errors.BytesLengthException:  # e.g. a file meta number of the wrong length
+            raise DicomError("unparsable", "BytesLengthException") from None
     for w in caught:
         message = str(w.message).lower()
         if any(h in message for h in _TRUNCATION_HINTS):
@@ -296,6 +298,50 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     )
 
 
+@lru_cache(maxsize=1)
+def _valid_vrs() -> frozenset[str]:
+    from pydicom.valuerep import VR
+
+    return frozenset(vr.value for vr in VR)
+
+
+_NUMBER_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "SV": 8, "UV": 8}
+
+
+def _check_vrs(ds: Dataset, plan: Plan) -> None:
+    """Refuse a dataset still holding, at any depth, an element with an unknown VR (written out
+    unchanged, no reader would accept the file) or a public attribute unknown to the data
+    dictionary and without a rule in the plan (a damaged tag: it may carry a UID or a name).
+    Both were found by the fault campaign."""
+    from pydicom.datadict import get_entry
+
+    for tag, elem in ds._dict.items():  # pydicom 3 internal: raw (unconverted) and converted elements
+        if elem.VR is not None and elem.VR not in _valid_vrs():  # None: implicit VR, not yet converted
+            raise DicomError("unparsable", f"unknown VR in {BaseTag(tag)}")
+        size = _NUMBER_SIZES.get(elem.VR or "")
+        if size and isinstance(elem, RawDataElement) and elem.value and len(elem.value) % size:
+            raise DicomError("unparsable", f"{elem.VR} value of {BaseTag(tag)} not a whole number of values")
+        if not (tag >> 16) % 2 and tag & 0xFFFF and tag not in plan.rules:
+            try:
+                get_entry(tag)
+            except KeyError:
+                raise DicomError("unknown-attribute", f"public tag {BaseTag(tag)} not in the data dictionary") from None
+        if elem.VR == "SQ" and not isinstance(elem, RawDataElement) and elem.value:
+            for item in elem.value:
+                _check_vrs(item, plan)
+
+
+_CHARSET_HINTS = ("unknown encoding", "failed to decode")
+
+
+def _check_decoded(caught: list[warnings.WarningMessage]) -> None:
+    """Refuse a file whose text did not decode with its declared Specific Character Set: PHI
+    tokens then no longer match the free text they should clean (found by the fault campaign)."""
+    for w in caught:
+        if any(h in str(w.message).lower() for h in _CHARSET_HINTS):
+            raise DicomError("charset", "text does not decode with the declared Specific Character Set")
+
+
 def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
     """Write ``ds`` (with its file meta and encoding) to ``fp``, or to bytes when ``fp`` is None.
 
@@ -330,8 +376,8 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
     """
     pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer(keys, offset_range=plan.offset_range)
     ds, ts = read_dataset(src)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values,
                                         record=record)
@@ -340,6 +386,10 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
                 IndexError, RecursionError) as exc:
             raise DicomError("unparsable", type(exc).__name__) from None
+        except pydicom.errors.BytesLengthException:  # a numeric value whose length does not fit its VR
+            raise DicomError("unparsable", "BytesLengthException") from None
+    _check_vrs(ds, plan)
+    _check_decoded(caught)
     if not write:
         return result
     data = serialise(ds)

@@ -261,15 +261,18 @@ def compile_plan(profile: Profile) -> Plan:
     phi_words = tuple(_tag_of({"keyword": k}, f"profile {pname!r} [phi_tokens]") for k in phi.get("words", []))
     phi_phrases = tuple(_tag_of({"keyword": k}, f"profile {pname!r} [phi_tokens]") for k in phi.get("phrases", []))
     offset = data.get("dates", {}).get("offset_days", [-1095, -1])
-    if not (isinstance(offset, list) and len(offset) == 2 and all(isinstance(x, int) for x in offset) and offset[0] <= offset[1] and 0 not in range(offset[0], offset[1] + 1)):
+    if not (isinstance(offset, list) and len(offset) == 2 and all(isinstance(x, int) for x in offset)
+            and offset[0] <= offset[1] and 0 not in range(offset[0], offset[1] + 1)):
         raise ProfileError(f"profile {pname!r}: [dates] offset_days must be [min, max] integers not spanning 0")
     masks = []
     for i, m in enumerate(data.get("mask", [])):
         where = f"profile {pname!r} mask {i + 1}"
         regions = m.get("regions")
-        if not regions or not all(isinstance(r, list) and len(r) == 4 and all(isinstance(v, int) and v >= 0 for v in r) for r in regions):
+        if not regions or not all(isinstance(r, list) and len(r) == 4 and all(isinstance(v, int) and v >= 0 for v in r)
+                                  for r in regions):
             raise ProfileError(f"{where}: regions must be a list of [x0, y0, x1, y1] pixel boxes")
-        masks.append(Mask(name=str(m.get("name", f"mask {i + 1}")), when=_when(m, where), regions=tuple(tuple(r) for r in regions)))
+        masks.append(Mask(name=str(m.get("name", f"mask {i + 1}")), when=_when(m, where),
+                          regions=tuple(tuple(r) for r in regions)))
     if "retain-long-full-dates" in profile.options:
         dates_mode = "full"
     elif "retain-long-modified-dates" in profile.options:

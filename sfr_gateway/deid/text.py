@@ -71,7 +71,7 @@ def clean_text(value: str, tokens: PhiTokens | FrozenTokens) -> str:
         return value
     spans: list[tuple[int, int]] = [m.span() for m in _DATE_LIKE.finditer(value)]
     words = [(m.start(), m.end(), normalize(m.group())) for m in _WORD.finditer(value)]
-    for i, (start, end, norm) in enumerate(words):
+    for start, end, norm in words:
         if norm in tokens.words:
             spans.append((start, end))
     if tokens.phrases:
@@ -87,7 +87,7 @@ def clean_text(value: str, tokens: PhiTokens | FrozenTokens) -> str:
     for start, end in spans:
         for k in range(start, end):
             keep[k] = False
-    out = "".join(c for c, k in zip(value, keep) if k)
+    out = "".join(c for c, k in zip(value, keep, strict=True) if k)
     out = _SPACES.sub(" ", out)
     out = re.sub(r"(?:\^|\s)+$", "", out).strip()
     return out

@@ -120,6 +120,7 @@ def summary(ledger: Ledger) -> dict[str, Any]:
         ("patients", "studies", "series", "instances"),
         q(f"""SELECT COUNT(DISTINCT patient_id || '|' || issuer), COUNT(DISTINCT study_uid),
                      COUNT(DISTINCT series_uid), COUNT(*) FROM instances WHERE {indexed} AND eligible = 1""").fetchone(),
+        strict=True,
     ))
     out["excluded"] = dict(Counter(dict(q(
         f"SELECT exclusion, COUNT(*) FROM instances WHERE {indexed} AND eligible = 0 GROUP BY exclusion").fetchall())))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, TransportError
+from ..faults import checkpoint
 from ..fsutil import fsync_dir
 from .base import (
     DATA,
@@ -113,8 +114,10 @@ class FileDropDestination(Destination):
                 os.fsync(dst.fileno())
             if digest.hexdigest() != sha256:
                 raise IntegrityError(f"drop folder: {source.name} changed while being copied")
+            checkpoint("drop-before-rename")
             os.replace(part, target)
             fsync_dir(self.directory)
+            checkpoint("drop-after-rename")
         except OSError as exc:
             raise TransportError(f"drop folder {self.directory}: cannot write {target.name}: {exc.strerror}") from None
         finally:

@@ -43,6 +43,7 @@ import requests
 
 from .. import __version__
 from ..errors import AuthError, IntegrityError, TransportError
+from ..faults import checkpoint
 from .base import (
     DATA,
     SIGNATURE,
@@ -358,6 +359,7 @@ class TusDestination(Destination):
         new_offset = _header_int(resp, "Upload-Offset", url)
         if not offset <= new_offset <= offset + len(chunk):
             raise IntegrityError(f"{redact_url(url)}: server offset {new_offset} after sending {offset}+{len(chunk)}")
+        checkpoint("tus-after-patch")  # the server has the bytes, the ledger not yet the offset
         return new_offset
 
     # -- HTTP plumbing --------------------------------------------------------------------

@@ -88,7 +88,8 @@ def _init_worker(index: tk.TokenIndex) -> None:
 
 def _output_chunk(job: tuple[Path, list[Path], bool]) -> list[OutputScan]:
     root, paths, pixels = job
-    assert _INDEX is not None
+    if _INDEX is None:
+        raise RuntimeError("verify worker used before its initialiser ran")
     return [scan_output(p, _rel(p, root), _INDEX, include_pixel_data=pixels) for p in paths]
 
 

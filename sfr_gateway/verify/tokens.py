@@ -245,13 +245,18 @@ class TokenIndex:
 
 
 BINARY_SUBSTRING_MIN = 5
+_TRIE_MAX_DEPTH = 200
 
 
 def _trie_regex(keys: Iterable[str]) -> re.Pattern[str]:
     """One regex matching any of ``keys`` (longest first), shaped as a trie so that matching
     costs about the same for ten tokens or ten thousand."""
+    keys = list(keys)
+    # A key longer than the trie can nest (a fuzzed value of thousands of bytes) would blow the
+    # recursion of ``build``: such keys are plain alternatives, tried first (longest first).
+    long = sorted((k for k in keys if len(k) > _TRIE_MAX_DEPTH), key=len, reverse=True)
     trie: dict[str, Any] = {}
-    for key in keys:
+    for key in (k for k in keys if len(k) <= _TRIE_MAX_DEPTH):
         node = trie
         for ch in key:
             node = node.setdefault(ch, {})
@@ -264,7 +269,7 @@ def _trie_regex(keys: Iterable[str]) -> re.Pattern[str]:
         body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
         return f"(?:{body})?" if "" in node else body
 
-    pattern = build(trie)
+    pattern = "|".join([*(re.escape(k) for k in long), *([build(trie)] if trie else [])])
     return re.compile(pattern if pattern else r"(?!x)x")
 
 
