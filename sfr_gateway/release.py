@@ -18,6 +18,8 @@ import itertools
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -92,6 +94,19 @@ def _release_one(path: bytes) -> tuple[str, Any]:
     return "ok", (result.relpath().as_posix(), result.data)
 
 
+def _init_release_worker(spec: RunSpec, parent: int) -> None:
+    """Worker set-up: die with the run (a SIGKILLed run must not leave workers behind that hold
+    the HOME lock they inherited), then compile the plan."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the run died before prctl took effect
+        os._exit(1)
+    _init_worker(spec)
+
+
 class _Workers:
     """De-identification in ``n`` processes, reused for the whole run (inline when n <= 0).
 
@@ -107,7 +122,8 @@ class _Workers:
         self.pool: Any = None
         if n >= 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(spec,))
+            self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_release_worker,
+                                            initargs=(spec, os.getpid()))
         else:
             _init_worker(spec, quiet=True)
 
