@@ -97,14 +97,20 @@ wall = [r["x_floor"] for r in rows]
 cpu = [r["cpu_seconds"] / floor_cpu for r in rows]
 ys = range(len(rows))
 fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.4))
-ax.barh([y + 0.2 for y in ys], wall, height=0.4, color=["#c0392b" if "deidentify" in n or "sfr-gateway" in n else "#7f8c8d" for n in names], label="wall time / floor wall time")
-ax.barh([y - 0.2 for y in ys], cpu, height=0.4, color=["#e6a39b" if "deidentify" in n or "sfr-gateway" in n else "#c8cccd" for n in names], label="CPU time / floor CPU time")
+ours = ["deidentify" in n or "sfr-gateway" in n for n in names]
+ax.barh([y + 0.2 for y in ys], wall, height=0.4, color=["#c0392b" if o else "#7f8c8d" for o in ours],
+        label="wall time / floor wall time")
+ax.barh([y - 0.2 for y in ys], cpu, height=0.4, color=["#e6a39b" if o else "#c8cccd" for o in ours],
+        label="CPU time / floor CPU time")
 ax.set_yticks(list(ys), names, fontsize=8)
 ax.axvline(1.0, color="black", lw=0.8, ls="--")
 for y, r, w in zip(ys, rows, wall):
-    ax.text(w + 0.05, y + 0.2, f"{w:.2f}x  {r['seconds']:.1f} s  {r['cpu_seconds']:.1f} CPU-s  {r['rss_max_mb']:.0f} MB", va="center", fontsize=7)
+    label = f"{w:.2f}x  {r['seconds']:.1f} s  {r['cpu_seconds']:.1f} CPU-s  {r['rss_max_mb']:.0f} MB"
+    ax.text(w + 0.05, y + 0.2, label, va="center", fontsize=7)
 ax.set_xlabel("ratio to the pydicom read+write floor (lower is better; median of %d rounds)" % res["repeat"], fontsize=8)
-ax.set_title("%d files, %.0f MB; %s; load average %s" % (res["files"], res["megabytes"], res["machine_short"], res["load_average"][0]), fontsize=9)
+title = "%d files, %.0f MB; %s; load average %s" % (
+    res["files"], res["megabytes"], res["machine_short"], res["load_average"][0])
+ax.set_title(title, fontsize=9)
 ax.set_xlim(0, max(wall + cpu) * 1.6)
 ax.legend(fontsize=7, loc="lower right")
 fig.tight_layout()
@@ -310,7 +316,8 @@ def contenders(src: Path, consent: Path, work: Path, install: bool, skipped: dic
     ppy = peers_python(install)
     bindir = PEERS_VENV / "bin"
     if has_module(ppy, "dicognito"):
-        out.append(Contender("dicognito", [str(ppy), "-m", "dicognito", "--output-directory", str(work / "dicognito"), "--quiet", str(src)],
+        out.append(Contender("dicognito", [str(ppy), "-m", "dicognito", "--output-directory", str(work / "dicognito"),
+                                           "--quiet", str(src)],
                              work / "dicognito"))
     else:
         skipped["dicognito"] = "not installable from PyPI here"
@@ -446,9 +453,11 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
             "name": c.name, "seconds": round(t, 3), "cpu_seconds": round(statistics.median(c.cpu), 2),
             "files_per_s": round(files / t, 1), "mb_per_s": round(megabytes / t, 1),
             "x_cp": round(t / cp, 2) if cp else None, "x_floor": round(t / floor, 2) if floor else None,
-            "rss_max_mb": round(c.rss_max, 1), "rss_tree_mb": round(c.rss_tree, 1), "files_out": c.files_out, "runs": [round(w, 3) for w in c.wall],
+            "rss_max_mb": round(c.rss_max, 1), "rss_tree_mb": round(c.rss_tree, 1), "files_out": c.files_out,
+            "runs": [round(w, 3) for w in c.wall],
         })
-    machine = f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    machine = (f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+               f"{platform.system()} {platform.release()}")
     goals = []
 
     def ratio(a: str, b: str) -> float | None:
@@ -475,7 +484,8 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
         f"{files} files, {megabytes:.0f} MB ({files} slices 512x512), median of {repeat} interleaved rounds, "
         f"page cache warm; {machine}; load average before/after: {loads[0]} / {loads[-1]}; {doc['date']}.",
         "",
-        "| contender | wall s | CPU s | files/s | MB/s | × cp -r | × floor | peak RSS (largest process) MB | peak RSS (tree) MB | files out | runs |",
+        "| contender | wall s | CPU s | files/s | MB/s | × cp -r | × floor | peak RSS (largest process) MB "
+        "| peak RSS (tree) MB | files out | runs |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -14,7 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sfr_gateway import sample
 from sfr_gateway.deid.files import deidentify_file
 from sfr_gateway.deid.profile import compile_plan, load_profile
-from sfr_gateway.deid.pseudonym import PseudonymKeys, Pseudonymizer
+from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
 from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
 from sfr_gateway.errors import DicomError
 
