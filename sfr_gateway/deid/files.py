@@ -31,8 +31,8 @@ from sfr_gateway import __version__
 from sfr_gateway.deid import pixels, tables
 from sfr_gateway.deid.engine import Change, Context, Walker, get_text
 from sfr_gateway.deid.plan import Plan
-from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
+from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
 from sfr_gateway.deid.text import FrozenTokens, PhiTokens
 from sfr_gateway.errors import DicomError
 

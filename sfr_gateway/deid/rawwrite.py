@@ -55,7 +55,7 @@ def write_fast(ds: Dataset, fp: BinaryIO) -> None:
         if elem.__class__ is RawDataElement and elem.is_implicit_VR == implicit and elem.is_little_endian:
             value = elem.value
             length = elem.length
-            vr = elem.VR
+            vr = elem.VR or ""
             if isinstance(value, bytes) and (length == 0xFFFFFFFF or len(value) == length) and (implicit or vr):
                 undefined = length == 0xFFFFFFFF
                 size = 0xFFFFFFFF if undefined else len(value)
