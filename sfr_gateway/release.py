@@ -202,7 +202,7 @@ def release(
     try:
         for study, pending in todo:
             patient_id, issuer = patients[study]
-            pseudonym = pz.patient(patient_key(patient_id, issuer))
+            pseudonym = pz.patient(patient_key(patient_id, issuer, study))  # as the engine derives it
             new_study = pz.uid(study)
             report.studies += 1
             for part in _parts(pending, config.batch_max_bytes):

@@ -38,6 +38,7 @@ class UploadReport:
     failed: dict[str, str] = field(default_factory=dict)
     bytes_sent: int = 0
     withdrawals_sent: int = 0
+    announcements_sent: int = 0
     cancelled_removed: int = 0
     pending: int = 0
 
@@ -45,7 +46,8 @@ class UploadReport:
         return {
             "destination": self.destination, "acknowledged": len(self.acknowledged),
             "acknowledged_ids": self.acknowledged, "failed": self.failed, "bytes_sent": self.bytes_sent,
-            "withdrawals_sent": self.withdrawals_sent, "cancelled_removed": self.cancelled_removed,
+            "withdrawals_sent": self.withdrawals_sent, "announcements_sent": self.announcements_sent,
+            "cancelled_removed": self.cancelled_removed,
             "pending": self.pending,
         }
 
@@ -73,7 +75,7 @@ def upload(
     report.cancelled_removed = _remove_cancelled(ledger, config)
     todo = sql.batches(ledger, ["packaged", "failed"])
     requests = consent.withdrawal_requests(ledger, "pending")
-    if not todo and not requests:
+    if not todo and not requests and not _announcements(config):
         return report
     if not config.destination:  # the embedded default drop folder lives in HOME: create it
         (config.home.root / DEFAULT_DESTINATION_DIRNAME).mkdir(mode=0o700, exist_ok=True)
@@ -105,6 +107,7 @@ def upload(
                             p.unlink()
         else:
             _send_withdrawals(ledger, config, dest, state, requests, report)
+            _send_announcements(config, dest, state, report)
     report.pending = len(sql.batches(ledger, ["packaged", "failed"]))
     ledger.record_event("upload", "upload", "ok" if not report.failed else "partial", report.as_dict())
     return report
@@ -134,3 +137,28 @@ def _send_withdrawals(ledger: Ledger, config: Config, dest: Any, state: Any, req
             return
         consent.mark_withdrawal_request(ledger, req.id, "sent")
         report.withdrawals_sent += 1
+
+
+def _announcements(config: Config) -> list[Any]:
+    """Signed statements waiting in the outbox (e.g. a signing-key rotation, from ``keys rotate-signing``)."""
+    return sorted(p for p in config.home.outbox.glob("signing-key-rotation-*.json") if signature_path(p).exists())
+
+
+def _send_announcements(config: Config, dest: Any, state: Any, report: UploadReport) -> None:
+    """Deliver each announcement like a batch, then move it to ``outbox/sent/``."""
+    import hashlib
+
+    for path in _announcements(config):
+        data = path.read_bytes()
+        try:
+            dest.send(path, path.stem, hashlib.sha256(data).hexdigest(), len(data), state)
+        except AuthError:
+            raise
+        except (TransportError, IntegrityError) as exc:
+            report.failed[path.stem] = str(exc)
+            return
+        sent = config.home.outbox / "sent"
+        sent.mkdir(mode=0o700, exist_ok=True)
+        signature_path(path).replace(sent / signature_path(path).name)
+        path.replace(sent / path.name)
+        report.announcements_sent += 1

@@ -145,3 +145,17 @@ def test_crash_at_every_step_then_rerun_delivers_exactly_once(site: Site, cli, p
     assert len(counts) == ELIGIBLE and set(counts.values()) == {1}
     outbox_visible = [p for p in (site.home / "outbox").iterdir() if p.is_file() and not p.name.startswith(".")]
     assert outbox_visible == []  # everything acknowledged, nothing half-written left in sight
+
+
+def test_signing_key_rotation_announcement_reaches_the_central_host(site: Site) -> None:
+    from sfr_gateway.crypto.sign import PublicKey, verify_file
+
+    old = PublicKey.load(site.home / "keys" / "site-signing.pub")
+    rotated = site.gateway("keys", "rotate-signing")
+    assert rotated.returncode == 0, rotated.stderr
+    report = run_json(site)
+    assert report["upload"]["announcements_sent"] == 1
+    (statement,) = site.dropbox.glob("signing-key-rotation-*.json")
+    verify_file(statement, Path(str(statement) + ".minisig").read_text(), old)
+    assert not list((site.home / "outbox").glob("signing-key-rotation-*"))
+    assert run_json(site)["upload"]["announcements_sent"] == 0

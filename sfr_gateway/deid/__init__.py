@@ -9,23 +9,36 @@ Library use::
     result = deidentify_file(path, plan, keys)   # result.data: bytes; result.changes: records
 """
 
-from sfr_gateway.deid.engine import Change
-from sfr_gateway.deid.files import (
-    DeidResult,
-    deidentify_dataset,
-    deidentify_file,
-    read_dataset,
-    serialise,
-)
-from sfr_gateway.deid.plan import Plan
-from sfr_gateway.deid.profile import (
-    DEFAULT_PROFILE,
-    Profile,
-    available_profiles,
-    compile_plan,
-    load_profile,
-)
-from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Exported names and the module that defines each: imported on first use, so that importing a
+# light submodule (e.g. ``sfr_gateway.deid.pseudonym``) does not load pydicom and the engine.
+_EXPORTS = {
+    "Change": "engine",
+    "DeidResult": "files",
+    "deidentify_dataset": "files",
+    "deidentify_file": "files",
+    "read_dataset": "files",
+    "serialise": "files",
+    "Plan": "plan",
+    "DEFAULT_PROFILE": "profile",
+    "Profile": "profile",
+    "available_profiles": "profile",
+    "compile_plan": "profile",
+    "load_profile": "profile",
+    "Pseudonymizer": "pseudonym",
+    "PseudonymKeys": "pseudonym",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"sfr_gateway.deid.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'sfr_gateway.deid' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_PROFILE",

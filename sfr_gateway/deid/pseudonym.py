@@ -42,8 +42,11 @@ class PseudonymKeys:
             raise ValueError("site id must be 1-24 characters: letters, digits, '-' or '_'")
 
     def fingerprint(self) -> str:
-        """A short public fingerprint of the secret (never the secret itself)."""
-        return hashlib.sha256(b"sfr-gateway fingerprint\x00" + self.secret).hexdigest()[:16]
+        """A short public fingerprint of the secret (never the secret itself): the same one
+        ``init``, ``keys show`` and the mapping print."""
+        from sfr_gateway.keys import secret_fingerprint
+
+        return secret_fingerprint(self.secret)
 
 
 @lru_cache(maxsize=65536)
