@@ -15,7 +15,7 @@ import stat
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .config import HomePaths
 from .errors import KeyFileError
@@ -136,27 +136,9 @@ def create_signing_key(home: HomePaths) -> bool:
 
 def load_signing_key(home: HomePaths) -> SigningKey:
     """The site's signing key; KeyFileError if missing, malformed or exposed."""
+    from .crypto.sign import read_signing_key
+
     check_key_permissions(home)
-    try:
-        data = home.signing_key.read_bytes()
-    except FileNotFoundError:
-        raise KeyFileError(f"no signing key at {home.signing_key}: run `sfr-gateway init`") from None
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError):
-        raise KeyFileError(f"{home.signing_key}: not an Ed25519 private key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{home.signing_key}: not an Ed25519 private key")
-    return SigningKey(key)
-
-
-def load_minisign_public(text: str) -> Ed25519PublicKey:
-    """Parse a minisign public key (file text or the bare base64 line)."""
-    line = [x for x in text.strip().splitlines() if not x.startswith("untrusted comment:")]
-    try:
-        blob = base64.b64decode(line[-1], validate=True)
-    except (IndexError, ValueError):
-        raise KeyFileError("not a minisign public key") from None
-    if len(blob) != 42 or blob[:2] != b"Ed":
-        raise KeyFileError("not a minisign Ed25519 public key")
-    return Ed25519PublicKey.from_public_bytes(blob[10:])
+    if not home.signing_key.exists():
+        raise KeyFileError(f"no signing key at {home.signing_key}: run `sfr-gateway init`")
+    return read_signing_key(home.signing_key)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from sfr_gateway.config import HomePaths, load_config
+from sfr_gateway.crypto.sign import PublicKey
 from sfr_gateway.errors import EXIT_CODES, ConfigError
-from sfr_gateway.keys import load_minisign_public, load_pseudonym_secret, load_signing_key
+from sfr_gateway.keys import load_pseudonym_secret, load_signing_key
 
 
 def mode(path: Path) -> int:
@@ -37,8 +38,8 @@ def test_init_prints_public_key_that_matches_private_key(tmp_path: Path, cli) ->
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     signing = load_signing_key(HomePaths(tmp_path / "h"))
-    public = load_minisign_public(data["signing_public_key"])
-    assert public.public_bytes_raw() == signing.public_bytes
+    public = PublicKey.parse(data["signing_public_key"])
+    assert public.key == signing.public_bytes and public.key_id == signing.key_id
     assert data["signing_key_id"] in data["signing_public_key"]
     secret = (tmp_path / "h" / "keys" / "pseudonym.key").read_text()
     assert data["pseudonym_secret_fingerprint"] not in secret

@@ -58,26 +58,25 @@ def render_summary(data: dict[str, Any]) -> None:
     table.add_row("all", *(str(data[c]) for c in ("patients", "studies", "series", "instances")))
     table.add_row("eligible", *(str(data["eligible"][c]) for c in ("patients", "studies", "series", "instances")))
     console.print(table)
-    if data["excluded"]:
-        t = Table(title="Excluded instances by reason")
-        t.add_column("reason")
-        t.add_column("instances", justify="right")
-        t.add_column("meaning")
-        for reason, count in sorted(data["excluded"].items()):
-            t.add_row(reason, str(count), EXCLUSION_REASONS.get(reason, ""))
-        console.print(t)
-    if data["unreadable"]:
-        t = Table(title="Unreadable files by reason")
-        t.add_column("reason")
-        t.add_column("files", justify="right")
-        t.add_column("meaning")
-        for reason, count in sorted(data["unreadable"].items()):
-            t.add_row(reason, str(count), UNREADABLE_REASONS.get(reason, ""))
-        console.print(t)
+    _reasons(console, "Excluded instances by reason", "instances", data["excluded"], EXCLUSION_REASONS)
+    _reasons(console, "Unreadable files by reason", "files", data["unreadable"], UNREADABLE_REASONS)
     if "consent" in data:
         from .consent import render_coverage
 
         render_coverage(data["consent"])
+
+
+def _reasons(console: Console, title: str, unit: str, counts: dict[str, int], meanings: dict[str, str]) -> None:
+    """A table of counts by reason, with what each reason means; nothing when there are none."""
+    if not counts:
+        return
+    table = Table(title=title)
+    table.add_column("reason")
+    table.add_column(unit, justify="right")
+    table.add_column("meaning")
+    for reason, count in sorted(counts.items()):
+        table.add_row(reason, str(count), meanings.get(reason, ""))
+    console.print(table)
 
 
 COMMANDS = [scan]
