@@ -19,6 +19,8 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ from sfr_gateway.deid.files import deidentify_file, serialise
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.profile import compile_plan, load_profile
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
-from sfr_gateway.errors import DicomError, InputError
+from sfr_gateway.errors import DicomError, GatewayError, InputError
+from sfr_gateway.faults import checkpoint
 from sfr_gateway.fsutil import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
@@ -157,6 +160,7 @@ def _process(path: Path) -> tuple[str, Any]:
     try:
         size = path.stat().st_size
         result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"], write=False, record=False)
+        checkpoint("mid-deidentify")
         written = _write(spec.output / result.relpath(), result.dataset, spec.durable)
         return "ok", (size, written, result.patient_pseudonym, result.study_uid, result.series_uid,
                       bool(result.mask))
@@ -228,8 +232,14 @@ def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
     else:
         ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
         chunk = max(1, min(32, len(paths) // (workers * 8) or 1))
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
-            for path, (status, payload) in zip(paths, pool.imap(_process, paths, chunksize=chunk), strict=True):
-                consume(path, status, payload)
+        # concurrent.futures, not multiprocessing.Pool: a worker killed (OOM killer) makes this raise
+        # instead of waiting forever for its lost task (found by the fault campaign)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)) as pool:
+            try:
+                for path, (status, payload) in zip(paths, pool.map(_process, paths, chunksize=chunk), strict=True):
+                    consume(path, status, payload)
+            except BrokenProcessPool:
+                raise GatewayError("a de-identification worker process died (out of memory?); "
+                                   "outputs written so far are complete, run again to finish") from None
     summary.seconds = time.perf_counter() - started
     return summary

@@ -83,3 +83,15 @@ def test_crash_during_consent_import_applies_nothing(site: Site, cli, tmp_path: 
     again = site.gateway("consent", "import", csv)
     assert again.returncode == 0, again.stderr
     assert json.loads(site.gateway("run", "--json").stdout)["release"]["instances"] == ELIGIBLE
+
+
+def test_a_dead_worker_fails_deidentify_instead_of_hanging(site: Site, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = site.gateway("deidentify", site.export.root, "--output", out, "--workers", "2",
+                        env={"SFR_GATEWAY_FAULT": "mid-deidentify:3"})
+    assert proc.returncode == 1 and "worker process died" in proc.stderr
+    for path in out.rglob("*"):  # what was written is whole (temp + rename): every .dcm opens
+        if path.is_file() and path.suffix == ".dcm":
+            import pydicom
+
+            pydicom.dcmread(path)

@@ -20,7 +20,7 @@ import pytest
 from faults_fixtures import integrity_ok, ledger_rows, snapshot
 
 from sfr_gateway.crypto.age import Identity
-from sfr_gateway.errors import AuthError
+from sfr_gateway.errors import AuthError, TransportError
 
 pytest_plugins = ["transport_fixtures"]
 
@@ -125,7 +125,8 @@ def test_certificate_from_another_ca_is_refused_and_nothing_is_sent(
     proc = _gateway(home, "run")
     out, err = proc.communicate(timeout=300)
     # a transport failure leaves the batches pending for the next run: the run says so on stderr
-    # (cron mails it) and in its report; it never retries without verification
+    # (cron mails it), in its report and with exit code 10; it never retries without verification
+    assert proc.returncode == TransportError.exit_code == 10, err
     assert "attention: not delivered" in err and "TLS verification failed" in err
     assert server.requests() == [] and server.uploads() == {}
     acknowledged = ledger_rows(home / "state.db", "SELECT count(*) FROM batches WHERE state = 'acknowledged'")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..errors import TransportError
 from .common import GatewayContext, echo_json, interactive, pass_gateway
 
 
@@ -42,8 +44,21 @@ def run(gw: GatewayContext, sources: tuple[Path, ...], dry_run: bool, workers: i
         report = run_pipeline(config, sources, dry_run=dry_run, workers=workers)
     if as_json:
         echo_json(report.as_dict())
-        return
-    click.echo(report.summary_line())
+    else:
+        click.echo(report.summary_line())
+        _attention(report, config)
+    _fail_if_undelivered(report.as_dict()["upload"])
+
+
+def _fail_if_undelivered(upload: dict[str, Any]) -> None:
+    """Undelivered batches make the exit code 10 (after the report): cron and timers notice.
+    They stay pending; the next run resumes them."""
+    if upload.get("failed"):
+        raise TransportError(f"{len(upload['failed'])} item(s) not delivered; they stay pending for the next run")
+
+
+def _attention(report: Any, config: Any) -> None:
+    """What a human should look at, on stderr (cron mails it)."""
     if report.needs_attention:
         data = report.as_dict()
         if data["scan"].get("unreadable"):
@@ -69,6 +84,7 @@ def upload(gw: GatewayContext, as_json: bool) -> None:
         click.echo(f"uploaded {data['acknowledged']} batches to {data['destination']}; {data['pending']} pending")
         if data["failed"]:
             click.echo(f"attention: not delivered: {data['failed']}", err=True)
+    _fail_if_undelivered(data)
 
 
 @click.command()

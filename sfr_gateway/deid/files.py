@@ -180,15 +180,21 @@ def _tokens(ds: Dataset, plan: Plan) -> FrozenTokens:
     else:
         key = ()
     tokens = PhiTokens()
-    for group, split in ((plan.phi_words, True), (plan.phi_phrases, False)):
-        for tag in group:
-            if tag not in ds:
-                continue
-            value = ds[tag].value
-            values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
-            for v in values:
-                if v is not None and not isinstance(v, (bytes, Dataset)):
-                    tokens.add_value(str(v).replace("^", " ").replace("=", " "), split_words=split)
+    # Decoding happens here, once per distinct raw value (later slices hit the cache): a value
+    # that does not decode must be refused now, deterministically, or a cache hit would skip the
+    # check and its tokens (with replacement characters) would not match the free text.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for group, split in ((plan.phi_words, True), (plan.phi_phrases, False)):
+            for tag in group:
+                if tag not in ds:
+                    continue
+                value = ds[tag].value
+                values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+                for v in values:
+                    if v is not None and not isinstance(v, (bytes, Dataset)):
+                        tokens.add_value(str(v).replace("^", " ").replace("=", " "), split_words=split)
+    _check_decoded(caught)
     frozen = tokens.freeze()
     if key:
         if len(_TOKEN_CACHE) > 4096:
