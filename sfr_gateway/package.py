@@ -291,6 +291,17 @@ def _link_no_clobber(tmp: Path, final: Path) -> None:
     os.unlink(tmp)
 
 
+def compressor(level: int = DEFAULT_ZSTD_LEVEL, threads: int = 0, min_match: int = 0,
+               hash_log: int = 0) -> zstandard.ZstdCompressor:
+    """A zstd compressor (with checksums) at ``level``; ``min_match``/``hash_log`` override the
+    level's own values when non-zero (any standard zstd decoder reads the result)."""
+    if not (min_match or hash_log):
+        return zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+    overrides = {k: v for k, v in (("min_match", min_match), ("hash_log", hash_log)) if v}
+    params = zstandard.ZstdCompressionParameters.from_level(level, threads=threads, write_checksum=True, **overrides)
+    return zstandard.ZstdCompressor(compression_params=params)
+
+
 def write_batch(
     outbox: Path,
     info: BatchInfo,
@@ -300,6 +311,8 @@ def write_batch(
     *,
     zstd_level: int = DEFAULT_ZSTD_LEVEL,
     zstd_threads: int = 0,
+    zstd_min_match: int = 0,
+    zstd_hash_log: int = 0,
 ) -> BatchResult:
     """Package ``members`` ((arcname, bytes) pairs, any iterable) into a signed, encrypted batch.
 
@@ -317,7 +330,7 @@ def write_batch(
     outbox.mkdir(parents=True, exist_ok=True)
     created = info.created or dt.datetime.now(dt.UTC)
     mtime = int(created.timestamp())
-    cctx = zstandard.ZstdCompressor(level=zstd_level, threads=zstd_threads, write_checksum=True)
+    cctx = compressor(zstd_level, zstd_threads, zstd_min_match, zstd_hash_log)
 
     files: list[dict[str, Any]] = []
     seen: set[str] = {MANIFEST_NAME}

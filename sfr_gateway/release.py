@@ -10,12 +10,16 @@ nothing half-done that could be sent.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import hashlib
+import itertools
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -90,9 +94,24 @@ def _release_one(path: bytes) -> tuple[str, Any]:
     return "ok", (result.relpath().as_posix(), result.data)
 
 
-class _Workers:
-    """De-identification in ``n`` processes (or inline for n <= 1), reused for the whole run.
+def _init_release_worker(spec: RunSpec, parent: int) -> None:
+    """Worker set-up: die with the run (a SIGKILLed run must not leave workers behind that hold
+    the HOME lock they inherited), then compile the plan."""
+    if sys.platform.startswith("linux"):
+        import ctypes
 
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the run died before prctl took effect
+        os._exit(1)
+    _init_worker(spec)
+
+
+class _Workers:
+    """De-identification in ``n`` processes, reused for the whole run (inline when n <= 0).
+
+    Even one worker is a separate process: it de-identifies the next files while this process
+    compresses, encrypts and hashes the batch, so ``--workers 1`` keeps two cores busy.
     A ``concurrent.futures`` pool, not ``multiprocessing.Pool``: when a worker dies (OOM killer,
     segfault) the latter waits forever for the lost task, and a cron run would hang holding the
     lock; this one raises, the run fails, and the next run redoes the interrupted batch.
@@ -101,16 +120,32 @@ class _Workers:
     def __init__(self, spec: RunSpec, n: int) -> None:
         self.n = n
         self.pool: Any = None
-        if n > 1:
+        if n >= 1:
             ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(spec,))
+            self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_release_worker,
+                                            initargs=(spec, os.getpid()))
         else:
             _init_worker(spec, quiet=True)
 
     def map(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
         if self.pool is None:
             return (_release_one(p) for p in paths)
-        return self._guarded(self.pool.map(_release_one, paths, chunksize=4))
+        return self._guarded(self._bounded(paths))
+
+    def _bounded(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
+        """Results in order, with at most a few files per worker in flight: ``Executor.map``
+        submits everything at once, and results that the packaging has not consumed yet (whole
+        de-identified files) would pile up in memory, growing with the study's size."""
+        window = 4 * self.n
+        pending: collections.deque[Any] = collections.deque()
+        todo = iter(paths)
+        for path in itertools.islice(todo, window):
+            pending.append(self.pool.submit(_release_one, path))
+        while pending:
+            result = pending.popleft().result()
+            for path in itertools.islice(todo, 1):
+                pending.append(self.pool.submit(_release_one, path))
+            yield result
 
     @staticmethod
     def _guarded(results: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
@@ -273,7 +308,9 @@ def _package_part(
         patients=(PatientConsent(pseudonym, basis.status, basis.effective),),
         extra={"consent_mode": basis.mode, "study": new_study, "part": number},
     )
-    result = write_batch(config.home.outbox, info, all_members(), recipients, signing)
+    z = config.zstd
+    result = write_batch(config.home.outbox, info, all_members(), recipients, signing, zstd_level=z.level,
+                         zstd_threads=z.threads, zstd_min_match=z.min_match, zstd_hash_log=z.hash_log)
     checkpoint("after-batch-written")
     with ledger.transaction() as conn:
         state = conn.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()

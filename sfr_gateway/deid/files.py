@@ -32,6 +32,7 @@ from sfr_gateway.deid import pixels, tables
 from sfr_gateway.deid.engine import Change, Context, Walker, get_text
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
+from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
 from sfr_gateway.deid.text import FrozenTokens, PhiTokens
 from sfr_gateway.errors import DicomError
 
@@ -358,8 +359,11 @@ def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            pydicom.dcmwrite(buf, ds, enforce_file_format=True,
-                             implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
+            if can_write_fast(ds):  # raw elements copied as bytes; identical output, see rawwrite
+                write_fast(ds, buf)
+            else:
+                pydicom.dcmwrite(buf, ds, enforce_file_format=True,
+                                 implicit_vr=ts == _IMPLICIT_LE, little_endian=ts != _EXPLICIT_BE)
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
                 IndexError, RecursionError) as exc:
             raise DicomError("unwritable", type(exc).__name__) from None
