@@ -1,5 +1,5 @@
-"""A name that does not decode with the declared character set is refused every time, not only
-the first time its raw bytes are seen (the token cache once skipped the check: a leak)."""
+"""Things that must never leave inside an output file: a name that does not decode with the declared
+character set (refused on every file, not only on a token-cache miss) and the source preamble."""
 
 from __future__ import annotations
 
@@ -30,3 +30,17 @@ def test_every_slice_with_an_undecodable_name_is_refused(tmp_path: Path) -> None
         with pytest.raises(DicomError) as refused:
             deidentify_file(_mislabelled(tmp_path / f"{i}.dcm", i), plan, keys)
         assert refused.value.reason == "charset"
+
+
+def test_the_source_preamble_is_never_copied(tmp_path: Path) -> None:
+    import pydicom
+
+    src = _mislabelled(tmp_path / "src.dcm", 0)
+    ds = pydicom.dcmread(src)
+    ds.SpecificCharacterSet = "ISO_IR 100"  # now the name decodes: the file is released
+    ds.preamble = b"II*\x00 LEFEVRE Helene, 12 rue de la Paix".ljust(128, b"\x00")
+    ds.save_as(src, enforce_file_format=True)
+    assert src.read_bytes()[:7] == b"II*\x00 LE"
+    result = deidentify_file(src, compile_plan(load_profile("sfr-covid")), PseudonymKeys(b"k" * 32, "TEST01"))
+    assert result.data is not None
+    assert result.data[:132] == b"\x00" * 128 + b"DICM"

@@ -352,8 +352,10 @@ def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
     """Write ``ds`` (with its file meta and encoding) to ``fp``, or to bytes when ``fp`` is None.
 
     Writing straight into the output file saves a copy of the pixel bytes; the returned value
-    is then ``b""``.
+    is then ``b""``. The 128-byte preamble is always written as zeros: a source's preamble can
+    carry anything (a TIFF header, a name) and is never copied.
     """
+    ds.preamble = b"\x00" * 128
     ts = str(ds.file_meta.TransferSyntaxUID)
     buf = fp if fp is not None else io.BytesIO()
     with warnings.catch_warnings():
