@@ -25,17 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-PLAIN = r"""
-import os, sys, pydicom
-src, dst = sys.argv[1], sys.argv[2]
-for root, _, files in os.walk(src):
-    for name in files:
-        path = os.path.join(root, name)
-        ds = pydicom.dcmread(path)
-        out = os.path.join(dst, os.path.relpath(path, src))
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        ds.save_as(out)
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PYDICOM_FLOOR as PLAIN  # noqa: E402
 
 DEID = r"""
 import os, sys

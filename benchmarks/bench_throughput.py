@@ -36,6 +36,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import PYDICOM_FLOOR as FLOOR  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 RESULTS = HERE / "results"
@@ -43,18 +46,6 @@ PEERS_VENV = OUT / "peers-venv"
 PEER_PACKAGES = ["dicognito", "deid", "dicom-anonymizer", "matplotlib"]
 PIXELMED_JARS = [Path("/usr/share/java/pixelmed.jar"), Path("/usr/share/java/pixelmed_imageio.jar")]
 GATEWAY = [sys.executable, "-m", "sfr_gateway"]
-
-FLOOR = r"""
-import os, sys, pydicom
-src, dst = sys.argv[1], sys.argv[2]
-for root, _, files in os.walk(src):
-    for name in files:
-        path = os.path.join(root, name)
-        ds = pydicom.dcmread(path)
-        out = os.path.join(dst, os.path.relpath(path, src))
-        os.makedirs(os.path.dirname(out), exist_ok=True)
-        ds.save_as(out)
-"""
 
 HEADER_COPY = r"""
 import io, os, shutil, sys, pydicom

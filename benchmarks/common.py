@@ -14,6 +14,20 @@ from pathlib import Path
 from sfr_gateway.sample import generate_export
 
 OUT = Path(__file__).parent / "out"
+
+# The floor every de-identifier is compared with: a plain pydicom read and write of every file
+# (run as ``python -c PYDICOM_FLOOR SRC DST``).
+PYDICOM_FLOOR = r"""
+import os, sys, pydicom
+src, dst = sys.argv[1], sys.argv[2]
+for root, _, files in os.walk(src):
+    for name in files:
+        path = os.path.join(root, name)
+        ds = pydicom.dcmread(path)
+        out = os.path.join(dst, os.path.relpath(path, src))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        ds.save_as(out)
+"""
 GATEWAY = [sys.executable, "-m", "sfr_gateway"]
 
 

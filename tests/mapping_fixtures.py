@@ -10,12 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pydicom
-import pytest
+from crypto_fixtures import require_binary, run  # noqa: F401  (re-exported for the mapping/keys tests)
 
 from sfr_gateway.config import HomePaths, load_config
 from sfr_gateway.crypto import age
@@ -26,21 +24,6 @@ from sfr_gateway.keys import load_pseudonym_secret
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.mapping import MappingStore, record_released, record_study
 from sfr_gateway.scan import scan
-
-
-def require_binary(name: str) -> str:
-    """Path of an external tool; skip locally when missing, but fail under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not installed (Debian package: see .ci/apt-packages.txt)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-def run(cmd: list[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(cmd, capture_output=True, timeout=120, check=False)
 
 
 def age_identity(folder: Path, name: str = "dpo") -> tuple[Path, str]:

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
 from ..errors import ConfigError, IntegrityError
+from ..package import signature_path  # noqa: F401  (one naming rule for batch signatures; re-exported)
 
 DATA = "data"
 SIGNATURE = "signature"
 PARTS = (DATA, SIGNATURE)
-SIGNATURE_SUFFIX = ".minisig"
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` while the ciphertext is transferred."""
@@ -228,11 +228,6 @@ def is_loopback(host: str | None) -> bool:
 
 def utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def signature_path(batch_path: Path) -> Path:
-    """``<batch>.age.minisig`` beside ``<batch>.age``."""
-    return batch_path.with_name(batch_path.name + SIGNATURE_SUFFIX)
 
 
 def file_sha256(path: Path, block: int = 1024 * 1024) -> str:
