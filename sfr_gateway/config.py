@@ -36,9 +36,13 @@ def default_home() -> Path:
 
 @dataclass(frozen=True)
 class HomePaths:
-    """Where everything lives inside one gateway HOME."""
+    """Where everything lives inside one gateway HOME (an absolute path: a relative ``--home``
+    is taken from the current directory once, so file URIs and child processes agree)."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).absolute())
 
     @property
     def config(self) -> Path:

@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydicom.dataset import Dataset
-
-from sfr_gateway.deid.files import deidentify_file, serialise
+from sfr_gateway.deid.files import DeidResult, copy_pixels, deidentify_file, serialise
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.profile import compile_plan, load_profile
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
@@ -114,8 +112,11 @@ def quarantine_id(path: Path) -> str:
 _MADE_DIRS: set[Path] = set()
 
 
-def _write(path: Path, ds: Dataset, durable: bool) -> int:
-    """Serialise ``ds`` into a temp file beside ``path``, then rename it (fsync if durable)."""
+def _write(path: Path, result: DeidResult, durable: bool) -> int:
+    """Write the output into a temp file beside ``path``, then rename it (fsync if durable).
+
+    A header-only result gets its header written and the source's pixel bytes copied in the
+    kernel; otherwise the dataset is serialised straight into the file."""
     if path.parent not in _MADE_DIRS:
         path.parent.mkdir(parents=True, exist_ok=True)
         if len(_MADE_DIRS) > 4096:
@@ -128,7 +129,11 @@ def _write(path: Path, ds: Dataset, durable: bool) -> int:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            serialise(ds, fh)
+            if result.head is not None and result.pixels is not None:
+                fh.write(result.head)
+                copy_pixels(result.pixels, fh)
+            else:
+                serialise(result.dataset, fh)
             size = fh.tell()
             if durable:
                 fh.flush()
@@ -159,9 +164,10 @@ def _process(path: Path) -> tuple[str, Any]:
     spec: RunSpec = _WORKER["spec"]
     try:
         size = path.stat().st_size
-        result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"], write=False, record=False)
+        result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"], write=False, record=False,
+                                 pixels_in_place=True)
         checkpoint("mid-deidentify")
-        written = _write(spec.output / result.relpath(), result.dataset, spec.durable)
+        written = _write(spec.output / result.relpath(), result, spec.durable)
         return "ok", (size, written, result.patient_pseudonym, result.study_uid, result.series_uid,
                       bool(result.mask))
     except DicomError as exc:

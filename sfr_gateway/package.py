@@ -83,6 +83,38 @@ class BatchInfo:
 
 
 @dataclass(frozen=True)
+class FileMember:
+    """A member whose bytes are ``head`` followed by ``length`` bytes of ``source`` (an open file)
+    from ``offset``: a de-identified header and the pixel bytes still in the source file.
+    ``write_batch`` reads them straight into the stream and closes ``source``."""
+
+    head: bytes
+    source: BinaryIO
+    offset: int
+    length: int
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + self.length
+
+
+def _stream_range(member: FileMember, sinks: Sequence[Any], buf: memoryview) -> None:
+    """Feed ``member.length`` bytes of its source from ``member.offset`` to every sink's ``update``/``write``."""
+    fd = member.source.fileno()
+    offset, left = member.offset, member.length
+    while left:
+        n = os.preadv(fd, [buf[:min(left, len(buf))]], offset)
+        if n <= 0:
+            raise IntegrityError("a source file became shorter while it was packaged: the batch is abandoned, "
+                                 "the next run redoes it")
+        chunk = buf[:n]
+        for sink in sinks:
+            sink(chunk)
+        offset += n
+        left -= n
+
+
+@dataclass(frozen=True)
 class BatchResult:
     """A batch written to the outbox."""
 
@@ -305,7 +337,7 @@ def compressor(level: int = DEFAULT_ZSTD_LEVEL, threads: int = 0, min_match: int
 def write_batch(
     outbox: Path,
     info: BatchInfo,
-    members: Iterable[tuple[str, bytes]],
+    members: Iterable[tuple[str, bytes | FileMember]],
     recipients: Sequence[Recipient],
     signing_key: SigningKey,
     *,
@@ -314,7 +346,8 @@ def write_batch(
     zstd_min_match: int = 0,
     zstd_hash_log: int = 0,
 ) -> BatchResult:
-    """Package ``members`` ((arcname, bytes) pairs, any iterable) into a signed, encrypted batch.
+    """Package ``members`` ((arcname, bytes or :class:`FileMember`) pairs, any iterable) into a
+    signed, encrypted batch.
 
     Writes ``outbox/<batch>.tar.zst.age`` atomically (temp, fsync, no-clobber link, fsync dir)
     then its ``.minisig``. Raises IntegrityError if the batch file already exists, KeyFileError
@@ -337,20 +370,32 @@ def write_batch(
     with tempfile.TemporaryFile(dir=outbox, prefix=".spool-") as spool_fh:
         spool = _SpoolWriter(spool_fh)
         members_tar = 0
+        buf = memoryview(bytearray(COPY_BLOCK))
         with cctx.stream_writer(spool, closefd=False) as zw:  # type: ignore[arg-type]
             for name, data in members:
-                check_member_name(name)
-                if name in seen:
-                    raise ValueError(f"duplicate file name in batch: {name!r}")
-                seen.add(name)
-                files.append({"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
-                header = _tar_header(name, len(data), mtime)
-                zw.write(header)
-                zw.write(data)
-                pad = -len(data) % BLOCK
+                try:
+                    check_member_name(name)
+                    if name in seen:
+                        raise ValueError(f"duplicate file name in batch: {name!r}")
+                    seen.add(name)
+                    size = data.size if isinstance(data, FileMember) else len(data)
+                    header = _tar_header(name, size, mtime)
+                    zw.write(header)
+                    if isinstance(data, FileMember):
+                        digest = hashlib.sha256(data.head)
+                        zw.write(data.head)
+                        _stream_range(data, (digest.update, zw.write), buf)
+                    else:
+                        digest = hashlib.sha256(data)
+                        zw.write(data)
+                finally:
+                    if isinstance(data, FileMember):
+                        data.source.close()
+                files.append({"name": name, "size": size, "sha256": digest.hexdigest()})
+                pad = -size % BLOCK
                 if pad:
                     zw.write(b"\0" * pad)
-                members_tar += len(header) + len(data) + pad
+                members_tar += len(header) + size + pad
         manifest = build_manifest(info, created, files)
         manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
         head = _tar_member(MANIFEST_NAME, manifest_bytes, mtime)

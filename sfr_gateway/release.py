@@ -30,7 +30,7 @@ from typing import Any
 
 from . import consent
 from .config import Config
-from .deid.files import deidentify_file
+from .deid.files import PixelRef, deidentify_file
 from .deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from .deid.tables import PS315_EDITION
 from .deidentify import _WORKER, RunSpec, _init_worker, _quarantine
@@ -39,7 +39,7 @@ from .faults import checkpoint
 from .keys import load_pseudonym_secret, load_signing_key
 from .ledger import Ledger
 from .ledger import batches as sql
-from .package import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
+from .package import BatchInfo, FileMember, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +79,30 @@ def run_spec(config: Config) -> RunSpec:
 
 
 def _release_one(path: bytes) -> tuple[str, Any]:
-    """Worker: de-identify one source file to bytes (nothing written)."""
+    """Worker: de-identify one source file (nothing written). Returns the output's bytes, or its
+    de-identified header and a reference to the pixel bytes left in the source (the packaging
+    process reads them straight into the batch: they never cross between processes)."""
     try:
-        result = deidentify_file(Path(os.fsdecode(path)), _WORKER["plan"], _WORKER["pz"], record=False)
+        result = deidentify_file(Path(os.fsdecode(path)), _WORKER["plan"], _WORKER["pz"], record=False,
+                                 pixels_in_place=True)
     except DicomError as exc:
         return "refused", (exc.reason, exc.detail)
     except RecursionError:
         return "refused", ("unparsable", "nesting too deep")
     except OSError as exc:
         return "refused", ("unreadable", f"{type(exc).__name__} errno {exc.errno}")
-    if result.data is None:  # write=True always serialises: a bug, not a file to quarantine
+    data = result.head if result.pixels is not None else result.data
+    if data is None:  # write=True always serialises: a bug, not a file to quarantine
         raise RuntimeError("deidentify_file returned no bytes")
     checkpoint("mid-deidentify")
-    return "ok", (result.relpath().as_posix(), result.data)
+    return "ok", (result.relpath().as_posix(), data, result.pixels)
+
+
+def _member(data: bytes, pixels: PixelRef | None) -> bytes | FileMember:
+    """What ``write_batch`` gets for one released file (DicomError if its source changed meanwhile)."""
+    if pixels is None:
+        return data
+    return FileMember(data, pixels.open_checked(), pixels.offset, pixels.length)
 
 
 def _init_release_worker(spec: RunSpec, parent: int) -> None:
@@ -127,24 +138,38 @@ class _Workers:
         else:
             _init_worker(spec, quiet=True)
 
-    def map(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
+    def map(self, paths: list[bytes], sizes: list[int]) -> Iterator[tuple[str, Any]]:
+        """Results for ``paths`` in order (one lazy stream for the whole run, so that workers
+        de-identify the next batch's files while this process finishes the current batch)."""
         if self.pool is None:
             return (_release_one(p) for p in paths)
-        return self._guarded(self._bounded(paths))
+        return self._guarded(self._bounded(paths, sizes))
 
-    def _bounded(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
-        """Results in order, with at most a few files per worker in flight: ``Executor.map``
-        submits everything at once, and results that the packaging has not consumed yet (whole
-        de-identified files) would pile up in memory, growing with the study's size."""
-        window = 4 * self.n
-        pending: collections.deque[Any] = collections.deque()
-        todo = iter(paths)
-        for path in itertools.islice(todo, window):
-            pending.append(self.pool.submit(_release_one, path))
+    def _bounded(self, paths: list[bytes], sizes: list[int]) -> Iterator[tuple[str, Any]]:
+        """Results in order, with a bounded look-ahead: at most ``LOOKAHEAD_FILES`` per worker
+        and ``LOOKAHEAD_BYTES`` of source files in flight. ``Executor.map`` would submit
+        everything at once, and results not consumed yet would pile up in memory. (A result is
+        usually a de-identified header and a reference to the pixel bytes, a few KB; the bytes
+        bound covers files that must be carried whole.)"""
+        pending: collections.deque[tuple[Any, int]] = collections.deque()
+        todo = iter(zip(paths, sizes, strict=True))
+        in_flight = 0
+
+        def fill() -> None:
+            nonlocal in_flight
+            while len(pending) < LOOKAHEAD_FILES * self.n and (in_flight < LOOKAHEAD_BYTES or not pending):
+                item = next(todo, None)
+                if item is None:
+                    return
+                pending.append((self.pool.submit(_release_one, item[0]), item[1]))
+                in_flight += item[1]
+
+        fill()
         while pending:
-            result = pending.popleft().result()
-            for path in itertools.islice(todo, 1):
-                pending.append(self.pool.submit(_release_one, path))
+            future, size = pending.popleft()
+            result = future.result()
+            in_flight -= size
+            fill()
             yield result
 
     @staticmethod
@@ -160,6 +185,10 @@ class _Workers:
             for proc in list(getattr(self.pool, "_processes", {}).values()):  # do not wait for busy workers
                 proc.terminate()
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+LOOKAHEAD_FILES = 64  # per worker
+LOOKAHEAD_BYTES = 64 * 1024 * 1024
 
 
 def batch_id_for(site_id: str, new_study_uid: str, part: int) -> str:
@@ -232,22 +261,28 @@ def release(
     spec = run_spec(config)
     plan = spec.plan()
     pz = Pseudonymizer(PseudonymKeys(spec.secret, config.site_id), offset_range=plan.offset_range)
+    parts = [(study, part) for study, pending in todo for part in _parts(pending, config.batch_max_bytes)]
     pool = _Workers(spec, workers)
+    results = pool.map([i.path for _, part in parts for i in part], [i.size for _, part in parts for i in part])
     done = 0
+    withdrawn: set[str] = set()
     try:
-        for study, pending in todo:
-            patient_id, issuer = patients[study]
-            pseudonym = pz.patient(patient_key(patient_id, issuer, study))  # as the engine derives it
-            new_study = pz.uid(study)
-            report.studies += 1
-            for part in _parts(pending, config.batch_max_bytes):
+        for study, part in parts:
+            mine = itertools.islice(results, len(part))
+            if study not in withdrawn:
+                patient_id, issuer = patients[study]
+                pseudonym = pz.patient(patient_key(patient_id, issuer, study))  # as the engine derives it
+                new_study = pz.uid(study)
                 written = _package_part(ledger, config, spec, study, patient_id, issuer, pseudonym, new_study,
-                                        part, pool, recipients, signing, today, report)
-                done += len(part)
-                if progress:
-                    progress(done)
+                                        part, mine, recipients, signing, today, report)
                 if written is None:
-                    break  # consent changed under us: nothing more of this study
+                    withdrawn.add(study)  # consent changed under us: nothing more of this study
+            for _ in mine:
+                pass  # de-identified ahead but not packaged (withdrawn): dropped, nothing was written
+            done += len(part)
+            if progress:
+                progress(done)
+        report.studies = len({study for study, _ in parts})
     finally:
         pool.close()
     ledger.record_event("run", "release", "ok", report.as_dict())
@@ -256,11 +291,11 @@ def release(
 
 def _package_part(
     ledger: Ledger, config: Config, spec: RunSpec, study: str, patient_id: str, issuer: str, pseudonym: str,
-    new_study: str, part: list[sql.PendingInstance], pool: _Workers, recipients: Any, signing: Any,
-    today: dt.date, report: ReleaseReport,
+    new_study: str, part: list[sql.PendingInstance], part_results: Iterator[tuple[str, Any]], recipients: Any,
+    signing: Any, today: dt.date, report: ReleaseReport,
 ) -> str | None:
-    """Write one batch for ``part``; return its ID, '' if every file was refused, None if the
-    patient is no longer releasable."""
+    """Write one batch for ``part`` from the workers' ``part_results``; return its ID, '' if
+    every file was refused, None if the patient is no longer releasable."""
     with ledger.transaction() as conn:
         basis = consent.release_basis(conn, patient_id, issuer, config.consent, today)
         if basis is None:
@@ -274,21 +309,27 @@ def _package_part(
     checkpoint("after-begin-batch")
     released: list[str] = []
     refused: list[tuple[str, str]] = []
-    results = zip(part, pool.map([i.path for i in part]), strict=True)
+    results = zip(part, part_results, strict=True)
 
-    def members() -> Iterator[tuple[str, bytes]]:
+    def members() -> Iterator[tuple[str, bytes | FileMember]]:
         for inst, (status, payload) in results:
             if status == "ok":
-                released.append(inst.sop_instance_uid)
-                report.plaintext_bytes += len(payload[1])
-                yield payload
-                if len(released) == 2:
-                    checkpoint("mid-package")
-            else:
-                reason, detail = payload
-                refused.append((inst.sop_instance_uid, reason))
-                report.quarantined[reason] += 1
-                _quarantine(spec, Path(os.fsdecode(inst.path)), reason, detail)
+                name, data, pixels = payload
+                try:
+                    member = _member(data, pixels)
+                except DicomError as exc:
+                    status, payload = "refused", (exc.reason, exc.detail)
+                else:
+                    released.append(inst.sop_instance_uid)
+                    report.plaintext_bytes += len(data) + (pixels.length if pixels else 0)
+                    yield name, member
+                    if len(released) == 2:
+                        checkpoint("mid-package")
+                    continue
+            reason, detail = payload  # refused by the worker, or its source changed since
+            refused.append((inst.sop_instance_uid, reason))
+            report.quarantined[reason] += 1
+            _quarantine(spec, Path(os.fsdecode(inst.path)), reason, detail)
 
     stream = members()
     first = next(stream, None)
@@ -298,7 +339,7 @@ def _package_part(
             sql.record_quarantined(conn, study, refused)
         return ""
 
-    def all_members() -> Iterator[tuple[str, bytes]]:
+    def all_members() -> Iterator[tuple[str, bytes | FileMember]]:
         yield first
         yield from stream
 

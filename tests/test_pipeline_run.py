@@ -159,3 +159,19 @@ def test_signing_key_rotation_announcement_reaches_the_central_host(site: Site) 
     verify_file(statement, Path(str(statement) + ".minisig").read_text(), old)
     assert not list((site.home / "outbox").glob("signing-key-rotation-*"))
     assert run_json(site)["upload"]["announcements_sent"] == 0
+
+
+def test_a_relative_home_works_like_an_absolute_one(site: Site, cli) -> None:
+    """`--home gw` from the folder above it (found by the throughput benchmark: the embedded
+    default drop folder's file URI needed an absolute path and `run` ended in a traceback)."""
+    import subprocess
+    import sys
+
+    site.consent_all(cli)
+    proc = subprocess.run([sys.executable, "-m", "sfr_gateway", "--home", site.home.name, "run", "--json"],
+                          capture_output=True, text=True, cwd=site.home.parent, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["upload"]["acknowledged"] == report["release"]["batches"] == 7
+    assert report["upload"]["destination"] == (site.home / "dropbox").as_uri()
+    assert len(site.batches()) == 7

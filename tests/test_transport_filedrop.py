@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,42 @@ from sfr_gateway.transport import destination_for
 from sfr_gateway.transport.filedrop import FileDropDestination
 
 pytest_plugins = ["transport_fixtures"]
+
+
+@pytest.fixture
+def other_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drop folder on another filesystem than the outbox (a share): no hard links there."""
+
+    def cross_device(src: object, dst: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(dst))
+
+    monkeypatch.setattr(os, "link", cross_device)
+
+
+def test_same_filesystem_drop_is_a_hard_link_to_the_fsynced_batch(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0010", 2 * 1024 * 1024 + 5)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    receipt = FileDropDestination(drop).send(batch.path, batch.batch_id, batch.sha256, batch.size,
+                                             SqliteUploadState(ledger, drop.as_uri()))
+    placed = drop / batch.path.name
+    assert placed.stat().st_ino == batch.path.stat().st_ino  # no second copy of the bytes
+    assert placed.read_bytes() == batch.path.read_bytes()
+    assert receipt.sha256 == batch.sha256 and not list(drop.glob("*.part"))
+
+
+def test_drop_on_another_filesystem_is_copied_in_blocks(new_batch, tmp_path: Path, ledger,
+                                                        other_filesystem: None) -> None:
+    batch = new_batch("B-0011", 3 * 1024 * 1024 + 9)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    seen: list[int] = []
+    FileDropDestination(drop).send(batch.path, batch.batch_id, batch.sha256, batch.size,
+                                   SqliteUploadState(ledger, drop.as_uri()), progress=lambda d, t: seen.append(d))
+    placed = drop / batch.path.name
+    assert placed.stat().st_ino != batch.path.stat().st_ino
+    assert placed.read_bytes() == batch.path.read_bytes()
+    assert len(seen) >= 4 and seen[-1] == batch.size
 
 
 def test_drop_places_batch_and_signature_without_visible_partial(new_batch, tmp_path: Path, ledger) -> None:
@@ -40,7 +78,8 @@ def test_drop_places_batch_and_signature_without_visible_partial(new_batch, tmp_
     assert {(r["part"], r["state"]) for r in list_uploads(ledger)} == {("data", "done"), ("signature", "done")}
 
 
-def test_drop_crash_mid_copy_leaves_no_final_file_and_retry_completes(new_batch, tmp_path: Path, ledger) -> None:
+def test_drop_crash_mid_copy_leaves_no_final_file_and_retry_completes(new_batch, tmp_path: Path, ledger,
+                                                                      other_filesystem: None) -> None:
     batch = new_batch("B-0002", 5 * 1024 * 1024)
     drop = tmp_path / "drop"
     drop.mkdir()

@@ -147,6 +147,28 @@ def _shifted(value: str, vr: str, days: int) -> str:
     return dates.shift_multi(value, vr, days)
 
 
+_KEEP, _DELETE = object(), object()
+_MEMOS: dict[tuple[Any, ...], dict[tuple[int, str | None, bytes], tuple[Any, bool]]] = {}
+_MEMO_MAX = 50_000
+
+
+def _memo_for(ctx: Context) -> dict[tuple[int, str | None, bytes], tuple[Any, bool]] | None:
+    """The outcomes already computed for this plan, key, SOP class and patient (slices of a
+    series repeat most of their values), when nothing is being recorded; None otherwise.
+
+    An element's outcome is a pure function of its tag, VR and raw value given these (keyed
+    pseudonyms, the patient's date offset and PHI tokens): the memo is only ever a shortcut."""
+    if ctx.record_changes or ctx.record_kept or ctx.keep_values:
+        return None
+    key = (ctx.plan, ctx.pz, ctx.sop_class, ctx.patient_key, ctx.patient_pseudonym, ctx.date_offset, ctx.tokens)
+    memo = _MEMOS.get(key)
+    if memo is None or len(memo) > _MEMO_MAX:
+        if len(_MEMOS) > 64:
+            _MEMOS.clear()
+        memo = _MEMOS[key] = {}
+    return memo
+
+
 class Walker:
     """Applies one plan to one dataset tree for one file (see module docstring)."""
 
@@ -154,6 +176,7 @@ class Walker:
         self.ctx = ctx
         self.plan = ctx.plan
         self.values = ctx.keep_values
+        self.memo = _memo_for(ctx)
 
     def record(self, path: str, tag: int, vr: str, action: str, code: str, rule: str,
                before: Any = None, after: Any = None, creator: str | None = None) -> None:
@@ -170,28 +193,70 @@ class Walker:
     def walk(self, ds: Dataset, prefix: str = "") -> None:
         """Apply the plan to ``ds`` and every nested sequence item."""
         private_groups: list[int] = []
-        plan = self.plan
-        for tag in list(ds._dict):  # pydicom 3 internal: BaseTag keys, identity-fast lookups
+        store = ds._dict  # pydicom 3 internal: BaseTag keys, raw (unconverted) elements
+        memo = self.memo
+        for tag in list(store):
             group = tag >> 16
             if group & 1:
                 if group not in private_groups:
                     private_groups.append(group)
                 continue
+            if memo is not None and group != 0x0002 and tag & 0xFFFF:
+                elem = store[tag]
+                value = elem.value
+                if (elem.__class__ is RawDataElement and value.__class__ is bytes and elem.length != 0xFFFFFFFF
+                        and elem.VR != "SQ" and value.isascii() and b"\x1b" not in value):
+                    mkey = (int(tag), elem.VR, value)
+                    hit = memo.get(mkey)
+                    if hit is None:
+                        self._memoised(ds, tag, prefix, elem, mkey, memo)
+                    else:
+                        out, moved = hit
+                        if out is _DELETE:
+                            del store[tag]
+                        elif out is not _KEEP:
+                            store[tag] = elem._replace(value=out, length=len(out))
+                        if moved:
+                            self.ctx.dates_moved = True
+                    continue
             if tag & 0xFFFF == 0 or group == 0x0002:
                 del ds[tag]
                 self.record(prefix + _keyword(tag), tag, "UL" if tag & 0xFFFF == 0 else "UN", "removed", "X",
                             "group length / file meta element inside the dataset (removed)")
                 continue
-            rule = plan.rule_for(int(tag))
-            vr = _vr_of(ds, tag)
-            path = prefix + _keyword(tag)
-            if rule is None:
-                self._unlisted(ds, tag, vr, path)
-                continue
-            code = plan.resolve(rule.code, int(tag), self.ctx.sop_class)
-            self._apply(ds, tag, vr, path, code, rule)
+            self._public(ds, tag, prefix)
         if private_groups:
             self._private(ds, private_groups, prefix)
+
+    def _public(self, ds: Dataset, tag: int, prefix: str) -> None:
+        """Apply the plan's rule (or the unlisted-attribute policy) to one public element."""
+        rule = self.plan.rule_for(int(tag))
+        vr = _vr_of(ds, tag)
+        path = prefix + _keyword(tag)
+        if rule is None:
+            self._unlisted(ds, tag, vr, path)
+            return
+        code = self.plan.resolve(rule.code, int(tag), self.ctx.sop_class)
+        self._apply(ds, tag, vr, path, code, rule)
+
+    def _memoised(self, ds: Dataset, tag: int, prefix: str, elem: RawDataElement,
+                  mkey: tuple[int, str | None, bytes], memo: dict[tuple[int, str | None, bytes], tuple[Any, bool]]) -> None:
+        """Process one plain raw element and remember its outcome (see :func:`_memo_for`)."""
+        ctx = self.ctx
+        moved_before, ctx.dates_moved = ctx.dates_moved, False
+        self._public(ds, tag, prefix)
+        moved = ctx.dates_moved
+        ctx.dates_moved = moved_before or moved
+        new = ds._dict.get(tag)  # type: ignore[call-overload]  # BaseTag keys; an int finds them
+        if new is None:
+            outcome: Any = _DELETE
+        elif new is elem:
+            outcome = _KEEP
+        elif new.__class__ is RawDataElement and new.value.__class__ is bytes:
+            outcome = new.value
+        else:
+            return  # converted to a value: not a byte-level outcome
+        memo[mkey] = (outcome, moved)
 
     # -- public attributes ---------------------------------------------------------------
     def _unlisted(self, ds: Dataset, tag: int, vr: str, path: str) -> None:

@@ -3,15 +3,24 @@
 ``deidentify_file`` is the single code path used by ``deidentify`` (writes) and ``audit``
 (dry run: ``write=False``). Pixel Data is never decoded: clean images keep it byte-identical.
 Any file to refuse raises :class:`DicomError` with a reason (never a patient value).
+
+The batch paths (``deidentify``, ``run``) pass ``pixels_in_place=True``: when Pixel Data is the
+last element of a little-endian file, only the header is read and parsed; the result holds the
+de-identified header bytes and a :class:`PixelRef` to the source's pixel bytes, which the writer
+copies (``copy_file_range``) or streams into the batch without ever holding them in memory. Files
+this does not fit (a mask to apply, elements after Pixel Data, encapsulated or big-endian data)
+take the whole-file path; both give byte-identical outputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import io
+import os
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -32,6 +41,7 @@ from sfr_gateway.deid import pixels, tables
 from sfr_gateway.deid.engine import Change, Context, Walker, get_text
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
+from sfr_gateway.deid.rawread import read_lean
 from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
 from sfr_gateway.deid.text import FrozenTokens, PhiTokens
 from sfr_gateway.errors import DicomError
@@ -44,9 +54,65 @@ _DEFLATED = "1.2.840.10008.1.2.1.99"
 IMPLEMENTATION_VERSION = f"SFRGW_{__version__}"[:16]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
+class PixelRef:
+    """A source's Pixel Data value left where it is: ``length`` bytes at ``offset`` of ``path``,
+    a file of ``size`` bytes last modified at ``mtime_ns`` when its header was read."""
+
+    path: str
+    offset: int
+    length: int
+    size: int
+    mtime_ns: int
+
+    def open_checked(self) -> BinaryIO:
+        """Open the source for reading its pixel bytes; DicomError if it changed since its header was read."""
+        try:
+            fh = open(self.path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        except OSError as exc:
+            raise DicomError("unreadable", f"{type(exc).__name__} errno {exc.errno}") from None
+        st = os.fstat(fh.fileno())
+        if st.st_size != self.size or st.st_mtime_ns != self.mtime_ns:
+            fh.close()
+            raise DicomError("changed-while-read", "the source changed between its header and its pixel data")
+        return fh
+
+
+def copy_pixels(ref: PixelRef, dst: BinaryIO) -> None:
+    """Append the referenced pixel bytes to ``dst`` (a real file), in the kernel when it can."""
+    dst.flush()
+    out = dst.fileno()
+    with ref.open_checked() as src:
+        offset, left = ref.offset, ref.length
+        fast = hasattr(os, "copy_file_range")
+        while left:
+            try:
+                n = os.copy_file_range(src.fileno(), out, left, offset) if fast else 0
+            except OSError as exc:  # another filesystem, an old kernel: plain copy
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                fast, n = False, 0
+            if not fast:
+                block = os.pread(src.fileno(), min(left, 1 << 20), offset)
+                n = len(block)
+                if n:
+                    dst.write(block)
+                    dst.flush()
+            if n == 0:
+                raise DicomError("changed-while-read", "the source became shorter while its pixel data was copied")
+            offset += n
+            left -= n
+    dst.seek(0, os.SEEK_END)
+
+
+@dataclasses.dataclass(frozen=True)
 class DeidResult:
-    """What de-identifying one file produced."""
+    """What de-identifying one file produced.
+
+    ``data`` is the whole output file (``write=True`` on the whole-file path). With
+    ``pixels_in_place``, ``head`` is the output up to the Pixel Data value and ``pixels`` points
+    at that value in the source: the output is ``head`` followed by those bytes.
+    """
 
     dataset: Dataset
     data: bytes | None
@@ -59,6 +125,15 @@ class DeidResult:
     transfer_syntax: str
     mask: str | None
     dates_moved: bool
+    head: bytes | None = None
+    pixels: PixelRef | None = None
+
+    @property
+    def output_size(self) -> int:
+        """Bytes of the output file (when it was serialised)."""
+        if self.head is not None:
+            return len(self.head) + (self.pixels.length if self.pixels else 0)
+        return len(self.data or b"")
 
     def relpath(self) -> Path:
         """Output location: ``<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm``."""
@@ -107,6 +182,72 @@ def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
     return ds, ts
 
 
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
+
+
+def read_head(path: Path | str) -> tuple[Dataset, str, PixelRef, bytes] | None:
+    """Read a file up to its Pixel Data value: the dataset without Pixel Data, its transfer
+    syntax, a reference to the pixel bytes and the Pixel Data element's own header bytes.
+
+    Only when Pixel Data is the file's last element, with a defined length, in a little-endian
+    syntax without deflate; None otherwise, and for anything odd (the whole-file read then
+    gives the refusal and its reason)."""
+    try:
+        lean = read_lean(path)
+    except OSError:
+        return None
+    if lean is not None:
+        ds, ts, pos, head, size, mtime_ns = lean
+    else:
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below
+        except OSError:
+            return None
+        with fh, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                st = os.fstat(fh.fileno())
+                size, mtime_ns = st.st_size, st.st_mtime_ns
+                ds = pydicom.dcmread(fh, stop_before_pixels=True)
+                pos = fh.tell()
+                head = fh.read(12)
+            except Exception:  # noqa: BLE001 - the whole-file read says what is wrong
+                return None
+        if caught or len(ds) == 0:
+            return None
+        try:
+            ts = _transfer_syntax(ds)
+        except DicomError:
+            return None
+    if head[:4] != _PIXEL_TAG or len(head) < 12:
+        return None
+    implicit = ts == _IMPLICIT_LE
+    if ts not in (_IMPLICIT_LE, _EXPLICIT_LE) or ds.original_encoding != (implicit, True):
+        return None
+    if implicit:
+        element, length = head[:8], int.from_bytes(head[4:8], "little")
+    elif head[4:6] in (b"OB", b"OW") and head[6:8] == b"\0\0":
+        element, length = head, int.from_bytes(head[8:12], "little")
+    else:
+        return None
+    offset = pos + len(element)
+    if length == 0xFFFFFFFF or offset + length != size:
+        return None
+    return ds, ts, PixelRef(os.fsdecode(path), offset, length, size, mtime_ns), element
+
+
+def attach_pixels(ds: Dataset, ref: PixelRef, element: bytes) -> None:
+    """Read the referenced pixel bytes into ``ds``, as a whole-file read would have."""
+    with ref.open_checked() as fh:
+        value = os.pread(fh.fileno(), ref.length, ref.offset)
+    if len(value) != ref.length:
+        raise DicomError("changed-while-read", "the source became shorter while its pixel data was read")
+    implicit = len(element) == 8
+    vr = None if implicit else element[4:6].decode("ascii")
+    ds._dict[BaseTag(0x7FE00010)] = RawDataElement(BaseTag(0x7FE00010), vr, ref.length, value, ref.offset,  # type: ignore[index]
+                                                   implicit, True, True, False)
+
+
 def _check_complete(ds: Dataset, size: int) -> None:
     """pydicom stops silently at a cut: the last element must end exactly at the end of file."""
     if not ds._dict:  # pydicom 3 internal: stored elements, unconverted
@@ -141,8 +282,9 @@ def _transfer_syntax(ds: Dataset) -> str:
     raise DicomError("unknown-transfer-syntax", "implicit VR big endian does not exist")
 
 
-def _check_pixels(ds: Dataset, ts: str) -> None:
-    if 0x7FE00010 not in ds or ts not in pixels._NATIVE:
+def _check_pixels(ds: Dataset, ts: str, length: int | None = None) -> None:
+    """Pixel Data must hold Rows x Columns x samples x frames; ``length`` when it was not read."""
+    if (length is None and 0x7FE00010 not in ds) or ts not in pixels._NATIVE:
         return
     try:
         rows = pixels.read_int(ds, 0x00280010)
@@ -158,9 +300,10 @@ def _check_pixels(ds: Dataset, ts: str) -> None:
     if photometric.endswith("_422"):
         spp = 2  # 4:2:2 subsampling: two samples per pixel on average
     need = (rows * cols * spp * frames * bits + 7) // 8
-    raw = ds.get_item(0x7FE00010)
-    value = getattr(raw, "value", None)
-    length = len(value) if isinstance(value, (bytes, bytearray)) else 0
+    if length is None:
+        raw = ds.get_item(0x7FE00010)
+        value = getattr(raw, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else 0
     if length < need:
         raise DicomError("truncated", "Pixel Data shorter than Rows x Columns x frames")
 
@@ -255,8 +398,11 @@ def _add_deid_marks(ds: Dataset, plan: Plan, ctx: Context, mask: str | None, ts:
 
 
 def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, record_kept: bool = False,
-                       keep_values: bool = False, record: bool = True) -> DeidResult:
-    """De-identify an already read dataset in place (see :func:`deidentify_file`)."""
+                       keep_values: bool = False, record: bool = True, pixel_length: int | None = None) -> DeidResult:
+    """De-identify an already read dataset in place (see :func:`deidentify_file`).
+
+    ``pixel_length``: the length of a Pixel Data value left in the source (not in ``ds``).
+    """
     sop_class = (get_text(ds, 0x00080016) if 0x00080016 in ds else "") or str(
         getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
     if not sop_class:
@@ -266,8 +412,10 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
         raise DicomError("sop-class-not-allowed", f"{sop_class} ({name}) is not allowed by profile {plan.name}")
     if not (get_text(ds, 0x00080018) if 0x00080018 in ds else "").strip():
         raise DicomError("missing-uid", "no SOP Instance UID")
-    _check_pixels(ds, ts)
+    _check_pixels(ds, ts, pixel_length)
     reason, mask = pixels.triage(ds, plan)
+    if mask is not None and pixel_length is not None:
+        raise RuntimeError("a mask needs the pixel bytes: read the whole file")
     if reason and mask is None:
         raise DicomError("burned-in-suspected", reason)
     def text(tag: int) -> str:
@@ -374,21 +522,31 @@ def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
 
 def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | Pseudonymizer, *,
                     write: bool = True, record_kept: bool = False, keep_values: bool = False,
-                    record: bool = True) -> DeidResult:
+                    record: bool = True, pixels_in_place: bool = False) -> DeidResult:
     """Read ``src`` (a path, or the file's bytes) once, de-identify it with ``plan`` and ``keys``, and serialise it.
 
     ``write=False`` is the audit's dry run (no bytes produced); ``record_kept`` adds records for
     kept attributes and ``keep_values`` keeps before/after values in the records (in memory:
     whoever renders them must mask them); ``record=False`` skips change records altogether
-    (the batch runner's fast path). Raises :class:`DicomError`.
+    (the batch runner's fast path). ``pixels_in_place`` (a path only) reads the header alone
+    when it can and returns ``head`` and ``pixels`` instead of ``data`` (see the module
+    docstring); ``data`` is then set only when that was not possible and ``write`` is true.
+    Raises :class:`DicomError`.
     """
     pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer(keys, offset_range=plan.offset_range)
-    ds, ts = read_dataset(src)
+    split = read_head(src) if pixels_in_place and not isinstance(src, bytes) else None
+    if split is not None and pixels.triage(split[0], plan)[1] is not None:
+        split = None  # a mask to apply: it needs the pixel bytes
+    ref: PixelRef | None = None
+    if split is not None:
+        ds, ts, ref, element = split
+    else:
+        ds, ts = read_dataset(src)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values,
-                                        record=record)
+                                        record=record, pixel_length=ref.length if ref else None)
         except DicomError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,
@@ -398,7 +556,10 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
             raise DicomError("unparsable", "BytesLengthException") from None
     _check_vrs(ds, plan)
     _check_decoded(caught)
+    if ref is not None:
+        if can_write_fast(ds):
+            return dataclasses.replace(result, head=serialise(ds) + element, pixels=ref)
+        attach_pixels(ds, ref, element)  # a charset or syntax change: pydicom writes it all
     if not write:
         return result
-    data = serialise(ds)
-    return DeidResult(**{**result.__dict__, "data": data})
+    return dataclasses.replace(result, data=serialise(ds))

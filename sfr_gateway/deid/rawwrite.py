@@ -18,6 +18,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -36,6 +37,36 @@ def can_write_fast(ds: Dataset) -> bool:
     return bool(ds.original_character_set == ds._character_set)
 
 
+_META_TEXT = {0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI", 0x00020013: "SH"}
+
+
+def encode_file_meta(meta: Dataset) -> bytes | None:
+    """Group 2 as ``write_file_meta_info(..., enforce_standard=True)`` writes it, for a meta of the
+    usual text elements only (None otherwise: pydicom then writes it)."""
+    values: dict[int, str] = {}
+    for key in meta._dict:  # pydicom 3 internal: stored elements
+        tag = int(key)
+        if tag in (0x00020000, 0x00020001):
+            continue  # pydicom recomputes the length and writes version 00 01
+        vr = _META_TEXT.get(tag)
+        value = meta[key].value
+        if vr is None or not isinstance(value, str) or not value or not value.isascii():
+            return None
+        values[tag] = value
+    if any(required not in values for required in (0x00020002, 0x00020003, 0x00020010)):
+        return None  # pydicom raises for these; let it say so
+    values.setdefault(0x00020012, PYDICOM_IMPLEMENTATION_UID)
+    body = struct.pack("<HH2sH", 2, 1, b"OB", 0) + struct.pack("<I", 2) + b"\x00\x01"
+    for number in sorted(values):
+        data = values[number].encode("ascii")
+        if len(data) % 2:
+            data += b"\x00" if _META_TEXT[number] == "UI" else b" "
+        if len(data) > 0xFFFF:
+            return None
+        body += struct.pack("<HH2sH", 2, number & 0xFFFF, _META_TEXT[number].encode(), len(data)) + data
+    return struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(body)) + body
+
+
 def write_fast(ds: Dataset, fp: BinaryIO) -> None:
     """Write ``ds`` (preamble, file meta, body) to ``fp``; call only when :func:`can_write_fast`."""
     implicit = str(ds.file_meta.TransferSyntaxUID) == _IMPLICIT_LE
@@ -43,7 +74,11 @@ def write_fast(ds: Dataset, fp: BinaryIO) -> None:
     out.is_little_endian, out.is_implicit_VR = True, False
     out.write(ds.preamble or b"\x00" * 128)
     out.write(b"DICM")
-    write_file_meta_info(out, ds.file_meta, enforce_standard=True)
+    meta = encode_file_meta(ds.file_meta)
+    if meta is None:
+        write_file_meta_info(out, ds.file_meta, enforce_standard=True)
+    else:
+        out.write(meta)
     out.is_implicit_VR = implicit
     encodings: Any = ds.get("SpecificCharacterSet", "iso8859")
     store = ds._dict  # pydicom 3 internal: stored elements, unconverted

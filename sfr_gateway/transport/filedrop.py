@@ -1,7 +1,9 @@
 """``file:///dir``: a drop folder (a local disk, or a share the central host collects from).
 
 Each file is copied to ``<name>.part``, fsynced, renamed to ``<name>``, and the folder is
-fsynced: a collector that ignores ``*.part`` never sees a partial batch. The signature is
+fsynced: a collector that ignores ``*.part`` never sees a partial batch. When the drop folder
+is on the outbox's filesystem, ``<name>.part`` is a hard link to the (already fsynced,
+never modified) batch file instead of a copy: the same bytes, without writing them twice. The signature is
 placed first, so that whenever ``<batch>.age`` is visible its ``.minisig`` is too. A file
 already present with the same SHA-256 is not copied again; a different file of that name is
 never overwritten.
@@ -10,6 +12,7 @@ never overwritten.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -100,20 +103,15 @@ class FileDropDestination(Destination):
             )
         part = target.with_name(target.name + PART_SUFFIX)
         total = source.stat().st_size
-        digest = hashlib.sha256()
-        copied = 0
         try:
-            with open(source, "rb") as src, open(part, "wb") as dst:
-                while block := src.read(_BLOCK):
-                    dst.write(block)
-                    digest.update(block)
-                    copied += len(block)
-                    if progress is not None:
-                        progress(copied, total)
-                dst.flush()
-                os.fsync(dst.fileno())
-            if digest.hexdigest() != sha256:
-                raise IntegrityError(f"drop folder: {source.name} changed while being copied")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)  # left by an interrupted attempt
+            if _link(source, part):
+                copied = total
+                if progress is not None:
+                    progress(copied, total)
+            else:
+                copied = _copy(source, part, sha256, total, progress)
             checkpoint("drop-before-rename")
             os.replace(part, target)
             fsync_dir(self.directory)
@@ -124,3 +122,32 @@ class FileDropDestination(Destination):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
         return copied
+
+
+def _link(source: Path, part: Path) -> bool:
+    """Hard-link ``part`` to ``source``; False when the filesystem cannot (another device, a share)."""
+    try:
+        os.link(source, part)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _copy(source: Path, part: Path, sha256: str, total: int, progress: Progress | None) -> int:
+    """Copy ``source`` to ``part``, fsync it, check its SHA-256; return the bytes copied."""
+    digest = hashlib.sha256()
+    copied = 0
+    with open(source, "rb") as src, open(part, "wb") as dst:
+        while block := src.read(_BLOCK):
+            dst.write(block)
+            digest.update(block)
+            copied += len(block)
+            if progress is not None:
+                progress(copied, total)
+        dst.flush()
+        os.fsync(dst.fileno())
+    if digest.hexdigest() != sha256:
+        raise IntegrityError(f"drop folder: {source.name} changed while being copied")
+    return copied
