@@ -52,7 +52,7 @@ def _ct_corpus(workdir: Path, target_mb: int) -> list[bytes]:
 def child_encrypt_sign(size_mb: int, workdir: str) -> dict[str, float]:
     """age-encrypt ``size_mb`` MB of pseudo-random stream to a file, hashing it, then sign."""
     from sfr_gateway.crypto import age, sign
-    from sfr_gateway.package import HashingSink
+    from sfr_gateway.package import hash_file
 
     recipients = [age.Identity.generate().recipient, age.Identity.generate().recipient]
     key = sign.generate_signing_key()
@@ -60,18 +60,17 @@ def child_encrypt_sign(size_mb: int, workdir: str) -> dict[str, float]:
     total = size_mb * MB
     path = Path(workdir) / "stream.age"
     start, cpu0 = time.perf_counter(), _cpu_seconds()
-    with open(path, "wb") as fh:
-        sink = HashingSink(fh)
-        with age.Encryptor(sink, recipients) as enc:
+    with open(path, "w+b") as fh:
+        with age.Encryptor(fh, recipients) as enc:
             done = 0
             while done < total:
                 n = min(len(block), total - done)
                 enc.write(block[:n])
                 done += n
-        sink.close()
         fh.flush()
+        sha256, blake2b, _ = hash_file(fh)  # as write_batch does: the whole file, once written
         os.fsync(fh.fileno())
-    sign.sign_digest(sink.blake2b.digest(), key, f"sha256:{sink.sha256.hexdigest()}")
+    sign.sign_digest(blake2b.digest(), key, f"sha256:{sha256.hexdigest()}")
     elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     path.unlink()
     return {"mb": size_mb, "seconds": elapsed, "mb_per_s": size_mb / elapsed, "cpu_seconds": cpu,

@@ -34,6 +34,7 @@ UNREADABLE_REASONS = {
 }
 
 _UNDEFINED = 0xFFFFFFFF
+_BLANK = " \t\n\r\x0b\x0c\x00"  # str.strip()'s ASCII whitespace, and the NUL that pads UIDs
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,31 @@ class HeaderFacts:
     transfer_syntax: str
 
 
+_TAGS = {
+    "SOPClassUID": 0x00080016, "SOPInstanceUID": 0x00080018, "PatientID": 0x00100020, "IssuerOfPatientID": 0x00100021,
+    "StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E, "Modality": 0x00080060,
+    "BodyPartExamined": 0x00180015, "StudyDate": 0x00080020, "StudyDescription": 0x00081030,
+    "SeriesDescription": 0x0008103E, "ProtocolName": 0x00181030, "ImageType": 0x00080008, "SeriesNumber": 0x00200011,
+    "NumberOfFrames": 0x00280008,
+}
+
+
+def _raw_ascii(ds: Any, keyword: str) -> str | None:
+    """The value's text straight from its raw bytes when they are plain ASCII (what pydicom's
+    conversion gives for these VRs, multi-values joined by ``\\``); None when pydicom must decode."""
+    elem = ds._dict.get(_TAGS[keyword])  # pydicom 3 internal: stored elements, unconverted
+    if elem is None:
+        return ""
+    value = getattr(elem, "value", None) if type(elem).__name__ == "RawDataElement" else None
+    if not isinstance(value, bytes) or not value.isascii() or b"\x1b" in value:
+        return None
+    return value.decode("ascii").strip(_BLANK)
+
+
 def _text(ds: Any, keyword: str) -> str:
+    raw = _raw_ascii(ds, keyword)
+    if raw is not None:
+        return raw
     try:
         value = ds.get(keyword, "")
     except Exception:  # noqa: BLE001 - a malformed value is treated as absent here
@@ -72,6 +97,9 @@ def _text(ds: Any, keyword: str) -> str:
 
 def _int(ds: Any, keyword: str) -> int | None:
     try:
+        raw = _raw_ascii(ds, keyword)
+        if raw is not None and raw.lstrip("+-").isdigit():
+            return int(raw)
         value = ds.get(keyword)
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError, OverflowError):
@@ -119,6 +147,9 @@ def read_header(path: bytes | str) -> tuple[HeaderFacts, int, int]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    lean = _read_lean(path)
+    if lean is not None:
+        return lean
     try:
         st = os.stat(path)
         with open(path, "rb") as fh:
@@ -149,6 +180,32 @@ def read_header(path: bytes | str) -> tuple[HeaderFacts, int, int]:
     if not facts.sop_instance_uid:
         raise DicomError("missing-uid")
     return facts, st.st_size, st.st_mtime_ns
+
+
+def _read_lean(path: bytes | str) -> tuple[HeaderFacts, int, int] | None:
+    """The common file (see ``deid.rawread``): facts without pydicom's reader; None otherwise
+    (or on any error: the pydicom path then gives the reason)."""
+    from .deid.rawread import read_lean
+
+    try:
+        lean = read_lean(path)
+    except OSError:
+        return None
+    if lean is None:
+        return None
+    ds, syntax, pixel_at, head, size, mtime_ns = lean
+    if syntax == _IMPLICIT:
+        (length,), header = struct.unpack("<L", head[4:8]), 8
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+        (length,), header = struct.unpack("<L", head[8:12]), 12
+    else:
+        return None
+    if length != _UNDEFINED and pixel_at + header + length > size:
+        raise DicomError("truncated", "pixel data ends past the end of the file")
+    facts = _facts(ds, syntax)
+    if not facts.sop_instance_uid:
+        raise DicomError("missing-uid")
+    return facts, size, mtime_ns
 
 
 def _read_raw(fh: BinaryIO) -> Any:

@@ -4,14 +4,19 @@ The file in the outbox is ``<batch>.tar.zst.age`` (the name says what the payloa
 tools open it: ``age -d -i KEY B.tar.zst.age | zstd -d | tar x``), with the detached minisign
 signature ``<batch>.tar.zst.age.minisig`` beside it. The manifest says ``"payload": "tar+zstd"``.
 
-Why a spool: the manifest comes first and carries every file's SHA-256 and size, which are known
-only after the last file. Files are therefore tarred and zstd-compressed once, as they come, into
-an anonymous temporary file in the outbox (unlinked at creation, AES-256-CTR with a key that only
-lives in memory: no de-identified plaintext is readable on disk, even after a crash). When the
-last file is in, the final stream is written: a zstd frame with the manifest's tar member, the
-spooled (already compressed) frame, a frame closing the tar; all of it age-encrypted to every
-recipient, hashed (SHA-256 and BLAKE2b-512) as it is written. zstd decodes concatenated frames
-as one stream. Memory stays bounded by one file plus a few buffers.
+Why room is kept at the front: the manifest comes first and carries every file's SHA-256 and
+size, which are known only after the last file. The payload is age's STREAM of 64 KiB chunks,
+each sealed with its own counter, so chunks need not be written in order: the files are tarred,
+zstd-compressed and encrypted once, as they come, as chunks ``K, K+1, ...`` straight into the
+batch's temp file, leaving ``K`` chunks of room at the front (``K`` from the number of files,
+``HEAD_BYTES_PER_FILE`` each). When the last file is in, the manifest's tar member is compressed
+into its own zstd frame, padded with a zstd skippable frame to exactly ``K`` chunks, and
+encrypted as chunks ``0..K-1`` in front; then the whole file is hashed (SHA-256 for the ledger,
+BLAKE2b-512 for the minisign signature). zstd decodes concatenated frames as one stream and
+passes over skippable ones, so ``age -d | zstd -d | tar x`` sees one plain tar. No de-identified
+plaintext ever touches the disk, and nothing is encrypted twice; a manifest bigger than its room
+(far longer names than usual) moves the body further out under a new key (decrypted and
+re-encrypted once). Memory stays bounded by one 1 MiB block and one chunk.
 
 Once written, a batch is never regenerated: ``write_batch`` refuses an existing batch file, and
 the final rename cannot replace one.
@@ -25,21 +30,19 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import re
 import tarfile
 import tempfile
-import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import zstandard
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import __version__
-from .crypto.age import Encryptor, Recipient
+from .crypto.age import CHUNK_SIZE, TAG_SIZE, ChunkWriter, Recipient, chunk_nonce, stream_header
 from .crypto.sign import SigningKey, sign_digest
 from .errors import IntegrityError, KeyFileError
 from .faults import checkpoint
@@ -193,91 +196,58 @@ def _tar_member(name: str, data: bytes, mtime: int) -> bytes:
     return _tar_header(name, len(data), mtime) + data + b"\0" * (-len(data) % BLOCK)
 
 
-class HashingSink:
-    """Writes ciphertext to ``fh`` and hashes it (SHA-256, BLAKE2b-512) in a helper thread.
+def hash_file(fh: BinaryIO, block: int = 4 * COPY_BLOCK) -> tuple[Any, Any, int]:
+    """SHA-256 and BLAKE2b-512 (minisign's prehash) of an open file from its start, and its size.
 
-    hashlib and file writes release the GIL, so hashing and I/O overlap with encryption and
-    compression on another core. Memory: at most ``depth`` blocks of ``block`` bytes in flight.
-    Call ``close()`` (raises any I/O error of the helper) or ``abort()`` on failure.
-    """
-
-    def __init__(self, fh: BinaryIO, block: int = COPY_BLOCK, depth: int = 8) -> None:
-        self._fh = fh
-        self._block = block
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-        self._buf = bytearray()
-        self._error: BaseException | None = None
-        self.sha256 = hashlib.sha256()
-        self.blake2b = hashlib.blake2b(digest_size=64)
-        self.count = 0
-        self._thread = threading.Thread(target=self._run, name="batch-hash-write", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue
-            try:
-                self.sha256.update(item)
-                self.blake2b.update(item)
-                self._fh.write(item)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the producer on its next write/close
-                self._error = exc
-
-    def write(self, data: bytes) -> int:
-        if self._error is not None:
-            raise self._error
-        self._buf += data
-        self.count += len(data)
-        if len(self._buf) >= self._block:
-            self._queue.put(bytes(self._buf))
-            self._buf.clear()
-        return len(data)
-
-    def flush(self) -> None:
-        """Nothing: data is handed over in blocks; ``close()`` drains everything."""
-
-    def close(self) -> None:
-        """Hand over the rest, wait for the helper, re-raise its error if it had one."""
-        if self._buf:
-            self._queue.put(bytes(self._buf))
-            self._buf.clear()
-        self._queue.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def abort(self) -> None:
-        """Stop the helper without raising (the output is being discarded)."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+    BLAKE2b runs in a helper thread beside SHA-256 (hashlib releases the GIL on large buffers):
+    the two passes over each block take the time of the slower one."""
+    sha256, blake2b = hashlib.sha256(), hashlib.blake2b(digest_size=64)
+    fd, offset = fh.fileno(), 0
+    with ThreadPoolExecutor(1, thread_name_prefix="blake2b") as helper:
+        while data := os.pread(fd, block, offset):
+            other = helper.submit(blake2b.update, data)
+            sha256.update(data)
+            other.result()
+            offset += len(data)
+    return sha256, blake2b, offset
 
 
-class _SpoolWriter:
-    """AES-256-CTR encrypts into an anonymous temp file (key only in memory)."""
+_SKIPPABLE = 0x184D2A50  # a zstd skippable frame: every decoder passes over it (RFC 8878, 3.1.2)
+HEAD_BYTES_PER_FILE = 512  # room reserved per file for the compressed manifest (a typical entry: ~150)
 
-    def __init__(self, fh: BinaryIO) -> None:
-        self._key, self._nonce = os.urandom(32), os.urandom(16)
-        self._fh = fh
-        self._enc = Cipher(algorithms.AES(self._key), modes.CTR(self._nonce)).encryptor()
-        self.count = 0
 
-    def write(self, data: bytes) -> int:
-        self._fh.write(self._enc.update(data))
-        self.count += len(data)
-        return len(data)
+def _reserved_chunks(expected_files: int | None) -> int:
+    """age chunks kept at the front of the payload for the compressed manifest."""
+    if expected_files is None:
+        return 1
+    return -(-(4096 + HEAD_BYTES_PER_FILE * expected_files) // CHUNK_SIZE)
 
-    def flush(self) -> None:
-        self._fh.flush()
 
-    def replay(self, dst: Any) -> None:
-        """Decrypt the spool from the start into ``dst``."""
-        self._fh.flush()
-        self._fh.seek(0)
-        dec = Cipher(algorithms.AES(self._key), modes.CTR(self._nonce)).decryptor()
-        while block := self._fh.read(COPY_BLOCK):
-            dst.write(dec.update(block))
+def _head_region(head_frame: bytes, chunks: int) -> bytes | None:
+    """``head_frame`` padded with a skippable frame to exactly ``chunks`` chunks, or None if it
+    does not fit."""
+    pad = chunks * CHUNK_SIZE - len(head_frame) - 8
+    if pad < 0:
+        return None
+    return head_frame + _SKIPPABLE.to_bytes(4, "little") + pad.to_bytes(4, "little") + bytes(pad)
+
+
+def _rechunk(src: BinaryIO, src_header: int, src_first: int, src_aead: Any, ciphertext: int,
+             dst: BinaryIO, dst_header: int, dst_first: int, dst_aead: Any) -> ChunkWriter:
+    """Re-encrypt a payload body (chunks ``src_first``...) under a new key, from chunk ``dst_first``
+    (a manifest bigger than the room kept for it: rare). Returns the finished writer."""
+    dst.seek(dst_header + dst_first * (CHUNK_SIZE + TAG_SIZE))
+    body = ChunkWriter(dst, dst_aead, first=dst_first)
+    offset, left, counter = src_header + src_first * (CHUNK_SIZE + TAG_SIZE), ciphertext, src_first
+    while left:
+        take = min(CHUNK_SIZE + TAG_SIZE, left)
+        sealed = os.pread(src.fileno(), take, offset)
+        left -= take
+        offset += take
+        body.write(src_aead.decrypt(chunk_nonce(counter, left == 0), sealed, None))
+        counter += 1
+    body.finish()
+    return body
 
 
 def build_manifest(info: BatchInfo, created: dt.datetime, files: list[dict[str, Any]]) -> dict[str, Any]:
@@ -345,9 +315,12 @@ def write_batch(
     zstd_threads: int = 0,
     zstd_min_match: int = 0,
     zstd_hash_log: int = 0,
+    expected_files: int | None = None,
 ) -> BatchResult:
     """Package ``members`` ((arcname, bytes or :class:`FileMember`) pairs, any iterable) into a
-    signed, encrypted batch.
+    signed, encrypted batch. ``expected_files`` (how many members will come) sizes the room
+    kept for the manifest; without it, or if it was too small, the batch is still right, at the
+    cost of one more pass over it.
 
     Writes ``outbox/<batch>.tar.zst.age`` atomically (temp, fsync, no-clobber link, fsync dir)
     then its ``.minisig``. Raises IntegrityError if the batch file already exists, KeyFileError
@@ -364,85 +337,118 @@ def write_batch(
     created = info.created or dt.datetime.now(dt.UTC)
     mtime = int(created.timestamp())
     cctx = compressor(zstd_level, zstd_threads, zstd_min_match, zstd_hash_log)
-
-    files: list[dict[str, Any]] = []
-    seen: set[str] = {MANIFEST_NAME}
-    with tempfile.TemporaryFile(dir=outbox, prefix=".spool-") as spool_fh:
-        spool = _SpoolWriter(spool_fh)
-        members_tar = 0
-        buf = memoryview(bytearray(COPY_BLOCK))
-        with cctx.stream_writer(spool, closefd=False) as zw:  # type: ignore[arg-type]
-            for name, data in members:
-                try:
-                    check_member_name(name)
-                    if name in seen:
-                        raise ValueError(f"duplicate file name in batch: {name!r}")
-                    seen.add(name)
-                    size = data.size if isinstance(data, FileMember) else len(data)
-                    header = _tar_header(name, size, mtime)
-                    zw.write(header)
-                    if isinstance(data, FileMember):
-                        digest = hashlib.sha256(data.head)
-                        zw.write(data.head)
-                        _stream_range(data, (digest.update, zw.write), buf)
-                    else:
-                        digest = hashlib.sha256(data)
-                        zw.write(data)
-                finally:
-                    if isinstance(data, FileMember):
-                        data.source.close()
-                files.append({"name": name, "size": size, "sha256": digest.hexdigest()})
-                pad = -size % BLOCK
-                if pad:
-                    zw.write(b"\0" * pad)
-                members_tar += len(header) + size + pad
+    header, aead = stream_header(recipients)
+    first = _reserved_chunks(expected_files)
+    out, tmp = _temp_beside(final)
+    try:
+        out.seek(len(header) + first * (CHUNK_SIZE + TAG_SIZE))
+        body = ChunkWriter(out, aead, first=first)
+        files, members_tar = _write_members(members, cctx, body, mtime)
+        checkpoint("mid-encrypt")
         manifest = build_manifest(info, created, files)
         manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
         head = _tar_member(MANIFEST_NAME, manifest_bytes, mtime)
         tar_len = len(head) + members_tar + 2 * BLOCK
         tail = b"\0" * (2 * BLOCK + (-tar_len % RECORD))
-        head_frame, tail_frame = cctx.compress(head), cctx.compress(tail)
-        compressed = len(head_frame) + spool.count + len(tail_frame)
-
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=outbox)
-        tmp = Path(tmp_name)
-        try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as out:
-                sink = HashingSink(out)
-                try:
-                    with Encryptor(sink, recipients) as enc:
-                        enc.write(head_frame)
-                        checkpoint("mid-encrypt")
-                        spool.replay(enc)
-                        enc.write(tail_frame)
-                    sink.close()
-                finally:
-                    sink.abort()
-                out.flush()
-                os.fsync(out.fileno())
-            _link_no_clobber(tmp, final)
-        except BaseException:
+        body.write(cctx.compress(tail))
+        body.finish()
+        head_frame = cctx.compress(head)
+        region = _head_region(head_frame, first)
+        if region is None:  # more manifest than the room kept for it (rare): move the body under a new key
+            chunks = -(-(len(head_frame) + 8) // CHUNK_SIZE)
+            region = _head_region(head_frame, chunks)
+            new_header, new_aead = stream_header(recipients)
+            moved, moved_tmp = _temp_beside(final)
+            try:
+                _rechunk(out, len(header), first, aead, body.ciphertext_bytes, moved, len(new_header), chunks, new_aead)
+            except BaseException:
+                moved.close()
+                moved_tmp.unlink(missing_ok=True)
+                raise
+            out.close()
             tmp.unlink(missing_ok=True)
-            raise
+            out, tmp, header, aead = moved, moved_tmp, new_header, new_aead
+        assert region is not None  # noqa: S101 - sized just above
+        out.seek(0)
+        out.write(header)
+        front = ChunkWriter(out, aead, first=0)
+        front.write(region)
+        front.end_region()
+        out.flush()
+        sha256, blake2b, size_on_disk = hash_file(out)
+        os.fsync(out.fileno())
+        out.close()
+        _link_no_clobber(tmp, final)
+    except BaseException:
+        out.close()
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(outbox)
-    sha_hex = sink.sha256.hexdigest()
+    sha_hex = sha256.hexdigest()
     sig_path = signature_path(final)
     comment = trusted_comment(info.site, info.batch_id, sha_hex, final.name)
-    atomic_write_text(sig_path, sign_digest(sink.blake2b.digest(), signing_key, comment), 0o644)
-    log.info("batch %s: %d files, %d bytes -> %d bytes", info.batch_id, len(files), manifest["counts"]["bytes"], sink.count)
+    atomic_write_text(sig_path, sign_digest(blake2b.digest(), signing_key, comment), 0o644)
+    log.info("batch %s: %d files, %d bytes -> %d bytes", info.batch_id, len(files), manifest["counts"]["bytes"],
+             size_on_disk)
     return BatchResult(
         batch_id=info.batch_id,
         path=final,
         signature_path=sig_path,
         sha256=sha_hex,
-        size=sink.count,
+        size=size_on_disk,
         files=len(files),
         plaintext_bytes=manifest["counts"]["bytes"],
         tar_bytes=len(head) + members_tar + len(tail),
-        compressed_bytes=compressed,
+        compressed_bytes=len(head_frame) + body.plaintext_bytes,  # the compressed tar (room padding aside)
         manifest=manifest,
     )
+
+
+def _temp_beside(final: Path) -> tuple[BinaryIO, Path]:
+    """A hidden temp file (0644, read-write) in ``final``'s folder, and its path."""
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        return os.fdopen(fd, "w+b"), Path(name)
+    except BaseException:
+        os.close(fd)
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def _write_members(members: Iterable[tuple[str, bytes | FileMember]], cctx: zstandard.ZstdCompressor,
+                   body: ChunkWriter, mtime: int) -> tuple[list[dict[str, Any]], int]:
+    """Tar ``members`` through zstd into ``body``; return their manifest entries and tar length."""
+    files: list[dict[str, Any]] = []
+    seen: set[str] = {MANIFEST_NAME}
+    members_tar = 0
+    buf = memoryview(bytearray(COPY_BLOCK))
+    with cctx.stream_writer(body, closefd=False) as zw:  # type: ignore[arg-type]
+        for name, data in members:
+            try:
+                check_member_name(name)
+                if name in seen:
+                    raise ValueError(f"duplicate file name in batch: {name!r}")
+                seen.add(name)
+                size = data.size if isinstance(data, FileMember) else len(data)
+                tar_header = _tar_header(name, size, mtime)
+                zw.write(tar_header)
+                if isinstance(data, FileMember):
+                    digest = hashlib.sha256(data.head)
+                    zw.write(data.head)
+                    _stream_range(data, (digest.update, zw.write), buf)
+                else:
+                    digest = hashlib.sha256(data)
+                    zw.write(data)
+            finally:
+                if isinstance(data, FileMember):
+                    data.source.close()
+            files.append({"name": name, "size": size, "sha256": digest.hexdigest()})
+            pad = -size % BLOCK
+            if pad:
+                zw.write(b"\0" * pad)
+            members_tar += len(tar_header) + size + pad
+    return files, members_tar
 
 
 def list_batches(outbox: Path) -> list[Path]:

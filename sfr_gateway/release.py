@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -138,37 +139,47 @@ class _Workers:
         else:
             _init_worker(spec, quiet=True)
 
-    def map(self, paths: list[bytes], sizes: list[int]) -> Iterator[tuple[str, Any]]:
+    def map(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
         """Results for ``paths`` in order (one lazy stream for the whole run, so that workers
         de-identify the next batch's files while this process finishes the current batch)."""
         if self.pool is None:
             return (_release_one(p) for p in paths)
-        return self._guarded(self._bounded(paths, sizes))
+        return self._guarded(self._bounded(paths))
 
-    def _bounded(self, paths: list[bytes], sizes: list[int]) -> Iterator[tuple[str, Any]]:
-        """Results in order, with a bounded look-ahead: at most ``LOOKAHEAD_FILES`` per worker
-        and ``LOOKAHEAD_BYTES`` of source files in flight. ``Executor.map`` would submit
-        everything at once, and results not consumed yet would pile up in memory. (A result is
-        usually a de-identified header and a reference to the pixel bytes, a few KB; the bytes
-        bound covers files that must be carried whole.)"""
-        pending: collections.deque[tuple[Any, int]] = collections.deque()
-        todo = iter(zip(paths, sizes, strict=True))
-        in_flight = 0
+    def _bounded(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
+        """Results in order, de-identified ahead of the packaging: up to ``LOOKAHEAD_FILES`` per
+        worker submitted, none more while finished results not yet consumed hold
+        ``LOOKAHEAD_BYTES``. A result is usually a header of a few KB and a reference to the
+        pixel bytes, so workers run far ahead (through a batch's encryption, fsync and signature);
+        the bytes bound is for files carried whole. (``Executor.map`` would submit everything at
+        once and let finished files pile up in memory.)"""
+        pending: collections.deque[Any] = collections.deque()
+        todo = iter(paths)
+        held = [0]
+        lock = threading.Lock()
+
+        def finished(future: Any) -> None:  # in the executor's thread
+            with lock:
+                held[0] += _result_bytes(future)
 
         def fill() -> None:
-            nonlocal in_flight
-            while len(pending) < LOOKAHEAD_FILES * self.n and (in_flight < LOOKAHEAD_BYTES or not pending):
-                item = next(todo, None)
-                if item is None:
+            while len(pending) < LOOKAHEAD_FILES * self.n:
+                with lock:
+                    if pending and held[0] >= LOOKAHEAD_BYTES:
+                        return
+                path = next(todo, None)
+                if path is None:
                     return
-                pending.append((self.pool.submit(_release_one, item[0]), item[1]))
-                in_flight += item[1]
+                future = self.pool.submit(_release_one, path)
+                future.add_done_callback(finished)
+                pending.append(future)
 
         fill()
         while pending:
-            future, size = pending.popleft()
+            future = pending.popleft()
             result = future.result()
-            in_flight -= size
+            with lock:
+                held[0] -= _result_bytes(future)
             fill()
             yield result
 
@@ -187,8 +198,16 @@ class _Workers:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-LOOKAHEAD_FILES = 64  # per worker
-LOOKAHEAD_BYTES = 64 * 1024 * 1024
+LOOKAHEAD_FILES = 512  # per worker
+LOOKAHEAD_BYTES = 64 * 1024 * 1024  # of finished results waiting for the packaging
+
+
+def _result_bytes(future: Any) -> int:
+    """Bytes a finished worker result holds in this process (a header, or a whole file)."""
+    if future.cancelled() or future.exception() is not None:
+        return 0
+    status, payload = future.result()
+    return len(payload[1]) if status == "ok" else 0
 
 
 def batch_id_for(site_id: str, new_study_uid: str, part: int) -> str:
@@ -263,7 +282,7 @@ def release(
     pz = Pseudonymizer(PseudonymKeys(spec.secret, config.site_id), offset_range=plan.offset_range)
     parts = [(study, part) for study, pending in todo for part in _parts(pending, config.batch_max_bytes)]
     pool = _Workers(spec, workers)
-    results = pool.map([i.path for _, part in parts for i in part], [i.size for _, part in parts for i in part])
+    results = pool.map([i.path for _, part in parts for i in part])
     done = 0
     withdrawn: set[str] = set()
     try:
@@ -351,7 +370,8 @@ def _package_part(
     )
     z = config.zstd
     result = write_batch(config.home.outbox, info, all_members(), recipients, signing, zstd_level=z.level,
-                         zstd_threads=z.threads, zstd_min_match=z.min_match, zstd_hash_log=z.hash_log)
+                         zstd_threads=z.threads, zstd_min_match=z.min_match, zstd_hash_log=z.hash_log,
+                         expected_files=len(part))
     checkpoint("after-batch-written")
     with ledger.transaction() as conn:
         state = conn.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()

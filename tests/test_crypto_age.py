@@ -143,9 +143,8 @@ def test_swapped_chunks_are_rejected() -> None:
 def test_empty_final_chunk_after_data_is_rejected() -> None:
     out = io.BytesIO()
     enc = age.Encryptor(out, [ID1.recipient])
-    enc.write(b"a" * CHUNK)
-    enc._emit(last=False)  # a full non-final chunk, then an (illegal) empty final one
-    enc._emit(last=True)
+    enc._emit(b"a" * CHUNK, last=False)  # a full non-final chunk, then an (illegal) empty final one
+    enc._emit(b"", last=True)
     with pytest.raises(IntegrityError, match="empty final chunk"):
         age.decrypt_bytes(out.getvalue(), [ID1])
 
@@ -217,3 +216,38 @@ def test_parse_recipients_names_the_bad_one() -> None:
     assert age.parse_recipients([str(ID1.recipient), str(ID2.recipient)]) == [ID1.recipient, ID2.recipient]
     with pytest.raises(KeyFileError, match="#2"):
         age.parse_recipients([str(ID1.recipient), "age1nope"])
+
+
+@pytest.mark.parametrize("sizes", [[CHUNK], [CHUNK + 1], [3 * CHUNK], [1, CHUNK, CHUNK - 1, 2 * CHUNK + 7], [0, 5, 0]])
+def test_writes_of_any_size_give_the_same_chunks(sizes: list[int]) -> None:
+    """Whole chunks taken straight from the caller's buffer or through the internal one: same stream."""
+    data = os.urandom(sum(sizes))
+    out = io.BytesIO()
+    with age.Encryptor(out, [ID1.recipient]) as enc:
+        pos = 0
+        for n in sizes:
+            enc.write(memoryview(data)[pos : pos + n])
+            pos += n
+    assert age.decrypt_bytes(out.getvalue(), [ID1]) == data
+    payload = len(out.getvalue()) - out.getvalue().index(b"\n---") - 4  # rest of the "---" line + nonce + chunks
+    assert payload > 0
+    chunks = max(1, -(-len(data) // CHUNK))
+    assert len(out.getvalue()) - (out.getvalue().index(b"\n", out.getvalue().index(b"\n---") + 1) + 1) == (
+        16 + len(data) + 16 * chunks)
+
+
+def test_chunk_writer_can_start_after_reserved_chunks() -> None:
+    """Chunks 0..k-1 written last, out of order: the same valid stream."""
+    header, aead = age.stream_header([ID1.recipient])
+    head, rest = os.urandom(2 * CHUNK), os.urandom(CHUNK * 3 + 11)
+    tail = io.BytesIO()
+    writer = age.ChunkWriter(tail, aead, first=2)
+    writer.write(rest)
+    writer.finish()
+    front = io.BytesIO()
+    early = age.ChunkWriter(front, aead, first=0)
+    early.write(head)
+    early.end_region()  # chunks 0 and 1, neither of them the last
+    assert early.next_counter == 2
+    assert len(front.getvalue()) == 2 * (CHUNK + 16)
+    assert age.decrypt_bytes(header + front.getvalue() + tail.getvalue(), [ID1]) == head + rest

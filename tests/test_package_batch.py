@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sfr_gateway import __version__, package
+from sfr_gateway.central import open_batch
 from sfr_gateway.crypto import age, sign
 from sfr_gateway.errors import IntegrityError, KeyFileError
 
@@ -207,28 +208,31 @@ def test_packaging_memory_is_bounded(tmp_path: Path) -> None:
     assert peak < 16 * 1024 * 1024, peak  # a few 1 MiB blocks in flight, not the batch
 
 
-def test_hashing_sink_hands_back_a_write_error() -> None:
-    with open("/dev/full", "wb", buffering=0) as full:  # every write fails with ENOSPC
-        sink = package.HashingSink(full, block=1024)
-        sink.write(b"x" * 4096)
-        with pytest.raises(OSError) as err:
-            for _ in range(64):
-                sink.write(b"y" * 1024)
-            sink.close()
-        sink.abort()
-    assert err.value.errno == 28
-
-
-def test_hashing_sink_hashes_what_it_writes(tmp_path: Path) -> None:
+def test_hash_file_hashes_the_whole_file(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 5)
-    with open(tmp_path / "f", "wb") as fh:
-        sink = package.HashingSink(fh)
-        for i in range(0, len(data), 100_000):
-            sink.write(data[i : i + 100_000])
-        sink.close()
-    assert (tmp_path / "f").read_bytes() == data
-    assert sink.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert sink.blake2b.digest() == hashlib.blake2b(data).digest()
+    (tmp_path / "f").write_bytes(data)
+    with open(tmp_path / "f", "rb") as fh:
+        fh.seek(12345)  # the position does not matter: hashed from the start
+        sha, blake, size = package.hash_file(fh, block=100_000)
+    assert size == len(data)
+    assert sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert blake.digest() == hashlib.blake2b(data).digest()
+
+
+@pytest.mark.parametrize("expected", [None, 1, 400])
+def test_manifest_bigger_than_its_room_still_gives_a_valid_batch(tmp_path: Path, expected: int | None) -> None:
+    """400 long-named files: ~1 chunk of room (no count, or a wrong one) is too little, so the body
+    is moved under a new key; the right count gives enough room at once. All open the same."""
+    names = [f"{'p' * 60}/{'s' * 60}/{'r' * 60}/{i:06d}{'x' * 40}.dcm" for i in range(400)]
+    members = [(name, f"file {i}".encode() * (i % 7 + 1)) for i, name in enumerate(names)]
+    out = tmp_path / f"out-{expected}"
+    result = package.write_batch(out, package.BatchInfo("S", "b1", "p"), members, [CENTRAL.recipient], KEY,
+                                 expected_files=expected)
+    assert not list(out.glob(".*"))  # no temp file left behind, moved or not
+    opened = open_batch(result.path, [CENTRAL], sign.PublicKey.of(KEY), tmp_path / f"opened-{expected}")
+    assert sorted(p.relative_to(opened.directory).as_posix() for p in opened.directory.rglob("*.dcm")) == sorted(names)
+    for name, data in members[:5]:
+        assert (opened.directory / name).read_bytes() == data
 
 
 def test_list_batches_and_remove_stale_temps(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ def _home(tmp_path: Path, batch_lines: str = "") -> Path:
 
 
 def test_defaults_are_the_tuned_level_1(tmp_path: Path) -> None:
-    assert load_config(_home(tmp_path)).zstd == ZstdSettings(level=1, threads=0, min_match=7, hash_log=8)
+    assert load_config(_home(tmp_path)).zstd == ZstdSettings(level=1, threads=0, min_match=7, hash_log=6)
 
 
 def test_settings_are_read_and_checked(tmp_path: Path) -> None:

@@ -133,46 +133,66 @@ def _header_mac(file_key: bytes, header_upto_dashes: bytes) -> bytes:
 # --------------------------------------------------------------------------- encryption
 
 
-class Encryptor:
-    """Writable age stream: ``write()`` plaintext into ``dst``, then call ``finish()`` once.
+def stream_header(recipients: Iterable[Recipient]) -> tuple[bytes, ChaCha20Poly1305]:
+    """A fresh file key wrapped to every recipient: the header (with its MAC and the payload
+    nonce) to write first, and the payload's STREAM cipher."""
+    recipients = list(recipients)
+    if not recipients:
+        raise KeyFileError("age: at least one recipient is needed to encrypt")
+    file_key = os.urandom(FILE_KEY_SIZE)
+    header = VERSION_LINE + b"".join(_wrap_for(r, file_key).encode() for r in recipients) + b"---"
+    mac = _header_mac(file_key, header)
+    nonce = os.urandom(NONCE_SIZE)
+    return header + b" " + b64encode(mac).encode("ascii") + b"\n" + nonce, ChaCha20Poly1305(
+        _hkdf(file_key, nonce, b"payload"))
 
-    Use as a context manager: the stream is finished only when the block exits without an
-    exception, so a failed producer never yields a valid (shorter) ciphertext.
+
+def chunk_nonce(counter: int, last: bool) -> bytes:
+    """The STREAM nonce of chunk ``counter``: 11-byte big-endian counter, last-chunk flag."""
+    if counter >= 1 << 88:
+        raise IntegrityError("age: stream too long")
+    return counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+class ChunkWriter:
+    """Writable STREAM payload from chunk ``first`` on: ``write()`` plaintext, ``finish()`` once.
+
+    A chunk is encrypted only once it is known whether more data follows (the last one carries
+    the flag); whole chunks go straight from the caller's buffer. Memory: one 64 KiB chunk.
+    It never finalises on its own, so an interrupted stream never looks complete.
+    Starting after chunk 0 lets a writer leave room for chunks it encrypts later (the batch
+    manifest, known only at the end: see ``package.write_batch``).
     """
 
-    def __init__(self, dst: _Writable, recipients: Iterable[Recipient]) -> None:
-        recipients = list(recipients)
-        if not recipients:
-            raise KeyFileError("age: at least one recipient is needed to encrypt")
+    def __init__(self, dst: _Writable, aead: ChaCha20Poly1305, first: int = 0) -> None:
         self._dst = dst
-        file_key = os.urandom(FILE_KEY_SIZE)
-        header = VERSION_LINE + b"".join(_wrap_for(r, file_key).encode() for r in recipients) + b"---"
-        mac = _header_mac(file_key, header)
-        nonce = os.urandom(NONCE_SIZE)
-        dst.write(header + b" " + b64encode(mac).encode("ascii") + b"\n" + nonce)
-        self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-        self._counter = 0
+        self._aead = aead
+        self._counter = first
         self._buf = bytearray()
         self._finished = False
         self.plaintext_bytes = 0
+        self.ciphertext_bytes = 0
 
-    def _emit(self, last: bool) -> None:
-        if self._counter >= 1 << 88:
-            raise IntegrityError("age: stream too long")
-        nonce = self._counter.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
-        self._dst.write(self._aead.encrypt(nonce, bytes(self._buf), None))
+    def _emit(self, chunk: bytes | bytearray | memoryview, last: bool) -> None:
+        sealed = self._aead.encrypt(chunk_nonce(self._counter, last), chunk, None)
+        self._dst.write(sealed)
+        self.ciphertext_bytes += len(sealed)
         self._counter += 1
-        self._buf.clear()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Encrypt ``data`` (buffered to whole 64 KiB chunks); return its length."""
+        """Encrypt ``data`` (in whole 64 KiB chunks); return its length."""
         if self._finished:
             raise ValueError("age: write after finish")
         view = memoryview(data).cast("B")
         pos, size = 0, len(view)
         while pos < size:
             if len(self._buf) == CHUNK_SIZE:  # more data follows: this chunk is not the last
-                self._emit(last=False)
+                self._emit(self._buf, last=False)
+                self._buf = bytearray()
+            if not self._buf and size - pos > CHUNK_SIZE:  # a whole chunk, and more after it
+                self._emit(view[pos : pos + CHUNK_SIZE], last=False)
+                pos += CHUNK_SIZE
+                continue
             take = min(CHUNK_SIZE - len(self._buf), size - pos)
             self._buf += view[pos : pos + take]
             pos += take
@@ -185,8 +205,35 @@ class Encryptor:
     def finish(self) -> None:
         """Write the final chunk. Idempotent."""
         if not self._finished:
-            self._emit(last=True)
+            self._emit(self._buf, last=True)
             self._finished = True
+
+    def end_region(self) -> None:
+        """Emit the buffered data as a non-final chunk: the stream goes on in chunks written by
+        another writer (from :attr:`next_counter` on). The region must be whole chunks."""
+        if self._buf:
+            if len(self._buf) != CHUNK_SIZE:
+                raise ValueError("age: a region ends on a chunk boundary")
+            self._emit(self._buf, last=False)
+            self._buf = bytearray()
+        self._finished = True
+
+    @property
+    def next_counter(self) -> int:
+        return self._counter
+
+
+class Encryptor(ChunkWriter):
+    """Writable age stream: ``write()`` plaintext into ``dst``, then call ``finish()`` once.
+
+    Use as a context manager: the stream is finished only when the block exits without an
+    exception, so a failed producer never yields a valid (shorter) ciphertext.
+    """
+
+    def __init__(self, dst: _Writable, recipients: Iterable[Recipient]) -> None:
+        header, aead = stream_header(recipients)
+        dst.write(header)
+        super().__init__(dst, aead)
 
     def __enter__(self) -> Self:
         return self
