@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +32,12 @@ class RunReport:
     consent: dict[str, Any] = field(default_factory=dict)
     release: dict[str, Any] = field(default_factory=dict)
     upload: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "scan": self.scan, "consent": self.consent,
-                "release": self.release, "upload": self.upload}
+                "release": self.release, "upload": self.upload,
+                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
     @property
     def needs_attention(self) -> bool:
@@ -74,22 +77,36 @@ def run(
     today = today or dt.date.today()
     workers = workers or min(2, os.cpu_count() or 1)
     report = RunReport(dry_run=dry_run)
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:  # how long each stage took (the report's "seconds")
+        nonlocal clock
+        now = time.perf_counter()
+        report.seconds[name] = now - clock
+        clock = now
+
+    started = clock
     with exclusive(config.home.lock), open_ledger(config.home.state_db) as ledger:
         ledger.record_event("run", "start", "ok", {"dry_run": dry_run, "roots": [str(r) for r in roots]})
         step = (lambda name: (lambda n: progress(name, n))) if progress else (lambda name: None)
         report.scan = scan(ledger, roots, config.selection, progress=step("scan")).as_dict()
+        lap("scan")
         checkpoint("after-scan")
         report.consent = consent.coverage(ledger, config.consent, today)
         report.release = release(ledger, config, today=today, workers=workers, dry_run=dry_run,
                                  progress=step("release")).as_dict()
+        lap("release")
         if not dry_run:  # the local mapping: every packaged study, and its pseudonym as released
             from .mapping_sync import sync_for_run
 
             sync_for_run(ledger, config)
+            lap("mapping")
         if dry_run:
             report.upload = {"pending": _pending(ledger)}
         else:
             report.upload = upload(ledger, config).as_dict()
+        lap("upload")
+        report.seconds["total"] = time.perf_counter() - started
         ledger.record_event("run", "finish", "ok", {
             "released": report.release.get("instances", 0), "batches": report.release.get("batches", 0),
             "acknowledged": report.upload.get("acknowledged", 0), "dry_run": dry_run,

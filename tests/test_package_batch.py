@@ -244,3 +244,20 @@ def test_list_batches_and_remove_stale_temps(tmp_path: Path) -> None:
     assert package.list_batches(tmp_path) == [b.path, a.path]
     assert package.remove_stale_temps(tmp_path) == 1
     assert not stale.exists() and a.path.exists() and a.signature_path.exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(st.text("ab.-_1", min_size=1, max_size=90), min_size=1, max_size=6),
+       size=st.integers(0, 8**11 - 1), mtime=st.integers(0, 2**33))
+def test_fast_tar_headers_are_tarfiles_own(parts: list[str], size: int, mtime: int) -> None:
+    """The hand-packed ustar header equals tarfile's, and is used whenever tarfile's ustar applies."""
+    name = "/".join(parts)
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.type = size, mtime, 0o644, tarfile.REGTYPE
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    try:
+        expected: bytes | None = info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+    except ValueError:
+        expected = None
+    assert package._ustar_header(name, size, mtime) == expected

@@ -15,6 +15,8 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
 
@@ -147,12 +149,28 @@ def _shifted(value: str, vr: str, days: int) -> str:
     return dates.shift_multi(value, vr, days)
 
 
-_KEEP, _DELETE = object(), object()
-_MEMOS: dict[tuple[Any, ...], dict[tuple[int, str | None, bytes], tuple[Any, bool]]] = {}
+_KEEP, _DELETE, _UNSET = object(), object(), object()
+_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+
+
+def _encoded_value(elem: DataElement, implicit: bool, encodings: Any) -> tuple[bytes, int] | None:
+    """(value bytes, length field) of ``elem`` as ``write_data_element`` encodes it (little
+    endian): a raw element with these is written back identically (see ``rawwrite``)."""
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    write_data_element(fp, elem, encodings)
+    data = fp.getvalue()
+    head = 8 if implicit else 12
+    length = int.from_bytes(data[head - 4:head], "little")
+    if length == 0xFFFFFFFF:
+        return (data[head:-8], length) if data.endswith(_SEQUENCE_END) else None
+    return (data[head:], length) if len(data) - head == length else None
+_Memo = dict[tuple[Any, ...], tuple[Any, bool]]
+_MEMOS: dict[tuple[Any, ...], _Memo] = {}
 _MEMO_MAX = 50_000
 
 
-def _memo_for(ctx: Context) -> dict[tuple[int, str | None, bytes], tuple[Any, bool]] | None:
+def _memo_for(ctx: Context) -> _Memo | None:
     """The outcomes already computed for this plan, key, SOP class and patient (slices of a
     series repeat most of their values), when nothing is being recorded; None otherwise.
 
@@ -195,6 +213,7 @@ class Walker:
         private_groups: list[int] = []
         store = ds._dict  # pydicom 3 internal: BaseTag keys, raw (unconverted) elements
         memo = self.memo
+        charset: Any = _UNSET
         for tag in list(store):
             group = tag >> 16
             if group & 1:
@@ -219,6 +238,23 @@ class Walker:
                         if moved:
                             self.ctx.dates_moved = True
                     continue
+                if (not prefix and elem.__class__ is RawDataElement and value.__class__ is bytes and elem.is_little_endian
+                        and _vr_of(ds, tag) == "SQ"):
+                    if charset is _UNSET:
+                        charset = str(getattr(store.get(0x00080005), "value", ""))  # type: ignore[call-overload]
+                    skey = (int(tag), "SQ", value, elem.length, elem.is_implicit_VR, charset)
+                    hit = memo.get(skey)
+                    if hit is None:
+                        self._memoised_sequence(ds, tag, elem, skey, memo)
+                    else:
+                        out, moved = hit
+                        if out is _DELETE:
+                            del store[tag]
+                        elif out is not _KEEP:
+                            store[tag] = elem._replace(value=out[0], length=out[1])
+                        if moved:
+                            self.ctx.dates_moved = True
+                    continue
             if tag & 0xFFFF == 0 or group == 0x0002:
                 del ds[tag]
                 self.record(prefix + _keyword(tag), tag, "UL" if tag & 0xFFFF == 0 else "UN", "removed", "X",
@@ -240,7 +276,7 @@ class Walker:
         self._apply(ds, tag, vr, path, code, rule)
 
     def _memoised(self, ds: Dataset, tag: int, prefix: str, elem: RawDataElement,
-                  mkey: tuple[int, str | None, bytes], memo: dict[tuple[int, str | None, bytes], tuple[Any, bool]]) -> None:
+                  mkey: tuple[int, str | None, bytes], memo: _Memo) -> None:
         """Process one plain raw element and remember its outcome (see :func:`_memo_for`)."""
         ctx = self.ctx
         moved_before, ctx.dates_moved = ctx.dates_moved, False
@@ -257,6 +293,27 @@ class Walker:
         else:
             return  # converted to a value: not a byte-level outcome
         memo[mkey] = (outcome, moved)
+
+    def _memoised_sequence(self, ds: Dataset, tag: int, elem: RawDataElement, skey: tuple[Any, ...],
+                           memo: _Memo) -> None:
+        """Process a top-level raw sequence and remember its outcome as the bytes the writer
+        would produce for it (the next slice's identical sequence is then neither parsed,
+        walked nor re-encoded)."""
+        ctx = self.ctx
+        moved_before, ctx.dates_moved = ctx.dates_moved, False
+        self._public(ds, tag, "")
+        moved = ctx.dates_moved
+        ctx.dates_moved = moved_before or moved
+        new = ds._dict.get(tag)  # type: ignore[call-overload]  # BaseTag keys; an int finds them
+        if new is None:
+            outcome: Any = _DELETE
+        elif new is elem:
+            outcome = _KEEP
+        else:
+            outcome = _encoded_value(new, elem.is_implicit_VR, ds.get("SpecificCharacterSet", "iso8859"))
+            if outcome is None:
+                return
+        memo[skey] = (outcome, moved)
 
     # -- public attributes ---------------------------------------------------------------
     def _unlisted(self, ds: Dataset, tag: int, vr: str, path: str) -> None:

@@ -314,8 +314,9 @@ _TOKEN_CACHE: dict[tuple[Any, ...], FrozenTokens] = {}
 def _tokens(ds: Dataset, plan: Plan) -> FrozenTokens:
     """This patient's PHI tokens; cached per distinct raw source values (slices share them)."""
     tags = (*plan.phi_words, *plan.phi_phrases)
-    charset = ds.get_item(0x00080005)
-    key = (str(getattr(charset, "value", "")), *(getattr(ds.get_item(t), "value", None) if t in ds else None for t in tags))
+    store = ds._dict  # pydicom 3 internal: stored elements, unconverted
+    charset = store.get(0x00080005)  # type: ignore[call-overload]
+    key = (str(getattr(charset, "value", "")), *(getattr(store.get(t), "value", None) for t in tags))  # type: ignore[call-overload]
     if all(isinstance(k, (bytes, type(None))) for k in key[1:]):
         hit = _TOKEN_CACHE.get(key)
         if hit is not None:
@@ -398,10 +399,12 @@ def _add_deid_marks(ds: Dataset, plan: Plan, ctx: Context, mask: str | None, ts:
 
 
 def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, record_kept: bool = False,
-                       keep_values: bool = False, record: bool = True, pixel_length: int | None = None) -> DeidResult:
+                       keep_values: bool = False, record: bool = True, pixel_length: int | None = None,
+                       triaged: tuple[str | None, Any] | None = None) -> DeidResult:
     """De-identify an already read dataset in place (see :func:`deidentify_file`).
 
-    ``pixel_length``: the length of a Pixel Data value left in the source (not in ``ds``).
+    ``pixel_length``: the length of a Pixel Data value left in the source (not in ``ds``);
+    ``triaged``: what ``pixels.triage(ds, plan)`` returned, when the caller already asked.
     """
     sop_class = (get_text(ds, 0x00080016) if 0x00080016 in ds else "") or str(
         getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
@@ -413,7 +416,7 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     if not (get_text(ds, 0x00080018) if 0x00080018 in ds else "").strip():
         raise DicomError("missing-uid", "no SOP Instance UID")
     _check_pixels(ds, ts, pixel_length)
-    reason, mask = pixels.triage(ds, plan)
+    reason, mask = triaged if triaged is not None else pixels.triage(ds, plan)
     if mask is not None and pixel_length is not None:
         raise RuntimeError("a mask needs the pixel bytes: read the whole file")
     if reason and mask is None:
@@ -437,12 +440,7 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     sop_uid = get_text(ds, 0x00080018)
     study_uid = get_text(ds, 0x0020000D) if 0x0020000D in ds else ""
     series_uid = get_text(ds, 0x0020000E) if 0x0020000E in ds else ""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = UID(ts)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    ds.file_meta = meta
+    ds.file_meta = _file_meta(sop_class, sop_uid, ts)
     return DeidResult(
         dataset=ds, data=None, changes=tuple(ctx.changes), patient_pseudonym=ctx.patient_pseudonym,
         study_uid=study_uid or pz.uid("no-study:" + pkey),
@@ -450,6 +448,22 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
         sop_uid=sop_uid, sop_class=sop_class, transfer_syntax=ts,
         mask=mask.name if mask else None, dates_moved=ctx.dates_moved,
     )
+
+
+def _file_meta(sop_class: str, sop_uid: str, ts: str) -> FileMetaDataset:
+    """The output's file meta (pydicom adds the version and implementation class when writing)."""
+    meta = FileMetaDataset()
+    values = ((0x00020002, "UI", sop_class), (0x00020003, "UI", sop_uid), (0x00020010, "UI", ts),
+              (0x00020013, "SH", IMPLEMENTATION_VERSION))
+    if all(text.isascii() for _, _, text in values):  # raw elements: no conversion, no validation pass
+        for tag, vr, text in values:
+            meta._dict[BaseTag(tag)] = _raw(tag, vr, _ascii(text, b"\0" if vr == "UI" else b" "), False, True)  # type: ignore[index]
+        return meta
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(ts)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    return meta
 
 
 @lru_cache(maxsize=1)
@@ -535,8 +549,9 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
     """
     pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer(keys, offset_range=plan.offset_range)
     split = read_head(src) if pixels_in_place and not isinstance(src, bytes) else None
-    if split is not None and pixels.triage(split[0], plan)[1] is not None:
-        split = None  # a mask to apply: it needs the pixel bytes
+    triaged = pixels.triage(split[0], plan) if split is not None else None
+    if triaged is not None and triaged[1] is not None:
+        split = triaged = None  # a mask to apply: it needs the pixel bytes
     ref: PixelRef | None = None
     if split is not None:
         ds, ts, ref, element = split
@@ -546,7 +561,7 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
         warnings.simplefilter("always")
         try:
             result = deidentify_dataset(ds, ts, plan, pz, record_kept=record_kept, keep_values=keep_values,
-                                        record=record, pixel_length=ref.length if ref else None)
+                                        record=record, pixel_length=ref.length if ref else None, triaged=triaged)
         except DicomError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError, struct.error, OverflowError, NotImplementedError,

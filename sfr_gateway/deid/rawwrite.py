@@ -49,7 +49,11 @@ def encode_file_meta(meta: Dataset) -> bytes | None:
         if tag in (0x00020000, 0x00020001):
             continue  # pydicom recomputes the length and writes version 00 01
         vr = _META_TEXT.get(tag)
-        value = meta[key].value
+        elem = meta._dict[key]
+        if elem.__class__ is RawDataElement and isinstance(elem.value, bytes) and elem.value.isascii():
+            value: Any = elem.value.decode("ascii").rstrip("\x00 " if vr == "UI" else " ")  # as pydicom converts it
+        else:
+            value = meta[key].value
         if vr is None or not isinstance(value, str) or not value or not value.isascii():
             return None
         values[tag] = value
