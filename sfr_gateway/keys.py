@@ -13,13 +13,14 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING
 
 from .config import HomePaths
 from .errors import KeyFileError
 from .fsutil import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:  # cryptography is imported where keys are made or used: `deidentify` needs only the secret
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SECRET_HEADER = "sfr-gateway pseudonym secret v1"  # noqa: S105 - a file-format label, not a secret
 SECRET_BYTES = 32
@@ -98,6 +99,8 @@ class SigningKey:
 
     @property
     def public_bytes(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     @property
@@ -127,6 +130,9 @@ def create_signing_key(home: HomePaths) -> bool:
         if not home.signing_pub.exists():
             atomic_write_text(home.signing_pub, load_signing_key(home).minisign_public(), 0o644)
         return False
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     atomic_write_bytes(home.signing_key, pem, 0o600)

@@ -6,15 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from ..deid.describe import describe, to_markdown
 from ..deid.profile import DEFAULT_PROFILE, compile_plan, load_profile
 from ..deidentify import RunSpec, run
 from ..ledger import open_ledger
 from .common import GatewayContext, echo_json, interactive, pass_gateway
+
+# rich is imported where it draws: `deidentify --json` (cron, benchmarks) never pays for it.
 
 
 def _site_overrides(gw: GatewayContext) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
@@ -45,6 +43,8 @@ def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, prof
         keep_copies=config.quarantine_copies, secret=load_pseudonym_secret(config.home), site_id=config.site_id,
     )
     if interactive() and not as_json:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         with Progress(SpinnerColumn(), TextColumn("de-identifying: {task.completed} files"), TimeElapsedColumn(),
                       transient=True) as bar:
             task = bar.add_task("deid", total=None)
@@ -60,6 +60,9 @@ def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, prof
     if as_json:
         echo_json(data)
         return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     rate = data["seen"] / data["seconds"] if data["seconds"] else 0.0
     console.print(f"De-identified {data['released']} of {data['seen']} files with profile {data['profile']} "
@@ -86,6 +89,11 @@ def profile() -> None:
 @pass_gateway
 def show(gw: GatewayContext, name: str | None, options: tuple[str, ...], fmt: str) -> None:
     """What profile NAME does to each attribute, and which rule decides it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..deid.describe import describe, to_markdown
+
     attr: tuple[dict[str, Any], ...] = ()
     private: tuple[dict[str, Any], ...] = ()
     default = DEFAULT_PROFILE
