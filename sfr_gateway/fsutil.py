@@ -52,3 +52,29 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
 def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically with permissions ``mode``."""
     atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+_HASHED: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    # ctime changes with any write, chmod, link or utime, and cannot be set back by a user
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def remember_sha256(path: Path | str, sha256_hex: str) -> None:
+    """Note that this process has just hashed ``path`` (e.g. a batch it wrote)."""
+    _HASHED[os.fspath(path)] = (_identity(os.stat(path)), sha256_hex)
+
+
+def known_sha256(path: Path | str) -> str | None:
+    """The SHA-256 this process noted for ``path``, if the file is provably untouched since
+    (same inode, size, mtime and ctime); None otherwise: hash it again."""
+    entry = _HASHED.get(os.fspath(path))
+    if entry is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return entry[1] if entry[0] == _identity(st) else None

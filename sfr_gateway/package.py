@@ -46,7 +46,7 @@ from .crypto.age import CHUNK_SIZE, TAG_SIZE, ChunkWriter, Recipient, chunk_nonc
 from .crypto.sign import SigningKey, sign_digest
 from .errors import IntegrityError, KeyFileError
 from .faults import checkpoint
-from .fsutil import atomic_write_text, fsync_dir
+from .fsutil import atomic_write_text, fsync_dir, remember_sha256
 
 log = logging.getLogger(__name__)
 
@@ -416,6 +416,7 @@ def write_batch(
         raise
     fsync_dir(outbox)
     sha_hex = sha256.hexdigest()
+    remember_sha256(final, sha_hex)  # upload's integrity check need not read it again in this run
     sig_path = signature_path(final)
     comment = trusted_comment(info.site, info.batch_id, sha_hex, final.name)
     atomic_write_text(sig_path, sign_digest(blake2b.digest(), signing_key, comment), 0o644)

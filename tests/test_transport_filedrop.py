@@ -152,3 +152,29 @@ def test_drop_refuses_tampered_unsigned_or_missing_folder(new_batch, tmp_path: P
 def test_destination_for_refuses_unsafe_urls(url: str) -> None:
     with pytest.raises(ConfigError):
         destination_for(url)
+
+
+def test_a_batch_written_by_this_process_is_not_hashed_again_unless_touched(tmp_path: Path, ledger,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_batch notes the SHA-256 it computed; the upload's integrity check trusts it only for
+    the very same, untouched file (a rewrite in place, even with its mtime put back, is caught)."""
+    from sfr_gateway import package
+    from sfr_gateway.crypto import age, sign
+    from sfr_gateway.transport import base
+
+    central = age.Identity.generate()
+    result = package.write_batch(tmp_path / "outbox", package.BatchInfo("S", "b1", "p"), [("a.dcm", b"x" * 5000)],
+                                 [central.recipient], sign.generate_signing_key())
+    read = []
+    real = base.file_sha256
+    monkeypatch.setattr(base, "file_sha256", lambda path, *a: read.append(path) or real(path, *a))
+    base.check_batch(result.path, result.sha256, result.size)
+    assert read == []  # known from the write
+    st = result.path.stat()
+    data = bytearray(result.path.read_bytes())
+    data[-1] ^= 1
+    result.path.write_bytes(bytes(data))
+    os.utime(result.path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: ctime still moved
+    with pytest.raises(IntegrityError):
+        base.check_batch(result.path, result.sha256, result.size)
+    assert read == [result.path]
