@@ -99,7 +99,13 @@ def child_batch(size_mb: int, workdir: str, level: int, threads: int) -> dict[st
     outbox = Path(workdir) / f"outbox-{level}-{threads}-{os.getpid()}"
     info = package.BatchInfo(site="BENCH", batch_id="bench", profile="sfr-covid", ps315_edition="2026d")
     start, cpu0 = time.perf_counter(), _cpu_seconds()
-    result = package.write_batch(outbox, info, members(), recipients, key, zstd_level=level, zstd_threads=threads)
+    count, done = 0, 0
+    while done < total:  # how many members() yields: the room kept for the manifest
+        done += len(corpus[count % len(corpus)])
+        count += 1
+    min_match, hash_log = _tuning(level)
+    result = package.write_batch(outbox, info, members(), recipients, key, zstd_level=level, zstd_threads=threads,
+                                 zstd_min_match=min_match, zstd_hash_log=hash_log, expected_files=count)
     elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     result.path.unlink()
     result.signature_path.unlink()
@@ -121,15 +127,23 @@ def child_batch(size_mb: int, workdir: str, level: int, threads: int) -> dict[st
 
 def child_ratio(workdir: str, level: int, threads: int) -> dict[str, float]:
     """zstd alone on the CT corpus: ratio and MB/s (no tar, no encryption)."""
-    import zstandard
+    from sfr_gateway.package import compressor
 
     corpus = b"".join(_ct_corpus(Path(workdir), 64))
-    cctx = zstandard.ZstdCompressor(level=level, threads=threads)
+    cctx = compressor(level, threads, *_tuning(level))
     start, cpu0 = time.perf_counter(), _cpu_seconds()
     out = cctx.compress(corpus)
     elapsed, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     return {"level": level, "threads": threads, "mb": len(corpus) / MB, "ratio": len(out) / len(corpus),
             "mb_per_s": len(corpus) / MB / elapsed, "mb_per_cpu_s": len(corpus) / MB / cpu}
+
+
+def _tuning(level: int) -> tuple[int, int]:
+    """The shipped ``[batch]`` zstd_min_match/zstd_hash_log at the shipped level, the level's own otherwise."""
+    from sfr_gateway.config import ZstdSettings
+
+    shipped = ZstdSettings()
+    return (shipped.min_match, shipped.hash_log) if level == shipped.level else (0, 0)
 
 
 def _spawn(kind: str, **kw: object) -> dict[str, float]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import multiprocessing
 import os
 import stat
 import sys
@@ -58,9 +57,10 @@ class ScanResult:
         }
 
 
-def walk(root: bytes) -> Iterator[tuple[bytes, str | None]]:
-    """Yield (file path, None) for each regular file below ``root``, or (path, reason) when a
-    path cannot be walked. Directory symlinks are followed once; loops are reported."""
+def walk(root: bytes) -> Iterator[tuple[bytes, str | None, os.stat_result | None]]:
+    """Yield (file path, None, its stat) for each regular file below ``root``, or (path, reason,
+    None) when a path cannot be walked. Directory symlinks are followed once; loops are reported.
+    Files are stat'ed through their directory entry (``fstatat``: no path lookup per file)."""
     visited: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -68,16 +68,16 @@ def walk(root: bytes) -> Iterator[tuple[bytes, str | None]]:
         try:
             st = os.stat(folder)
         except OSError as exc:
-            yield folder, _os_reason(exc)
+            yield folder, _os_reason(exc), None
             continue
         if (st.st_dev, st.st_ino) in visited:
-            yield folder, "symlink-loop"
+            yield folder, "symlink-loop", None
             continue
         visited.add((st.st_dev, st.st_ino))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
-            yield folder, _os_reason(exc)
+            yield folder, _os_reason(exc), None
             continue
         subdirs = []
         for entry in entries:
@@ -85,12 +85,16 @@ def walk(root: bytes) -> Iterator[tuple[bytes, str | None]]:
                 if entry.is_dir():
                     subdirs.append(entry.path)
                 elif entry.is_file():
-                    yield entry.path, None
+                    file_st = entry.stat()
+                    if stat.S_ISREG(file_st.st_mode):
+                        yield entry.path, None, file_st
+                    else:  # replaced by something else since the directory was listed
+                        yield entry.path, "vanished", None
                 elif entry.is_symlink():
                     os.stat(entry.path)  # raises for dangling links and loops
                 # sockets, fifos and devices are not exports: ignored
             except OSError as exc:
-                yield entry.path, _os_reason(exc)
+                yield entry.path, _os_reason(exc), None
         stack.extend(reversed(subdirs))
 
 
@@ -111,12 +115,6 @@ def _facts_for_selection(f: HeaderFacts) -> InstanceFacts:
         protocol_name=f.protocol_name, image_type=f.image_type,
     )
 
-
-def _stat_key(path: bytes) -> tuple[int, int]:
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise FileNotFoundError(path)
-    return st.st_size, st.st_mtime_ns
 
 
 Outcome = tuple[bytes, int, int, "HeaderFacts | str"]
@@ -147,6 +145,8 @@ def _read_all(todo: list[tuple[bytes, int, int]], workers: int) -> Iterator[Outc
         for chunk in _chunks(todo, 64):
             yield from read_chunk(chunk)
         return
+    import multiprocessing  # here: an unchanged rescan reads no header and starts no worker
+
     if sys.platform.startswith("linux"):
         # fork after importing the parser once here: forkserver/spawn workers would each import
         # pydicom again (~0.4 s apiece, as much as reading 400 headers). The ledger connection
@@ -188,17 +188,12 @@ def scan(
         todo: list[tuple[bytes, int, int]] = []
         unreadable: list[tuple[bytes, int, int, str]] = []
         for root in roots:
-            for path, problem in walk(root):
+            for path, problem, st in walk(root):
                 if path in seen:
                     continue
                 seen.add(path)
                 result.seen += 1
-                size = mtime = 0
-                if problem is None:
-                    try:
-                        size, mtime = _stat_key(path)
-                    except OSError as exc:
-                        problem = _os_reason(exc)
+                size, mtime = (st.st_size, st.st_mtime_ns) if st is not None else (0, 0)
                 before = known.get(path)
                 if before is not None and before[:2] == (size, mtime) and problem is None \
                         and before[2] != "missing":

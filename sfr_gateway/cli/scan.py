@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..consent import coverage
 from ..dicomio import UNREADABLE_REASONS
@@ -17,6 +14,11 @@ from ..ledger import open_ledger
 from ..scan import scan as run_scan
 from ..select import EXCLUSION_REASONS
 from .common import GatewayContext, echo_json, interactive, pass_gateway
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# rich is imported where it draws: a cron rescan with --json never pays for it.
 
 
 @click.command()
@@ -28,6 +30,8 @@ def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
     config = gw.config()
     with open_ledger(config.home.state_db) as ledger:
         if interactive() and not as_json:
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
             with Progress(SpinnerColumn(), TextColumn("scanning: {task.completed} files"), TimeElapsedColumn(),
                           transient=True) as bar:
                 task = bar.add_task("scan", total=None)
@@ -45,6 +49,9 @@ def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
 
 def render_summary(data: dict[str, Any]) -> None:
     """The human summary of a scan."""
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     this = data["this_scan"]
     console.print(
@@ -70,6 +77,8 @@ def _reasons(console: Console, title: str, unit: str, counts: dict[str, int], me
     """A table of counts by reason, with what each reason means; nothing when there are none."""
     if not counts:
         return
+    from rich.table import Table
+
     table = Table(title=title)
     table.add_column("reason")
     table.add_column(unit, justify="right")

@@ -109,19 +109,18 @@ def summary(ledger: Ledger) -> dict[str, Any]:
     """Counts over the whole index: what the exports hold, what is eligible, what is unreadable."""
     q = ledger.conn.execute
     indexed = "state = 'indexed'"
-    out: dict[str, Any] = {
-        "patients": q(f"SELECT COUNT(DISTINCT patient_id || '|' || issuer) FROM instances WHERE {indexed}").fetchone()[0],
-        "studies": q(f"SELECT COUNT(DISTINCT study_uid) FROM instances WHERE {indexed}").fetchone()[0],
-        "series": q(f"SELECT COUNT(DISTINCT series_uid) FROM instances WHERE {indexed}").fetchone()[0],
-        "instances": q(f"SELECT COUNT(*) FROM instances WHERE {indexed}").fetchone()[0],
-        "missing": q("SELECT COUNT(*) FROM instances WHERE state = 'missing'").fetchone()[0],
-    }
-    out["eligible"] = dict(zip(
-        ("patients", "studies", "series", "instances"),
-        q(f"""SELECT COUNT(DISTINCT patient_id || '|' || issuer), COUNT(DISTINCT study_uid),
-                     COUNT(DISTINCT series_uid), COUNT(*) FROM instances WHERE {indexed} AND eligible = 1""").fetchone(),
-        strict=True,
-    ))
+    eligible = "state = 'indexed' AND eligible = 1"
+    row = q(f"""SELECT COUNT(DISTINCT CASE WHEN {indexed} THEN patient_id || '|' || issuer END),
+                       COUNT(DISTINCT CASE WHEN {indexed} THEN study_uid END),
+                       COUNT(DISTINCT CASE WHEN {indexed} THEN series_uid END),
+                       COALESCE(SUM({indexed}), 0), COALESCE(SUM(state = 'missing'), 0),
+                       COUNT(DISTINCT CASE WHEN {eligible} THEN patient_id || '|' || issuer END),
+                       COUNT(DISTINCT CASE WHEN {eligible} THEN study_uid END),
+                       COUNT(DISTINCT CASE WHEN {eligible} THEN series_uid END),
+                       COALESCE(SUM({eligible}), 0)
+                FROM instances""").fetchone()  # one pass over the index instead of six
+    out: dict[str, Any] = dict(zip(("patients", "studies", "series", "instances", "missing"), row[:5], strict=True))
+    out["eligible"] = dict(zip(("patients", "studies", "series", "instances"), row[5:], strict=True))
     out["excluded"] = dict(Counter(dict(q(
         f"SELECT exclusion, COUNT(*) FROM instances WHERE {indexed} AND eligible = 0 GROUP BY exclusion").fetchall())))
     out["unreadable"] = dict(q(
