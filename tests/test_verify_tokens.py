@@ -84,6 +84,19 @@ def test_binary_substring_search() -> None:
     assert found == {"LEFEVRE", "ZOE"}  # LEFEVRE glued to a length byte; ZOE (3) only as a word
 
 
+def test_binary_search_of_a_postal_code_inside_a_longer_number() -> None:
+    """Found by the demo: a batch manifest (searched as raw bytes) lists random 39-digit UIDs, and
+    a 5-digit postal code turned up inside one about one run in three. Inside such a long number it
+    is no hit; glued to letters, binary bytes or a stray digit, or alone, it still is."""
+    index = tk.TokenIndex()
+    tk.add_address(index, "12 rue des Lilas^^Lyon^^99978^FR", "patient-address", parts=True)
+    assert not {h.token for h in index.find_in_binary('"2.25.254873426883725999785593885623842699552.dcm"')}
+    assert {h.token for h in index.find_in_binary("\x05\x0099978\x00")} == {"99978"}
+    assert {h.token for h in index.find_in_binary("CP99978X")} == {"99978"}
+    assert {h.token for h in index.find_in_binary("code 99978 here")} == {"99978"}
+    assert {h.token for h in index.find_in_binary("\x0199978\x300")} == {"99978"}  # a stray digit byte
+
+
 def test_many_tokens_index_stays_exact() -> None:
     index = tk.TokenIndex()
     for i in range(20000):

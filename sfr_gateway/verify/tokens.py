@@ -40,7 +40,9 @@ What is a token (and what is skipped as too short or too common)
   (``<original>.1``), in UI elements and inside any text or binary value. Output UI elements that
   are well known by keyword or value (SOP classes, transfer syntax, Implementation Class UID...)
   are not searched for UIDs.
-* Pure-digit tokens are not matched inside numeric strings (IS, DS): ``1000`` there is a number.
+* Pure-digit tokens are not matched inside numeric strings (IS, DS): ``1000`` there is a number;
+  in raw bytes, a pure-digit token inside a run of 16 digits or more (``99978`` inside a random
+  39-digit UID of a manifest) is no hit either; glued to letters, binary bytes or a few digits, it is.
 """
 
 from __future__ import annotations
@@ -226,8 +228,12 @@ class TokenIndex:
         if self._binary_re is None:
             self._binary_re = _trie_regex(
                 k for k in self.phrases if " " not in k and len(k) >= BINARY_SUBSTRING_MIN)
-        for match in self._binary_re.finditer(normalise(text)):
-            yield Hit(match.group(), self.phrases[match.group()])
+        norm = normalise(text)
+        for match in self._binary_re.finditer(norm):
+            token = match.group()
+            if token.isdigit() and _inside_number(norm, match.start(), match.end()):
+                continue  # a postal code inside a long digit run (a random 39-digit UID) is no leak
+            yield Hit(token, self.phrases[token])
 
     def find_uid(self, value: str) -> Hit | None:
         """An original UID equal to ``value`` or a component prefix of it."""
@@ -245,6 +251,18 @@ class TokenIndex:
 
 
 BINARY_SUBSTRING_MIN = 5
+
+
+LONG_NUMBER = 16  # digits: a UID component or a hash, not an identifier someone typed
+
+
+def _inside_number(text: str, start: int, end: int) -> bool:
+    """True when ``text[start:end]`` lies inside a run of at least ``LONG_NUMBER`` digits."""
+    while start > 0 and text[start - 1].isdigit():
+        start -= 1
+    while end < len(text) and text[end].isdigit():
+        end += 1
+    return end - start >= LONG_NUMBER
 _TRIE_MAX_DEPTH = 200
 
 
