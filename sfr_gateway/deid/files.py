@@ -481,22 +481,31 @@ def _check_vrs(ds: Dataset, plan: Plan) -> None:
     unchanged, no reader would accept the file) or a public attribute unknown to the data
     dictionary and without a rule in the plan (a damaged tag: it may carry a UID or a name).
     Both were found by the fault campaign."""
-    from pydicom.datadict import get_entry
-
-    for tag, elem in ds._dict.items():  # pydicom 3 internal: raw (unconverted) and converted elements
-        if elem.VR is not None and elem.VR not in _valid_vrs():  # None: implicit VR, not yet converted
+    valid, rules = _valid_vrs(), plan.rules
+    for key, elem in ds._dict.items():  # pydicom 3 internal: raw (unconverted) and converted elements
+        tag = int(key)  # plain ints: BaseTag's == is Python code, called on every dictionary hit
+        vr = elem.VR
+        if vr is not None and vr not in valid:  # None: implicit VR, not yet converted
             raise DicomError("unparsable", f"unknown VR in {BaseTag(tag)}")
-        size = _NUMBER_SIZES.get(elem.VR or "")
-        if size and isinstance(elem, RawDataElement) and elem.value and len(elem.value) % size:
-            raise DicomError("unparsable", f"{elem.VR} value of {BaseTag(tag)} not a whole number of values")
-        if not (tag >> 16) % 2 and tag & 0xFFFF and tag not in plan.rules:
-            try:
-                get_entry(tag)
-            except KeyError:
-                raise DicomError("unknown-attribute", f"public tag {BaseTag(tag)} not in the data dictionary") from None
-        if elem.VR == "SQ" and not isinstance(elem, RawDataElement) and elem.value:
+        size = _NUMBER_SIZES.get(vr or "")
+        if size and elem.__class__ is RawDataElement and elem.value and len(elem.value) % size:
+            raise DicomError("unparsable", f"{vr} value of {BaseTag(tag)} not a whole number of values")
+        if not (tag >> 16) % 2 and tag & 0xFFFF and tag not in rules and not _in_dictionary(tag):
+            raise DicomError("unknown-attribute", f"public tag {BaseTag(tag)} not in the data dictionary")
+        if vr == "SQ" and not isinstance(elem, RawDataElement) and elem.value:
             for item in elem.value:
                 _check_vrs(item, plan)
+
+
+@lru_cache(maxsize=4096)
+def _in_dictionary(tag: int) -> bool:
+    from pydicom.datadict import get_entry
+
+    try:
+        get_entry(tag)
+    except KeyError:
+        return False
+    return True
 
 
 _CHARSET_HINTS = ("unknown encoding", "failed to decode")

@@ -8,6 +8,8 @@ blanked in every frame of native (uncompressed) pixel data, directly in the pixe
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -26,9 +28,9 @@ _NATIVE = {
 
 
 def _text(ds: Dataset, tag: int) -> str | None:
-    if tag not in ds:
+    raw = ds._dict.get(tag)  # type: ignore[call-overload]  # pydicom 3 internal: stored element, unconverted
+    if raw is None:
         return None
-    raw = ds.get_item(tag)
     if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) and raw.value.isascii():
         vr = raw.VR or _dict_vr(tag)
         if vr not in _BINARY_VRS:
@@ -52,13 +54,13 @@ def _dict_vr(tag: int) -> str:
 
 def read_int(ds: Dataset, tag: int, default: int | None = None) -> int | None:
     """An integer attribute (US/SS/UL/IS) read from raw bytes when possible, else converted."""
-    if tag not in ds:
+    raw = ds._dict.get(tag)  # type: ignore[call-overload]  # pydicom 3 internal: stored element, unconverted
+    if raw is None:
         return default
-    raw = ds.get_item(tag)
     if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
         vr = raw.VR or _dict_vr(tag)
         data = raw.value
-        order = "little" if raw.is_little_endian else "big"
+        order: Literal["little", "big"] = "little" if raw.is_little_endian else "big"
         if vr == "US" and len(data) >= 2:
             return int.from_bytes(data[:2], order)
         if vr == "UL" and len(data) >= 4:

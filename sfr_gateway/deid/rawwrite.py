@@ -87,7 +87,7 @@ def write_fast(ds: Dataset, fp: BinaryIO) -> None:
     encodings: Any = ds.get("SpecificCharacterSet", "iso8859")
     store = ds._dict  # pydicom 3 internal: stored elements, unconverted
     write = fp.write
-    for tag in sorted(store):
+    for tag in sorted(store, key=int):  # int keys: BaseTag's < is Python code
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group lengths are not written (PS3.5 7.2)
         elem = store[tag]
