@@ -185,7 +185,7 @@ def read_header(path: bytes | str) -> tuple[HeaderFacts, int, int]:
 def _read_lean(path: bytes | str) -> tuple[HeaderFacts, int, int] | None:
     """The common file (see ``deid.rawread``): facts without pydicom's reader; None otherwise
     (or on any error: the pydicom path then gives the reason)."""
-    from .deid.rawread import read_lean
+    from .deid.rawread import pixel_element, read_lean
 
     try:
         lean = read_lean(path)
@@ -194,13 +194,11 @@ def _read_lean(path: bytes | str) -> tuple[HeaderFacts, int, int] | None:
     if lean is None:
         return None
     ds, syntax, pixel_at, head, size, mtime_ns = lean
-    if syntax == _IMPLICIT:
-        (length,), header = struct.unpack("<L", head[4:8]), 8
-    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
-        (length,), header = struct.unpack("<L", head[8:12]), 12
-    else:
+    found = pixel_element(head, syntax == _IMPLICIT)
+    if found is None:
         return None
-    if length != _UNDEFINED and pixel_at + header + length > size:
+    element, _, length = found
+    if length != _UNDEFINED and pixel_at + len(element) + length > size:
         raise DicomError("truncated", "pixel data ends past the end of the file")
     facts = _facts(ds, syntax)
     if not facts.sop_instance_uid:

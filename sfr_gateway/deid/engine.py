@@ -225,35 +225,14 @@ class Walker:
                 value = elem.value
                 if (elem.__class__ is RawDataElement and value.__class__ is bytes and elem.length != 0xFFFFFFFF
                         and elem.VR != "SQ" and value.isascii() and b"\x1b" not in value):
-                    mkey = (int(tag), elem.VR, value)
-                    hit = memo.get(mkey)
-                    if hit is None:
-                        self._memoised(ds, tag, prefix, elem, mkey, memo)
-                    else:
-                        out, moved = hit
-                        if out is _DELETE:
-                            del store[tag]
-                        elif out is not _KEEP:
-                            store[tag] = elem._replace(value=out, length=len(out))
-                        if moved:
-                            self.ctx.dates_moved = True
+                    self._memoised(ds, tag, prefix, elem, (int(tag), elem.VR, value), memo, sequence=False)
                     continue
                 if (not prefix and elem.__class__ is RawDataElement and value.__class__ is bytes and elem.is_little_endian
                         and _vr_of(ds, tag) == "SQ"):
                     if charset is _UNSET:
                         charset = str(getattr(store.get(0x00080005), "value", ""))  # type: ignore[call-overload]
-                    skey = (int(tag), "SQ", value, elem.length, elem.is_implicit_VR, charset)
-                    hit = memo.get(skey)
-                    if hit is None:
-                        self._memoised_sequence(ds, tag, elem, skey, memo)
-                    else:
-                        out, moved = hit
-                        if out is _DELETE:
-                            del store[tag]
-                        elif out is not _KEEP:
-                            store[tag] = elem._replace(value=out[0], length=out[1])
-                        if moved:
-                            self.ctx.dates_moved = True
+                    key = (int(tag), "SQ", value, elem.length, elem.is_implicit_VR, charset)
+                    self._memoised(ds, tag, prefix, elem, key, memo, sequence=True)
                     continue
             if tag & 0xFFFF == 0 or group == 0x0002:
                 del ds[tag]
@@ -275,10 +254,22 @@ class Walker:
         code = self.plan.resolve(rule.code, int(tag), self.ctx.sop_class)
         self._apply(ds, tag, vr, path, code, rule)
 
-    def _memoised(self, ds: Dataset, tag: int, prefix: str, elem: RawDataElement,
-                  mkey: tuple[int, str | None, bytes], memo: _Memo) -> None:
-        """Process one plain raw element and remember its outcome (see :func:`_memo_for`)."""
+    def _memoised(self, ds: Dataset, tag: int, prefix: str, elem: RawDataElement, key: tuple[Any, ...],
+                  memo: _Memo, *, sequence: bool) -> None:
+        """Apply the remembered outcome of ``key`` (see :func:`_memo_for`), or process the element
+        and remember it: its new raw bytes, or for a top-level sequence the bytes the writer would
+        produce (the next slice's identical sequence is then neither parsed, walked nor re-encoded)."""
         ctx = self.ctx
+        hit = memo.get(key)
+        if hit is not None:
+            out, moved = hit
+            if out is _DELETE:
+                del ds._dict[tag]  # type: ignore[arg-type]
+            elif out is not _KEEP:
+                ds._dict[tag] = elem._replace(value=out[0], length=out[1])  # type: ignore[index]
+            if moved:
+                ctx.dates_moved = True
+            return
         moved_before, ctx.dates_moved = ctx.dates_moved, False
         self._public(ds, tag, prefix)
         moved = ctx.dates_moved
@@ -288,32 +279,14 @@ class Walker:
             outcome: Any = _DELETE
         elif new is elem:
             outcome = _KEEP
-        elif new.__class__ is RawDataElement and new.value.__class__ is bytes:
-            outcome = new.value
-        else:
-            return  # converted to a value: not a byte-level outcome
-        memo[mkey] = (outcome, moved)
-
-    def _memoised_sequence(self, ds: Dataset, tag: int, elem: RawDataElement, skey: tuple[Any, ...],
-                           memo: _Memo) -> None:
-        """Process a top-level raw sequence and remember its outcome as the bytes the writer
-        would produce for it (the next slice's identical sequence is then neither parsed,
-        walked nor re-encoded)."""
-        ctx = self.ctx
-        moved_before, ctx.dates_moved = ctx.dates_moved, False
-        self._public(ds, tag, "")
-        moved = ctx.dates_moved
-        ctx.dates_moved = moved_before or moved
-        new = ds._dict.get(tag)  # type: ignore[call-overload]  # BaseTag keys; an int finds them
-        if new is None:
-            outcome: Any = _DELETE
-        elif new is elem:
-            outcome = _KEEP
-        else:
+        elif sequence:
             outcome = _encoded_value(new, elem.is_implicit_VR, ds.get("SpecificCharacterSet", "iso8859"))
-            if outcome is None:
-                return
-        memo[skey] = (outcome, moved)
+        elif new.__class__ is RawDataElement and new.value.__class__ is bytes:
+            outcome = (new.value, len(new.value))
+        else:
+            outcome = None  # converted to a value: not a byte-level outcome
+        if outcome is not None:
+            memo[key] = (outcome, moved)
 
     # -- public attributes ---------------------------------------------------------------
     def _unlisted(self, ds: Dataset, tag: int, vr: str, path: str) -> None:

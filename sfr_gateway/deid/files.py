@@ -41,7 +41,7 @@ from sfr_gateway.deid import pixels, tables
 from sfr_gateway.deid.engine import Change, Context, Walker, get_text
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
-from sfr_gateway.deid.rawread import read_lean
+from sfr_gateway.deid.rawread import pixel_element, read_lean
 from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
 from sfr_gateway.deid.text import FrozenTokens, PhiTokens
 from sfr_gateway.errors import DicomError
@@ -182,9 +182,6 @@ def read_dataset(src: Path | str | bytes) -> tuple[Dataset, str]:
     return ds, ts
 
 
-_PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
-
-
 def read_head(path: Path | str) -> tuple[Dataset, str, PixelRef, bytes] | None:
     """Read a file up to its Pixel Data value: the dataset without Pixel Data, its transfer
     syntax, a reference to the pixel bytes and the Pixel Data element's own header bytes.
@@ -219,17 +216,13 @@ def read_head(path: Path | str) -> tuple[Dataset, str, PixelRef, bytes] | None:
             ts = _transfer_syntax(ds)
         except DicomError:
             return None
-    if head[:4] != _PIXEL_TAG or len(head) < 12:
-        return None
     implicit = ts == _IMPLICIT_LE
     if ts not in (_IMPLICIT_LE, _EXPLICIT_LE) or ds.original_encoding != (implicit, True):
         return None
-    if implicit:
-        element, length = head[:8], int.from_bytes(head[4:8], "little")
-    elif head[4:6] in (b"OB", b"OW") and head[6:8] == b"\0\0":
-        element, length = head, int.from_bytes(head[8:12], "little")
-    else:
+    found = pixel_element(head, implicit)
+    if found is None or found[1] not in (None, "OB", "OW"):
         return None
+    element, _, length = found
     offset = pos + len(element)
     if length == 0xFFFFFFFF or offset + length != size:
         return None

@@ -162,6 +162,20 @@ def _elements(buf: bytes, pos: int, implicit: bool, group2: bool) -> tuple[dict[
                                implicit, True, True, False)
 
 
+def pixel_element(head: bytes, implicit: bool) -> tuple[bytes, str | None, int] | None:
+    """The little-endian Pixel Data element header at the start of ``head`` (12 bytes or more):
+    its bytes, its VR (None in implicit VR) and its value length; None when ``head`` holds no such
+    header with a 4-byte length."""
+    if len(head) < 12 or _TAG.unpack_from(head)[0:2] != (0x7FE0, 0x0010):
+        return None
+    if implicit:
+        return head[:8], None, _U32.unpack_from(head, 4)[0]
+    vr = head[4:6]
+    if vr in _LONG and head[6:8] == b"\0\0":
+        return head[:12], vr.decode("ascii"), _U32.unpack_from(head, 8)[0]
+    return None
+
+
 def read_lean(path: str | bytes | os.PathLike[str]) -> tuple[Dataset, str, int, bytes, int, int] | None:
     """The dataset up to Pixel Data, its transfer syntax, the Pixel Data element's offset and its
     first 12 bytes, the file's size and mtime (ns); None when the file is not the plain case (see
