@@ -305,7 +305,8 @@ max_bytes = {2 * 1024**3}
 # zstd compression of batches. Level 1 with min_match 7 and hash_log 6 (a tiny match table: CT
 # noise has few long matches, the gain is in the literals) costs about a quarter of the CPU of
 # plain level 1 for ~3 % more bytes on generated CT. Set both to 0 for the level's own values.
-# zstd_threads > 0 compresses in that many extra threads of the packaging process.
+# zstd_threads: threads compressing a batch's files (each piece of the tar its own zstd frame);
+# 0 = one per CPU.
 zstd_level = 1
 zstd_threads = 0
 zstd_min_match = 7

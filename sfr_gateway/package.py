@@ -7,7 +7,8 @@ signature ``<batch>.tar.zst.age.minisig`` beside it. The manifest says ``"payloa
 Why room is kept at the front: the manifest comes first and carries every file's SHA-256 and
 size, which are known only after the last file. The payload is age's STREAM of 64 KiB chunks,
 each sealed with its own counter, so chunks need not be written in order: the files are tarred,
-zstd-compressed and encrypted once, as they come, as chunks ``K, K+1, ...`` straight into the
+zstd-compressed (``tarzst``: frames compressed by a pool of threads) and encrypted once, as
+they come, as chunks ``K, K+1, ...`` straight into the
 batch's temp file, leaving ``K`` chunks of room at the front (``K`` from the number of files,
 ``HEAD_BYTES_PER_FILE`` each). When the last file is in, the manifest's tar member is compressed
 into its own zstd frame, padded with a zstd skippable frame to exactly ``K`` chunks, and
@@ -16,7 +17,8 @@ BLAKE2b-512 for the minisign signature). zstd decodes concatenated frames as one
 passes over skippable ones, so ``age -d | zstd -d | tar x`` sees one plain tar. No de-identified
 plaintext ever touches the disk, and nothing is encrypted twice; a manifest bigger than its room
 (far longer names than usual) moves the body further out under a new key (decrypted and
-re-encrypted once). Memory stays bounded by one 1 MiB block and one chunk.
+re-encrypted once). Memory stays bounded by the pieces in flight in ``tarzst`` (a few MiB per
+compressing thread) and one chunk.
 
 Once written, a batch is never regenerated: ``write_batch`` refuses an existing batch file, and
 the final rename cannot replace one.
@@ -31,7 +33,6 @@ import json
 import logging
 import os
 import re
-import tarfile
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ from .crypto.sign import SigningKey, sign_digest
 from .errors import IntegrityError, KeyFileError
 from .faults import checkpoint
 from .fsutil import atomic_write_text, fsync_dir, remember_sha256
+from .tarzst import BLOCK, RECORD, FileMember, tar_member, write_members
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ SUFFIX = ".tar.zst.age"
 SIGNATURE_SUFFIX = ".minisig"
 MANIFEST_NAME = "manifest.json"
 DEFAULT_ZSTD_LEVEL = 1  # measured on synthetic CT: ratio 0.55 at ~3x the speed of level 3 (0.49); see benchmarks
-BLOCK = 512
-RECORD = 20 * BLOCK
 COPY_BLOCK = 1024 * 1024
 BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and backslashes
@@ -84,38 +84,6 @@ class BatchInfo:
     patients: tuple[PatientConsent, ...] = ()
     created: dt.datetime | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FileMember:
-    """A member whose bytes are ``head`` followed by ``length`` bytes of ``source`` (an open file)
-    from ``offset``: a de-identified header and the pixel bytes still in the source file.
-    ``write_batch`` reads them straight into the stream and closes ``source``."""
-
-    head: bytes
-    source: BinaryIO
-    offset: int
-    length: int
-
-    @property
-    def size(self) -> int:
-        return len(self.head) + self.length
-
-
-def _stream_range(member: FileMember, sinks: Sequence[Any], buf: memoryview) -> None:
-    """Feed ``member.length`` bytes of its source from ``member.offset`` to every sink's ``update``/``write``."""
-    fd = member.source.fileno()
-    offset, left = member.offset, member.length
-    while left:
-        n = os.preadv(fd, [buf[:min(left, len(buf))]], offset)
-        if n <= 0:
-            raise IntegrityError("a source file became shorter while it was packaged: the batch is abandoned, "
-                                 "the next run redoes it")
-        chunk = buf[:n]
-        for sink in sinks:
-            sink(chunk)
-        offset += n
-        left -= n
 
 
 @dataclass(frozen=True)
@@ -179,50 +147,6 @@ def trusted_comment(site: str, batch_id: str, sha256_hex: str, file_name: str) -
 
 def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _tar_header(name: str, size: int, mtime: int) -> bytes:
-    """A regular file's tar header: plain ustar when the name fits (ASCII, split at a '/' into a
-    prefix of at most 155 bytes and a name of at most 100), else PAX (as ``tarfile`` writes it)."""
-    fast = _ustar_header(name, size, mtime)
-    if fast is not None:
-        return fast
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = mtime
-    info.mode = 0o644
-    info.type = tarfile.REGTYPE
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
-
-
-def _ustar_header(name: str, size: int, mtime: int) -> bytes | None:
-    """``tarfile.TarInfo(...).tobuf(USTAR_FORMAT)`` for a 0644 root-less regular file, without
-    its per-call overhead (one header per file of every batch); None when it does not apply."""
-    if not name.isascii() or size >= 8**11 or not 0 <= mtime < 8**11:
-        return None
-    raw = name.encode("ascii")
-    prefix = b""
-    if len(raw) > 100:
-        cut = raw.find(b"/")  # the shortest prefix that leaves a name that fits, as tarfile splits it
-        while cut != -1 and len(raw) - cut - 1 > 100:
-            cut = raw.find(b"/", cut + 1)
-        if cut <= 0 or cut > 155:
-            return None
-        prefix, raw = raw[:cut], raw[cut + 1 :]
-    header = bytearray(
-        raw.ljust(100, b"\0") + b"0000644\0" + b"0000000\0" + b"0000000\0"
-        + b"%011o\0" % size + b"%011o\0" % mtime + b" " * 8 + b"0" + bytes(100)
-        + b"ustar\x0000" + bytes(32) + bytes(32) + bytes(16) + prefix.ljust(155, b"\0")
-    )
-    header += bytes(BLOCK - len(header))
-    header[148:156] = b"%06o\0 " % sum(header)
-    return bytes(header)
-
-
-def _tar_member(name: str, data: bytes, mtime: int) -> bytes:
-    return _tar_header(name, len(data), mtime) + data + b"\0" * (-len(data) % BLOCK)
 
 
 def hash_file(fh: BinaryIO, block: int = 4 * COPY_BLOCK) -> tuple[Any, Any, int]:
@@ -349,7 +273,7 @@ def write_batch(
     """Package ``members`` ((arcname, bytes or :class:`FileMember`) pairs, any iterable) into a
     signed, encrypted batch. ``expected_files`` (how many members will come) sizes the room
     kept for the manifest; without it, or if it was too small, the batch is still right, at the
-    cost of one more pass over it.
+    cost of one more pass over it. ``zstd_threads`` threads compress the files (0: one per CPU).
 
     Writes ``outbox/<batch>.tar.zst.age`` atomically (temp, fsync, no-clobber link, fsync dir)
     then its ``.minisig``. Raises IntegrityError if the batch file already exists, KeyFileError
@@ -365,18 +289,30 @@ def write_batch(
     outbox.mkdir(parents=True, exist_ok=True)
     created = info.created or dt.datetime.now(dt.UTC)
     mtime = int(created.timestamp())
-    cctx = compressor(zstd_level, zstd_threads, zstd_min_match, zstd_hash_log)
+    def make_compressor() -> zstandard.ZstdCompressor:
+        return compressor(zstd_level, 0, zstd_min_match, zstd_hash_log)
+
+    cctx = make_compressor()
+    seen: set[str] = {MANIFEST_NAME}
+
+    def check_name(name: str) -> None:
+        check_member_name(name)
+        if name in seen:
+            raise ValueError(f"duplicate file name in batch: {name!r}")
+        seen.add(name)
+
     header, aead = stream_header(recipients)
     first = _reserved_chunks(expected_files)
     out, tmp = _temp_beside(final)
     try:
         out.seek(len(header) + first * (CHUNK_SIZE + TAG_SIZE))
         body = ChunkWriter(out, aead, first=first)
-        files, members_tar = _write_members(members, cctx, body, mtime)
+        files, members_tar = write_members(members, body, make_compressor, zstd_threads or _cpus(), mtime,
+                                           check=check_name)
         checkpoint("mid-encrypt")
         manifest = build_manifest(info, created, files)
         manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
-        head = _tar_member(MANIFEST_NAME, manifest_bytes, mtime)
+        head = tar_member(MANIFEST_NAME, manifest_bytes, mtime)
         tar_len = len(head) + members_tar + 2 * BLOCK
         tail = b"\0" * (2 * BLOCK + (-tar_len % RECORD))
         body.write(cctx.compress(tail))
@@ -436,6 +372,14 @@ def write_batch(
     )
 
 
+def _cpus() -> int:
+    """CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _temp_beside(final: Path) -> tuple[BinaryIO, Path]:
     """A hidden temp file (0644, read-write) in ``final``'s folder, and its path."""
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -446,41 +390,6 @@ def _temp_beside(final: Path) -> tuple[BinaryIO, Path]:
         os.close(fd)
         Path(name).unlink(missing_ok=True)
         raise
-
-
-def _write_members(members: Iterable[tuple[str, bytes | FileMember]], cctx: zstandard.ZstdCompressor,
-                   body: ChunkWriter, mtime: int) -> tuple[list[dict[str, Any]], int]:
-    """Tar ``members`` through zstd into ``body``; return their manifest entries and tar length."""
-    files: list[dict[str, Any]] = []
-    seen: set[str] = {MANIFEST_NAME}
-    members_tar = 0
-    buf = memoryview(bytearray(COPY_BLOCK))
-    with cctx.stream_writer(body, closefd=False) as zw:  # type: ignore[arg-type]
-        for name, data in members:
-            try:
-                check_member_name(name)
-                if name in seen:
-                    raise ValueError(f"duplicate file name in batch: {name!r}")
-                seen.add(name)
-                size = data.size if isinstance(data, FileMember) else len(data)
-                tar_header = _tar_header(name, size, mtime)
-                zw.write(tar_header)
-                if isinstance(data, FileMember):
-                    digest = hashlib.sha256(data.head)
-                    zw.write(data.head)
-                    _stream_range(data, (digest.update, zw.write), buf)
-                else:
-                    digest = hashlib.sha256(data)
-                    zw.write(data)
-            finally:
-                if isinstance(data, FileMember):
-                    data.source.close()
-            files.append({"name": name, "size": size, "sha256": digest.hexdigest()})
-            pad = -size % BLOCK
-            if pad:
-                zw.write(b"\0" * pad)
-            members_tar += len(tar_header) + size + pad
-    return files, members_tar
 
 
 def list_batches(outbox: Path) -> list[Path]:

@@ -40,7 +40,8 @@ from .faults import checkpoint
 from .keys import load_pseudonym_secret, load_signing_key
 from .ledger import Ledger
 from .ledger import batches as sql
-from .package import BatchInfo, FileMember, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
+from .package import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
+from .tarzst import FileMember
 
 log = logging.getLogger(__name__)
 
