@@ -222,6 +222,21 @@ def test_scan_json_schema(home: Path, sample_export, cli) -> None:
     assert all(isinstance(v, int) for v in data["this_scan"].values())
 
 
+def test_scan_without_sources_scans_the_configured_exports(home: Path, sample_export, cli) -> None:
+    alone = cli("--home", home, "scan", "--json")
+    assert alone.exit_code == 3  # a configuration error: nothing given, nothing configured
+    assert "set [site] exports in config.toml" in alone.stderr
+    config = home / "config.toml"
+    text = config.read_text()
+    assert "\nexports = []\n" in text
+    config.write_text(text.replace("\nexports = []\n", f"\nexports = [{json.dumps(str(sample_export.root))}]\n"))
+    first = scan_json(cli, home)
+    assert first["this_scan"]["new"] == first["instances"] == len(sample_export.files)
+    named = scan_json(cli, home, sample_export.root)  # the same folder, named: nothing new, nothing gone
+    assert (named["this_scan"]["new"], named["this_scan"]["missing"]) == (0, 0)
+    assert named["this_scan"]["unchanged"] == len(sample_export.files)
+
+
 def test_scan_missing_source_is_an_input_error(home: Path, tmp_path: Path, cli) -> None:
     result = cli("--home", home, "scan", tmp_path / "nowhere")
     assert result.exit_code == 8

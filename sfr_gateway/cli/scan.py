@@ -10,6 +10,7 @@ import click
 
 from ..consent import coverage
 from ..dicomio import UNREADABLE_REASONS
+from ..errors import ConfigError
 from ..ledger import open_ledger
 from ..scan import scan as run_scan
 from ..select import EXCLUSION_REASONS
@@ -22,12 +23,17 @@ if TYPE_CHECKING:
 
 
 @click.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_gateway
 def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
-    """Index the DICOM files under SOURCES (read-only) and report eligibility."""
+    """Index the DICOM files under SOURCES (read-only) and report eligibility.
+
+    Without SOURCES, the export folders of config.toml ([site] exports), as `run` scans them."""
     config = gw.config()
+    sources = sources or tuple(config.exports)
+    if not sources:
+        raise ConfigError("nothing to scan: give export folders, or set [site] exports in config.toml")
     with open_ledger(config.home.state_db) as ledger:
         if interactive() and not as_json:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
