@@ -62,3 +62,31 @@ def test_memo_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, i
     without = _outputs(export.files, options)
     assert with_memo == without
     assert sum(len(o) > 1000 for o in with_memo) >= len(with_memo) // 2  # mostly released files
+
+
+def test_values_unique_to_each_slice_stop_being_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long series: the memo keeps what slices share and drops, after its probation, a tag that
+    misses on every file (SOP Instance UID, position...), so it does not grow with the series;
+    outputs stay the same as without a memo."""
+    export = sample.generate_export(tmp_path / "export", patients=1, seed=5, rows=8, cols=8, slices=60, extras=False)
+    engine._MEMOS.clear()
+    with_memo = _outputs(export.files, ())
+    memos = list(engine._MEMOS.values())
+    assert memos
+    sop_uid = int(pydicom.tag.Tag("SOPInstanceUID"))
+    for memo in memos:
+        assert sop_uid in memo.skip
+        assert not any(key[0] == sop_uid for key in memo)
+        assert len(memo) < 200  # shared values only (was one entry per slice and unique tag)
+    assert all(int(pydicom.tag.Tag("StudyDate")) not in memo.skip for memo in memos)  # shared: kept
+    monkeypatch.setattr(engine, "_memo_for", lambda ctx: None)
+    assert _outputs(export.files, ()) == with_memo
+
+
+def test_memo_total_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(engine, "_MEMO_MAX", 50)
+    export = sample.generate_export(tmp_path / "export", patients=3, seed=6, rows=8, cols=8, slices=6, extras=False)
+    engine._MEMOS.clear()
+    _outputs(export.files, ())
+    # a new memo is only added when all of them together hold at most the bound
+    assert sum(map(len, engine._MEMOS.values())) <= 50 + max(map(len, engine._MEMOS.values()))

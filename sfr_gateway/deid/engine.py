@@ -165,9 +165,35 @@ def _encoded_value(elem: DataElement, implicit: bool, encodings: Any) -> tuple[b
     if length == 0xFFFFFFFF:
         return (data[head:-8], length) if data.endswith(_SEQUENCE_END) else None
     return (data[head:], length) if len(data) - head == length else None
-_Memo = dict[tuple[Any, ...], tuple[Any, bool]]
+
+
+class _Memo(dict[tuple[Any, ...], tuple[Any, bool]]):
+    """Outcomes by (tag, VR, raw value), and which tags are not worth remembering: a tag whose
+    value missed on most files (an instance's own UID, number or position) is processed
+    directly from then on, so the memo holds the values slices share and stays small."""
+
+    __slots__ = ("files", "misses", "skip")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files = 0
+        self.misses: dict[int, int] = {}
+        self.skip: set[int] = set()
+
+    def missed(self, tag: int) -> bool:
+        """Count a miss of ``tag``; True if its outcome is still worth remembering."""
+        n = self.misses[tag] = self.misses.get(tag, 0) + 1
+        if n >= _MEMO_PROBATION and n * 4 > self.files * 3:
+            self.skip.add(tag)
+            for key in [k for k in self if k[0] == tag]:
+                del self[key]
+            return False
+        return True
+
+
 _MEMOS: dict[tuple[Any, ...], _Memo] = {}
-_MEMO_MAX = 50_000
+_MEMO_MAX = 50_000  # entries in all memos together
+_MEMO_PROBATION = 16  # files before a tag that keeps missing stops being remembered
 
 
 def _memo_for(ctx: Context) -> _Memo | None:
@@ -180,10 +206,13 @@ def _memo_for(ctx: Context) -> _Memo | None:
         return None
     key = (ctx.plan, ctx.pz, ctx.sop_class, ctx.patient_key, ctx.patient_pseudonym, ctx.date_offset, ctx.tokens)
     memo = _MEMOS.get(key)
-    if memo is None or len(memo) > _MEMO_MAX:
-        if len(_MEMOS) > 64:
+    if memo is None:
+        if len(_MEMOS) >= 64 or sum(map(len, _MEMOS.values())) > _MEMO_MAX:
             _MEMOS.clear()
-        memo = _MEMOS[key] = {}
+        memo = _MEMOS[key] = _Memo()
+    elif len(memo) > _MEMO_MAX:
+        memo.clear()
+    memo.files += 1
     return memo
 
 
@@ -220,7 +249,7 @@ class Walker:
                 if group not in private_groups:
                     private_groups.append(group)
                 continue
-            if memo is not None and group != 0x0002 and tag & 0xFFFF:
+            if memo is not None and group != 0x0002 and tag & 0xFFFF and tag not in memo.skip:
                 elem = store[tag]
                 value = elem.value
                 if (elem.__class__ is RawDataElement and value.__class__ is bytes and elem.length != 0xFFFFFFFF
@@ -285,7 +314,7 @@ class Walker:
             outcome = (new.value, len(new.value))
         else:
             outcome = None  # converted to a value: not a byte-level outcome
-        if outcome is not None:
+        if outcome is not None and memo.missed(key[0]):
             memo[key] = (outcome, moved)
 
     # -- public attributes ---------------------------------------------------------------
