@@ -14,7 +14,9 @@ installed (``--apt`` installs them when running as root); a peer that cannot be 
 and the report says so.
 
 Every contender runs as a child process, in the same order in every round (interleaved), with
-a warm page cache; the figures are medians of ``--repeat`` rounds. Reported per contender:
+a warm page cache; each one's outputs are deleted after it and the disk synced before the next
+one starts (no contender pays for another's writeback); the figures are medians of
+``--repeat`` rounds. Reported per contender:
 wall seconds, CPU seconds (user + system of the whole process tree), files/s, MB/s, ratios to
 ``cp -r`` and to the pydicom read/write floor, peak RSS of the largest single process
 (``wait4`` ru_maxrss) and of the whole tree (sum, polled from /proc every 50 ms).
@@ -395,6 +397,7 @@ def run_rounds(cs: list[Contender], work: Path, repeat: int, peers_repeat: int) 
             shutil.rmtree(c.out, ignore_errors=True)
             for cmd in resolve_setup(c, work):
                 subprocess.run(cmd, check=True, capture_output=True)
+            os.sync()  # the previous contender's outputs are on disk: nobody pays for another's writeback
             try:
                 wall, cpu, rss_max, rss_tree = measure(c.argv, c.env)
             except RuntimeError as exc:
@@ -406,8 +409,7 @@ def run_rounds(cs: list[Contender], work: Path, repeat: int, peers_repeat: int) 
             c.rss_tree = max(c.rss_tree, rss_tree)
             c.files_out = count_outputs(c.out)
             log(f"  round {r + 1}/{repeat}  {c.name:<38} {wall:7.2f} s wall {cpu:7.2f} s CPU {rss_max:6.0f} MB")
-            if c.name != "cp -r":
-                shutil.rmtree(c.out, ignore_errors=True)
+            shutil.rmtree(c.out, ignore_errors=True)
     for c in cs:
         shutil.rmtree(c.out, ignore_errors=True)
 
