@@ -10,6 +10,7 @@ Selection and the consent gate are not applied here: that is the cron pipeline's
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -89,19 +90,41 @@ class RunSummary:
 
 def iter_inputs(sources: Iterable[Path]) -> Iterator[Path]:
     """Every regular file under ``sources`` (sorted, symlinked folders not followed)."""
+    for path, _ in _walk_inputs(sources):
+        yield path
+
+
+def _walk_inputs(sources: Iterable[Path]) -> Iterator[tuple[Path, bool]]:
+    """(path, is a symbolic link) of every regular file under ``sources``, sorted by name within
+    each folder; symlinked folders are not followed. File types come from the directory entries:
+    only symbolic links cost a stat."""
     for src in sources:
         src = Path(src)
         if src.is_file():
-            yield src
+            yield src, src.is_symlink()
         elif src.is_dir():
-            for root, dirs, files in os.walk(src):
-                dirs.sort()
-                for name in sorted(files):
-                    path = Path(root, name)
-                    if path.is_file():
-                        yield path
+            yield from _walk_folder(src)
         else:
             raise InputError(f"source not found or not a file/folder: {src}")
+
+
+def _walk_folder(folder: Path) -> Iterator[tuple[Path, bool]]:
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:  # unreadable or vanished: as os.walk, go on with the rest
+        return
+    subfolders = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                subfolders.append(entry)
+            elif entry.is_file():
+                yield Path(entry.path), entry.is_symlink()
+        except OSError:
+            continue
+    for entry in subfolders:
+        yield from _walk_folder(Path(entry.path))
 
 
 def quarantine_id(path: Path) -> str:
@@ -123,10 +146,10 @@ def _write(path: Path, result: DeidResult, durable: bool) -> int:
             _MADE_DIRS.clear()
         _MADE_DIRS.add(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mode 0600
+        fd, tmp = _temp_beside(path)
     except FileNotFoundError:  # the folder went away since we made it
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             if result.head is not None and result.pixels is not None:
@@ -148,6 +171,21 @@ def _write(path: Path, result: DeidResult, durable: bool) -> int:
     return size
 
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+_TEMP_SEQUENCE = itertools.count()
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new hidden temp file (0600) beside ``path``: named by process and sequence (unique
+    while the process lives; one left by a crash is never reused), mkstemp's random name if
+    that one exists."""
+    tmp = os.path.join(path.parent, f".{path.name}.{os.getpid()}-{next(_TEMP_SEQUENCE)}.tmp")
+    try:
+        return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
+    except FileExistsError:
+        return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+
 _WORKER: dict[str, Any] = {}
 
 
@@ -163,9 +201,9 @@ def _init_worker(spec: RunSpec, quiet: bool = True) -> None:
 def _process(path: Path) -> tuple[str, Any]:
     spec: RunSpec = _WORKER["spec"]
     try:
-        size = path.stat().st_size
         result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"], write=False, record=False,
                                  pixels_in_place=True)
+        size = result.pixels.size if result.pixels is not None else path.stat().st_size
         checkpoint("mid-deidentify")
         written = _write(spec.output / result.relpath(), result, spec.durable)
         return "ok", (size, written, result.patient_pseudonym, result.study_uid, result.series_uid,
@@ -196,6 +234,20 @@ def _quarantine(spec: RunSpec, path: Path, reason: str, detail: str) -> None:
                        (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), mode=0o600)
 
 
+def _outside(inputs: Iterable[tuple[Path, bool]], out_root: Path) -> list[Path]:
+    """The input paths not inside ``out_root`` (an output folder under a source): each folder
+    resolved once, a symbolic link by its target."""
+    inside: dict[Path, bool] = {}
+    kept = []
+    for path, link in inputs:
+        folder = path.parent
+        if folder not in inside:
+            inside[folder] = folder.resolve().is_relative_to(out_root)
+        if not (inside[folder] or (link and path.resolve().is_relative_to(out_root))):
+            kept.append(path)
+    return kept
+
+
 def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
         progress: Callable[[int], None] | None = None) -> RunSummary:
     """De-identify every file under ``sources`` into ``spec.output``; return the summary.
@@ -204,9 +256,7 @@ def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
     stop the run. ``workers > 1`` uses that many processes, each compiling the plan once.
     """
     spec.plan()  # fail fast on a bad profile, before reading anything
-    paths = list(iter_inputs(sources))
-    out_root = spec.output.resolve()
-    paths = [p for p in paths if not p.resolve().is_relative_to(out_root)]
+    paths = _outside(_walk_inputs(sources), spec.output.resolve())
     summary = RunSummary(profile=spec.profile, options=spec.options, output=str(spec.output))
     started = time.perf_counter()
 

@@ -56,7 +56,24 @@ def test_run_in_process_with_quarantine_copies(tmp_path: Path, inputs: Path) -> 
 def test_output_inside_sources_is_not_reprocessed(tmp_path: Path, inputs: Path) -> None:
     spec = _spec(tmp_path, output=inputs / "out")
     assert run([inputs], spec).released == 3
-    assert run([inputs], spec).seen == 5
+    outputs = sorted(spec.output.rglob("*.dcm"))
+    assert len(outputs) == 3
+    (inputs / "link-to-an-output.dcm").symlink_to(outputs[0])  # the same file under a source's name
+    (inputs / "linked-folder").symlink_to(spec.output, target_is_directory=True)  # not followed
+    again = run([inputs], spec)
+    assert (again.seen, again.released) == (5, 3)  # img0-2, burned, notes: no output read back
+
+
+def test_inputs_are_walked_in_name_order_without_following_folder_links(tmp_path: Path) -> None:
+    root = tmp_path / "export"
+    for rel in ("b/2.dcm", "b/1.dcm", "a/z/9.dcm", "a/0.dcm", "top.dcm"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / "a" / "link.dcm").symlink_to(root / "top.dcm")
+    (root / "a" / "dangling.dcm").symlink_to(root / "nowhere")
+    (root / "c").symlink_to(root / "b", target_is_directory=True)
+    assert [p.relative_to(root).as_posix() for p in iter_inputs([root, root / "top.dcm"])] == [
+        "top.dcm", "a/0.dcm", "a/link.dcm", "a/z/9.dcm", "b/1.dcm", "b/2.dcm", "top.dcm"]
 
 
 def test_bad_profile_fails_before_any_file_and_missing_source(tmp_path: Path, inputs: Path) -> None:
