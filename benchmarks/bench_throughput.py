@@ -484,8 +484,8 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
     for r in rows:
         bold = "**" if str(r["name"]).startswith("sfr-gateway") else ""
         lines.append(f"| {bold}{r['name']}{bold} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['files_per_s']:.0f} | "
-                     f"{r['mb_per_s']:.0f} | {r['x_cp']} | {r['x_floor']} | {r['rss_max_mb']:.0f} | {r['rss_tree_mb']:.0f} | "
-                     f"{r['files_out']} | {len(r['runs'])} |")
+                     f"{r['mb_per_s']:.0f} | {_ratio(r['x_cp'])} | {_ratio(r['x_floor'])} | {r['rss_max_mb']:.0f} | "
+                     f"{r['rss_tree_mb']:.0f} | {r['files_out']} | {len(r['runs'])} |")
     if goals:
         lines += ["", "| goal | measured | target |", "|---|---:|---:|"]
         lines += [f"| {g} | {m} | ≤ {lim} |" for g, m, lim in goals]
@@ -495,6 +495,10 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
     chart(RESULTS / f"{stem}.json")
     print("\n".join(lines))
     return doc
+
+
+def _ratio(x: object) -> str:
+    return "–" if x is None else str(x)  # no such contender in this run (e.g. --skip pydicom)
 
 
 def chart(result_json: Path) -> None:
