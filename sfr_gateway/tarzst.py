@@ -59,7 +59,10 @@ class _Sink(Protocol):
 
 def tar_header(name: str, size: int, mtime: int) -> bytes:
     """A regular file's tar header: plain ustar when the name fits (ASCII, split at a '/' into a
-    prefix of at most 155 bytes and a name of at most 100), else PAX (as ``tarfile`` writes it)."""
+    prefix of at most 155 bytes and a name of at most 100), else PAX (as ``tarfile`` writes it).
+    ValueError on a negative size (``tarfile`` would write one into a PAX header)."""
+    if size < 0:
+        raise ValueError(f"negative size for tar member {name!r}")
     fast = ustar_header(name, size, mtime)
     if fast is not None:
         return fast
@@ -76,7 +79,7 @@ def tar_header(name: str, size: int, mtime: int) -> bytes:
 def ustar_header(name: str, size: int, mtime: int) -> bytes | None:
     """``tarfile.TarInfo(...).tobuf(USTAR_FORMAT)`` for a 0644 root-less regular file, without
     its per-call overhead (one header per file of every batch); None when it does not apply."""
-    if not name.isascii() or size >= 8**11 or not 0 <= mtime < 8**11:
+    if not name.isascii() or not 0 <= size < 8**11 or not 0 <= mtime < 8**11:
         return None
     raw = name.encode("ascii")
     prefix = b""
@@ -202,13 +205,13 @@ class FrameWriter:
 
     def add(self, name: str, data: bytes | FileMember) -> None:
         """Queue one member (its source, if any, is closed once its bytes are compressed)."""
+        if isinstance(data, FileMember):
+            self._open.append(data.source)  # closed by close() whatever happens next
         size = data.size if isinstance(data, FileMember) else len(data)
         header = tar_header(name, size, self._mtime)
         pad = b"\0" * (-size % BLOCK)
         index = len(self.files)
         self.files.append({"name": name, "size": size, "sha256": None})
-        if isinstance(data, FileMember):
-            self._open.append(data.source)
         total = len(header) + size + len(pad)
         self.tar_bytes += total
         if total <= self._piece_bytes:
@@ -293,7 +296,7 @@ def write_members(members: Iterable[tuple[str, bytes | FileMember]], sink: _Sink
                 if isinstance(data, FileMember):
                     data.source.close()
                 raise
-            writer.add(name, data)
+            writer.add(name, data)  # from here on the writer closes the member's source
         return writer.finish()
     finally:
         writer.close()

@@ -129,3 +129,12 @@ def test_a_member_of_exactly_one_piece_and_an_empty_one(tmp_path: Path) -> None:
     assert _members(sink.tar()) == {"empty": b"", "exact": exact, "after": b"a"}
     assert [f["sha256"] for f in files] == [hashlib.sha256(d).hexdigest() for d in (b"", exact, b"a")]
     assert len(sink.frames) == 3  # "exact" does not fit beside "empty": each piece is one frame
+
+
+def test_a_member_the_writer_refuses_still_has_its_source_closed(tmp_path: Path) -> None:
+    queued = _file_member(tmp_path, "q", b"H", b"", b"q" * 1_000)
+    source = _source(tmp_path, "neg", b"n" * 100)
+    impossible = tarzst.FileMember(b"", source, 0, -5)  # a negative size: no tar header for it
+    with pytest.raises(ValueError, match="negative size"):
+        tarzst.write_members([("ok", queued), ("neg", impossible)], Frames(), _compressor, 2, MTIME)
+    assert queued.source.closed and source.closed
