@@ -289,7 +289,8 @@ def write_batch(
     outbox.mkdir(parents=True, exist_ok=True)
     created = info.created or dt.datetime.now(dt.UTC)
     mtime = int(created.timestamp())
-    def make_compressor() -> zstandard.ZstdCompressor:
+
+    def make_compressor() -> zstandard.ZstdCompressor:  # one-shot frames: one compressor per thread
         return compressor(zstd_level, 0, zstd_min_match, zstd_hash_log)
 
     cctx = make_compressor()
