@@ -149,7 +149,7 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def hash_file(fh: BinaryIO, block: int = 4 * COPY_BLOCK) -> tuple[Any, Any, int]:
+def hash_file(fh: BinaryIO, block: int = COPY_BLOCK) -> tuple[Any, Any, int]:
     """SHA-256 and BLAKE2b-512 (minisign's prehash) of an open file from its start, and its size.
 
     BLAKE2b runs in a helper thread beside SHA-256 (hashlib releases the GIL on large buffers):
