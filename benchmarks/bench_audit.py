@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import GATEWAY, cached_export, files_and_bytes, machine
+from common import GATEWAY, byte_compile, cached_export, files_and_bytes, machine
 
 
 def run(cmd: list[str]) -> tuple[float, int]:
@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--formats", nargs="+", default=["json", "csv", "html", "table"])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    byte_compile()  # the gateway as installed (see common.byte_compile)
     export = cached_export(f"audit-{args.patients}-{args.slices}-{args.size}", patients=args.patients,
                            slices=args.slices, rows=args.size, cols=args.size)
     n, size = files_and_bytes(export)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PYDICOM_FLOOR as PLAIN  # noqa: E402
+from common import byte_compile  # noqa: E402
 
 DEID = r"""
 import os, sys
@@ -86,6 +87,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="reuse/generate the export here")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    byte_compile()  # the gateway as installed (see common.byte_compile)
 
     work = Path(tempfile.mkdtemp(prefix="sfr-bench-"))
     data = args.data or work / "export"

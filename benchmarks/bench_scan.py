@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import GATEWAY, cached_export, files_and_bytes, machine  # noqa: E402
+from common import GATEWAY, byte_compile, cached_export, files_and_bytes, machine  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--files", type=int, default=10_000)
     args = parser.parse_args()
+    byte_compile()  # the gateway as installed (see common.byte_compile)
     slices = 25
     patients = max(1, -(-args.files // slices))
     export = cached_export(f"scan-{args.files}", patients=patients, slices=slices, rows=32, cols=32, extras=False,

@@ -40,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import PYDICOM_FLOOR as FLOOR  # noqa: E402
+from common import byte_compile  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -548,6 +549,9 @@ def main() -> int:
     megabytes = sum(p.stat().st_size for p in files) / 1e6
     work = OUT / ("throughput-work" + (f"-{args.tag}" if args.tag else ""))
     work.mkdir(parents=True, exist_ok=True)
+    byte_compile()  # as installed: see common.byte_compile
+    if args.compare_tree:
+        byte_compile(args.compare_tree)
     prepare_gateway(work)
     skipped: dict[str, str] = {}
     cs = contenders(src, consent, work, not args.no_install, skipped, args.workers, args.zstd_variants,

@@ -31,6 +31,16 @@ for root, _, files in os.walk(src):
 GATEWAY = [sys.executable, "-m", "sfr_gateway"]
 
 
+def byte_compile(tree: Path | None = None) -> None:
+    """Byte-compile the ``sfr_gateway`` package (of ``tree``, default this checkout) as ``pip
+    install`` does for an installed package and for the peers: an editable install run under
+    ``PYTHONDONTWRITEBYTECODE`` would otherwise compile every module from source at every start
+    (about 60 ms per process here). Up-to-date files are left alone."""
+    root = tree or Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(root / "sfr_gateway")], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def cached_export(name: str, **kwargs: object) -> Path:
     """Generate a synthetic export once (by name) and reuse it across benchmark runs."""
     root = OUT / name

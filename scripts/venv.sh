@@ -10,4 +10,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "${SFR_REINSTALL:-0
   "$VENV/bin/python" -m pip install --quiet -e ".[test]"
   touch "$stamp"
 fi
+# Byte-compile the sources (an editable install does not; pip does for an installed package):
+# where PYTHONDONTWRITEBYTECODE is set, every command would otherwise compile them at each start.
+"$VENV/bin/python" -m compileall -q sfr_gateway >/dev/null || true
 export PATH="$VENV/bin:$PATH"
