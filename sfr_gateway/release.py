@@ -27,14 +27,12 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import consent
 from .config import Config
-from .deid.files import PixelRef, deidentify_file
 from .deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from .deid.tables import PS315_EDITION
-from .deidentify import _WORKER, RunSpec, _init_worker, _quarantine
 from .errors import DicomError, GatewayError
 from .faults import checkpoint
 from .keys import load_pseudonym_secret, load_signing_key
@@ -42,6 +40,14 @@ from .ledger import Ledger
 from .ledger import batches as sql
 from .package import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
 from .tarzst import FileMember
+
+if TYPE_CHECKING:
+    from .deid.files import PixelRef
+    from .deidentify import RunSpec
+
+# The de-identification engine (pydicom, numpy) is imported only when there is something to
+# release: a cron run that finds nothing new stays light. ``run_spec`` imports it in this
+# process before the workers are forked, so they inherit it.
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,8 @@ class ReleaseReport:
 
 def run_spec(config: Config) -> RunSpec:
     """The de-identification settings of this site (profile, options, overrides, secret)."""
+    from .deidentify import RunSpec
+
     overrides = config.overrides
     return RunSpec(
         profile=config.profile, options=tuple(config.options),
@@ -84,6 +92,9 @@ def _release_one(path: bytes) -> tuple[str, Any]:
     """Worker: de-identify one source file (nothing written). Returns the output's bytes, or its
     de-identified header and a reference to the pixel bytes left in the source (the packaging
     process reads them straight into the batch: they never cross between processes)."""
+    from .deid.files import deidentify_file  # loaded in the parent before the fork
+    from .deidentify import _WORKER
+
     try:
         result = deidentify_file(Path(os.fsdecode(path)), _WORKER["plan"], _WORKER["pz"], record=False,
                                  pixels_in_place=True)
@@ -117,6 +128,8 @@ def _init_release_worker(spec: RunSpec, parent: int) -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the run died before prctl took effect
         os._exit(1)
+    from .deidentify import _init_worker
+
     _init_worker(spec)
 
 
@@ -138,6 +151,8 @@ class _Workers:
             self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_release_worker,
                                             initargs=(spec, os.getpid()))
         else:
+            from .deidentify import _init_worker
+
             _init_worker(spec, quiet=True)
 
     def map(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
@@ -346,6 +361,8 @@ def _package_part(
                     if len(released) == 2:
                         checkpoint("mid-package")
                     continue
+            from .deidentify import _quarantine
+
             reason, detail = payload  # refused by the worker, or its source changed since
             refused.append((inst.sop_instance_uid, reason))
             report.quarantined[reason] += 1

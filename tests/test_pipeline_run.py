@@ -175,3 +175,24 @@ def test_a_relative_home_works_like_an_absolute_one(site: Site, cli) -> None:
     assert report["upload"]["acknowledged"] == report["release"]["batches"] == 7
     assert report["upload"]["destination"] == (site.home / "dropbox").as_uri()
     assert len(site.batches()) == 7
+
+
+def test_a_run_with_nothing_new_does_not_load_the_engine(site: Site, cli) -> None:
+    """Cron's usual case: the export was released already. The rescan, the gate and the upload
+    stage run; pydicom and numpy (half of a start) are not even imported."""
+    import subprocess
+    import sys
+
+    site.consent_all(cli)
+    assert run_json(site)["release"]["instances"] == ELIGIBLE
+    code = ("import json, sys\n"
+            "from sfr_gateway.cli import main\n"
+            f"rc = main(['--home', {str(site.home)!r}, 'run', '--json'])\n"
+            "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'pydicom', 'numpy', 'sfr_gateway'})\n"
+            "print(json.dumps({'rc': rc, 'loaded': loaded, 'engine': 'sfr_gateway.deid.engine' in sys.modules}),"
+            " file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    seen = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert seen == {"rc": 0, "loaded": ["sfr_gateway"], "engine": False}, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["release"]["instances"] == 0 and report["scan"]["this_scan"]["unchanged"] > 0
