@@ -43,6 +43,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from . import __version__
+from .cpus import usable_cpus
 from .crypto.age import CHUNK_SIZE, TAG_SIZE, ChunkWriter, Recipient, chunk_nonce, stream_header
 from .crypto.sign import SigningKey, sign_digest
 from .errors import IntegrityError, KeyFileError
@@ -308,7 +309,7 @@ def write_batch(
     try:
         out.seek(len(header) + first * (CHUNK_SIZE + TAG_SIZE))
         body = ChunkWriter(out, aead, first=first)
-        files, members_tar = write_members(members, body, make_compressor, zstd_threads or _cpus(), mtime,
+        files, members_tar = write_members(members, body, make_compressor, zstd_threads or usable_cpus(), mtime,
                                            check=check_name)
         checkpoint("mid-encrypt")
         manifest = build_manifest(info, created, files)
@@ -371,14 +372,6 @@ def write_batch(
         compressed_bytes=len(head_frame) + body.plaintext_bytes,  # the compressed tar (room padding aside)
         manifest=manifest,
     )
-
-
-def _cpus() -> int:
-    """CPUs this process may run on (its affinity, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _temp_beside(final: Path) -> tuple[BinaryIO, Path]:

@@ -8,11 +8,11 @@ receive the finished index once, through the pool initializer.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from ..cpus import usable_cpus
 from . import tokens as tk
 from .scan import OutputScan, scan_output
 from .sources import read_source
@@ -28,11 +28,7 @@ _INDEX: tk.TokenIndex | None = None
 
 def default_workers() -> int:
     """One worker per CPU this process may use, at most 8."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(8, cpus))
+    return max(1, min(8, usable_cpus()))
 
 
 def _chunks(items: Sequence[Path]) -> Iterator[list[Path]]:
