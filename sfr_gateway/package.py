@@ -66,11 +66,15 @@ _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and backs
 
 @dataclass(frozen=True)
 class PatientConsent:
-    """A patient's consent at release time, pseudonymised (no PHI)."""
+    """A patient's consent at release time, pseudonymised (no PHI).
+
+    No date: the consent or information date is a real date of the patient's care, and beside
+    the shifted study dates and the real ``created`` time it would let anyone holding the batch
+    estimate the patient's date offset. The local ledger keeps it (``batches.consent_date``).
+    """
 
     pseudonym: str
     status: str
-    date: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ def build_manifest(info: BatchInfo, created: dt.datetime, files: list[dict[str, 
         "profile": {"name": info.profile, "options": list(info.options)},
         "ps315_edition": info.ps315_edition,
         "patients": [
-            {"pseudonym": p.pseudonym, "consent_status": p.status, "consent_date": p.date} for p in info.patients
+            {"pseudonym": p.pseudonym, "consent_status": p.status} for p in info.patients
         ],
         "files": files,
         "counts": {

@@ -383,7 +383,7 @@ def _package_part(
     info = BatchInfo(
         site=config.site_id, batch_id=batch_id, profile=config.profile, options=tuple(config.options),
         ps315_edition=PS315_EDITION,
-        patients=(PatientConsent(pseudonym, basis.status, basis.effective),),
+        patients=(PatientConsent(pseudonym, basis.status),),
         extra={"consent_mode": basis.mode, "study": new_study, "part": number},
     )
     z = config.zstd

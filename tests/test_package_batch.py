@@ -32,7 +32,7 @@ INFO = package.BatchInfo(
     profile="sfr-covid",
     options=("retain-patient-characteristics",),
     ps315_edition="2026d",
-    patients=(package.PatientConsent("SFR-CHU-TEST-7Q2K", "consented", "2020-04-02"),),
+    patients=(package.PatientConsent("SFR-CHU-TEST-7Q2K", "consented"),),
 )
 
 
@@ -66,7 +66,7 @@ def test_round_trip_with_manifest_first(tmp_path: Path) -> None:
     assert manifest["profile"] == {"name": "sfr-covid", "options": ["retain-patient-characteristics"]}
     assert manifest["ps315_edition"] == "2026d"
     assert manifest["patients"] == [
-        {"pseudonym": "SFR-CHU-TEST-7Q2K", "consent_status": "consented", "consent_date": "2020-04-02"}]
+        {"pseudonym": "SFR-CHU-TEST-7Q2K", "consent_status": "consented"}]  # no consent date: see PatientConsent
     assert manifest["files"] == [
         {"name": n, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in members]
     assert manifest["counts"] == {"files": 4, "bytes": sum(len(d) for _, d in members), "patients": 1}
