@@ -7,12 +7,14 @@ HOME layout::
     state.db        the SQLite ledger (WAL)
     quarantine/     refused files' reasons (and copies only if configured)
     outbox/         encrypted, signed batches waiting for upload
+    incoming/       instances received over DICOM (``listen``, ``pull``), scanned by ``run``
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +130,122 @@ class ZstdSettings:
     hash_log: int = 6
 
 
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 1-16 printable ASCII characters, no backslash (PS3.5 AE)
+
+
+def check_ae_title(value: Any, key: str, empty_ok: bool = False) -> str:
+    """A valid AE title (stripped), or ConfigError naming ``key``."""
+    text = str(value if value is not None else "").strip()
+    if not text and empty_ok:
+        return ""
+    if not _AE_TITLE.match(text):
+        raise ConfigError(f"config: {key} must be an AE title: 1 to 16 printable ASCII characters, no backslash")
+    return text
+
+
+def _whole(table: dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"config: {where}.{key} must be a whole number from {lo} to {hi}")
+    return value
+
+
+@dataclass(frozen=True)
+class DicomSettings:
+    """The gateway's own DICOM node (``[dicom]``): what ``listen`` accepts and where it stores.
+
+    ``allowed_aes`` is required to listen: an association from any other calling AE title is
+    rejected. ``allowed_hosts`` (addresses or networks) further restricts where it may come from.
+    """
+
+    ae_title: str = "SFR_GATEWAY"
+    port: int = 11112
+    bind: str = "0.0.0.0"  # noqa: S104 - a DICOM node must be reachable by the PACS; allowed_aes/hosts guard it
+    allowed_aes: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    incoming: str = ""  # empty: HOME/incoming
+    keep_released_days: int = 7  # -1: never remove received files
+    max_associations: int = 10
+    timeout_seconds: int = 60
+    check_called_ae: bool = True
+    tls_certificate: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+
+
+@dataclass(frozen=True)
+class PacsSettings:
+    """The PACS that ``pull`` queries (``[pacs]``): C-FIND, then C-MOVE to our node or C-GET."""
+
+    host: str = ""
+    port: int = 104
+    called_ae: str = ""
+    calling_ae: str = ""  # empty: [dicom] ae_title
+    move_destination: str = ""  # empty: [dicom] ae_title
+    retrieve: str = "move"
+    max_studies: int = 50
+    timeout_seconds: int = 60
+    issuer: str = ""  # the issuer of this PACS's Patient IDs when its answers carry none
+    tls: bool = False
+    tls_ca: str = ""
+    tls_certificate: str = ""
+    tls_key: str = ""
+
+
+def _dicom(raw: dict[str, Any]) -> DicomSettings:
+    table = raw.get("dicom", {})
+    if not isinstance(table, dict):
+        raise ConfigError("config: [dicom] must be a table")
+    hosts = _strs(table.get("allowed_hosts", []), "dicom.allowed_hosts")
+    import ipaddress
+
+    for host in hosts:
+        try:
+            ipaddress.ip_network(host, strict=False)
+        except ValueError:
+            raise ConfigError(f"config: dicom.allowed_hosts: {host!r} is not an IP address or network") from None
+    return DicomSettings(
+        ae_title=check_ae_title(table.get("ae_title", "SFR_GATEWAY"), "dicom.ae_title"),
+        port=_whole(table, "port", "dicom", 11112, 1, 65535),
+        bind=str(table.get("bind", "0.0.0.0")),  # noqa: S104
+        allowed_aes=tuple(check_ae_title(a, "dicom.allowed_aes")
+                          for a in _strs(table.get("allowed_aes", []), "dicom.allowed_aes")),
+        allowed_hosts=hosts,
+        incoming=str(table.get("incoming", "")),
+        keep_released_days=_whole(table, "keep_released_days", "dicom", 7, -1, 36500),
+        max_associations=_whole(table, "max_associations", "dicom", 10, 1, 1000),
+        timeout_seconds=_whole(table, "timeout_seconds", "dicom", 60, 1, 86400),
+        check_called_ae=bool(table.get("check_called_ae", True)),
+        tls_certificate=str(table.get("tls_certificate", "")),
+        tls_key=str(table.get("tls_key", "")),
+        tls_ca=str(table.get("tls_ca", "")),
+    )
+
+
+def _pacs(raw: dict[str, Any]) -> PacsSettings:
+    table = raw.get("pacs", {})
+    if not isinstance(table, dict):
+        raise ConfigError("config: [pacs] must be a table")
+    retrieve = table.get("retrieve", "move")
+    if retrieve not in ("move", "get"):
+        raise ConfigError('config: pacs.retrieve must be "move" (C-MOVE to our listener) or "get" (C-GET)')
+    return PacsSettings(
+        host=str(table.get("host", "")),
+        port=_whole(table, "port", "pacs", 104, 1, 65535),
+        called_ae=check_ae_title(table.get("called_ae", ""), "pacs.called_ae", empty_ok=True),
+        calling_ae=check_ae_title(table.get("calling_ae", ""), "pacs.calling_ae", empty_ok=True),
+        move_destination=check_ae_title(table.get("move_destination", ""), "pacs.move_destination", empty_ok=True),
+        retrieve=retrieve,
+        max_studies=_whole(table, "max_studies", "pacs", 50, 1, 100000),
+        timeout_seconds=_whole(table, "timeout_seconds", "pacs", 60, 1, 86400),
+        issuer=str(table.get("issuer", "")),
+        tls=bool(table.get("tls", False)),
+        tls_ca=str(table.get("tls_ca", "")),
+        tls_certificate=str(table.get("tls_certificate", "")),
+        tls_key=str(table.get("tls_key", "")),
+    )
+
+
 def _zstd(batch: dict[str, Any]) -> ZstdSettings:
     def whole(key: str, default: int, lo: int, hi: int, zero_ok: bool = False) -> int:
         value = batch.get(key, default)
@@ -159,7 +277,20 @@ class Config:
     batch_max_bytes: int = 2 * 1024**3
     zstd: ZstdSettings = ZstdSettings()
     quarantine_copies: bool = False
+    dicom: DicomSettings = DicomSettings()
+    pacs: PacsSettings = PacsSettings()
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def incoming(self) -> Path:
+        """Where instances received over DICOM land (``[dicom] incoming``, default HOME/incoming)."""
+        return Path(self.dicom.incoming).absolute() if self.dicom.incoming else self.home.root / "incoming"
+
+    def default_sources(self) -> tuple[Path, ...]:
+        """What ``run`` and ``scan`` read when given no folder: the exports, and the incoming
+        folder once the listener or ``pull`` has created it."""
+        incoming = self.incoming
+        return (*self.exports, incoming) if incoming.is_dir() and incoming not in self.exports else self.exports
 
     @property
     def effective_destination(self) -> str:
@@ -234,6 +365,8 @@ def load_config(home: Path) -> Config:
         batch_max_bytes=int(batch.get("max_bytes", 2 * 1024**3)),
         zstd=_zstd(batch),
         quarantine_copies=bool(raw.get("quarantine", {}).get("keep_copies", False)),
+        dicom=_dicom(raw),
+        pacs=_pacs(raw),
         raw=raw,
     )
 
@@ -324,4 +457,52 @@ zstd_hash_log = 6
 [quarantine]
 # Keep a copy of each refused file in HOME/quarantine (it holds PHI: off by default).
 keep_copies = false
+
+[dicom]
+# The gateway as a DICOM node: `sfr-gateway listen` (C-STORE and C-ECHO SCP). Enter ae_title,
+# this host's address and port in the PACS as the destination ("send to node") of the research
+# routing rule. Only the calling AE titles listed in allowed_aes may send (required to listen).
+# ae_title = "SFR_GATEWAY"
+# port = 11112
+# bind = "0.0.0.0"
+# allowed_aes = ["PACS_AE"]
+# Optionally, only from these addresses or networks, e.g. ["10.1.2.3", "10.1.0.0/16"].
+# allowed_hosts = []
+# Received instances land here (atomically, 0600) and `run` scans it: "" = HOME/incoming.
+# incoming = ""
+# Received files whose batch the destination acknowledged are removed after this many days
+# (-1: never). Files not released stay.
+# keep_released_days = 7
+# max_associations = 10
+# timeout_seconds = 60
+# Reject associations whose called AE title is not ae_title.
+# check_called_ae = true
+# DICOM TLS (PS3.15 Annex B.9): the site's certificate and key; with tls_ca, senders must
+# present a certificate signed by it.
+# tls_certificate = "/etc/sfr-gateway/dicom.pem"
+# tls_key = "/etc/sfr-gateway/dicom.key"
+# tls_ca = ""
+
+[pacs]
+# The PACS `sfr-gateway pull` queries (C-FIND, study and series level) for the consented
+# patients' eligible studies, then retrieves only those into the incoming folder.
+# host = "pacs.example.org"
+# port = 104
+# called_ae = "PACS_AE"
+# Our AE title towards the PACS ("" = [dicom] ae_title).
+# calling_ae = ""
+# "move": C-MOVE to move_destination ("" = [dicom] ae_title; the PACS must know its address and
+# port, and `listen` must run, or pull starts it for the duration). "get": C-GET on the query
+# association (no listener needed; the PACS must support it).
+# retrieve = "move"
+# move_destination = ""
+# At most this many studies retrieved per pull; the rest wait for the next one.
+# max_studies = 50
+# timeout_seconds = 60
+# The issuer of this PACS's Patient IDs, used when its answers carry no IssuerOfPatientID.
+# issuer = ""
+# tls = false
+# tls_ca = ""
+# tls_certificate = ""
+# tls_key = ""
 """

@@ -108,6 +108,20 @@ class StorageError(GatewayError):
     exit_code = 16
 
 
+class DicomNetError(GatewayError):
+    """A DICOM peer cannot be reached, answers too slowly, drops the association, or leaves a
+    retrieval partial; or the listener cannot bind its port. ``pull`` resumes next time."""
+
+    exit_code = 17
+
+
+class DicomRefusedError(DicomNetError):
+    """The PACS refused us: association rejected (our AE title unknown to it) or move destination
+    unknown. A PACS administrator must act; retrying changes nothing."""
+
+    exit_code = 18
+
+
 def storage_error(exc: BaseException) -> StorageError:
     """A StorageError that names the cause of an OSError or SQLite error (no file contents)."""
     import errno
@@ -141,4 +155,6 @@ EXIT_CODES: dict[int, str] = {
     14: "mapping mismatch (pseudonym secret changed?)",
     15: "a single input file could not be processed",
     16: "storage error (disk full, read-only file system, I/O error)",
+    17: "DICOM network error (PACS unreachable, too slow, association dropped, retrieval partial; port in use)",
+    18: "refused by the PACS (our AE title or the move destination unknown to it)",
 }

@@ -71,9 +71,10 @@ def run(
     from .release import release
     from .upload import upload
 
-    roots = list(sources) or list(config.exports)
+    roots = list(sources) or list(config.default_sources())
     if not roots:
-        raise ConfigError("nothing to scan: give export folders, or set [site] exports in config.toml")
+        raise ConfigError("nothing to scan: give export folders, set [site] exports in config.toml, "
+                          "or receive over DICOM (sfr-gateway listen)")
     today = today or dt.date.today()
     workers = workers or min(2, os.cpu_count() or 1)
     report = RunReport(dry_run=dry_run)
@@ -105,6 +106,9 @@ def run(
             report.upload = {"pending": _pending(ledger)}
         else:
             report.upload = upload(ledger, config).as_dict()
+            from .dicomnet.retention import prune_incoming  # received files released long enough ago
+
+            report.upload["incoming_removed"] = prune_incoming(ledger, config)
         lap("upload")
         report.seconds["total"] = time.perf_counter() - started
         ledger.record_event("run", "finish", "ok", {

@@ -35,6 +35,7 @@ COMMAND_MODULES: dict[str, str] = {
     "run": "sfr_gateway.cli.run",
     "upload": "sfr_gateway.cli.run",
     "status": "sfr_gateway.cli.run",
+    "listen": "sfr_gateway.cli.listen",
 }
 
 

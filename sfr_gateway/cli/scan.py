@@ -29,11 +29,13 @@ if TYPE_CHECKING:
 def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
     """Index the DICOM files under SOURCES (read-only) and report eligibility.
 
-    Without SOURCES, the export folders of config.toml ([site] exports), as `run` scans them."""
+    Without SOURCES, the export folders of config.toml ([site] exports) and the incoming folder
+    of the DICOM listener, as `run` scans them."""
     config = gw.config()
-    sources = sources or tuple(config.exports)
+    sources = sources or config.default_sources()
     if not sources:
-        raise ConfigError("nothing to scan: give export folders, or set [site] exports in config.toml")
+        raise ConfigError("nothing to scan: give export folders, set [site] exports in config.toml, "
+                          "or receive over DICOM (sfr-gateway listen)")
     with open_ledger(config.home.state_db) as ledger:
         if interactive() and not as_json:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
