@@ -122,19 +122,80 @@ class DicomRefusedError(DicomNetError):
     exit_code = 18
 
 
-def storage_error(exc: BaseException) -> StorageError:
-    """A StorageError that names the cause of an OSError or SQLite error (no file contents)."""
+class HeldBackError(GatewayError):
+    """The run went on, but some studies or files were held back (listed by ``status`` and
+    ``quarantine list``); everything else releasable was released."""
+
+    exit_code = 19
+
+
+# errno values that mean the file system under HOME cannot take our writes (ENOSPC, EDQUOT,
+# EFBIG: full or over a limit; EROFS, EACCES, EPERM: not writable; EIO: the device failed).
+_STORAGE_ERRNOS = frozenset({"ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EACCES", "EPERM", "EIO"})
+_VANISHED_ERRNOS = frozenset({"ENOENT", "ENOTDIR", "ESTALE"})
+# SQLite primary result codes (https://sqlite.org/rescode.html), by what they mean for an operator.
+_SQLITE_STORAGE = {13: "full", 10: "I/O error", 8: "read-only", 14: "cannot open"}
+_SQLITE_BUSY = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+_SQLITE_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SQLITE_CONSTRAINT = 19
+
+
+def is_storage_failure(exc: BaseException) -> bool:
+    """True when ``exc`` says the disk or file system failed (not the data, not a bug)."""
     import errno
     import sqlite3
 
+    if isinstance(exc, StorageError):
+        return True
     if isinstance(exc, sqlite3.Error):
-        return StorageError(f"the ledger (state.db) cannot be written: {exc} (disk full, read-only HOME "
-                            "or I/O error?); nothing was marked done, the next run resumes")
-    assert isinstance(exc, OSError)  # noqa: S101 - callers pass OSError or sqlite3.Error only
-    name = errno.errorcode.get(exc.errno or 0, "")
-    where = f" on {exc.filename}" if exc.filename else ""
-    return StorageError(f"file system error{where}: {exc.strerror or exc} ({name}); "
-                        "nothing half-written was marked done, the next run resumes")
+        return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF in _SQLITE_STORAGE
+    if isinstance(exc, OSError):
+        return errno.errorcode.get(exc.errno or 0, "") in _STORAGE_ERRNOS
+    return False
+
+
+def from_exception(exc: BaseException) -> GatewayError:
+    """The GatewayError an OSError or SQLite error stands for, by its cause (never its patient
+    data: messages carry errno names, SQLite result codes, constraint names and paths only).
+
+    Only a real storage failure (disk full, read-only, I/O error) becomes a StorageError; a
+    constraint violation is a data or logic problem, a busy or damaged ledger a ledger problem.
+    """
+    import errno
+    import sqlite3
+
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        name = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
+        if code in _SQLITE_STORAGE:
+            return StorageError(f"the ledger (state.db) cannot be written: {exc} ({name}: disk full, read-only "
+                                "HOME or I/O error); nothing was marked done, the next run resumes")
+        if code in _SQLITE_BUSY:
+            return LedgerError(f"the ledger (state.db) stayed locked by another process: {exc} ({name}); "
+                               "nothing was marked done, run again when it is free")
+        if code in _SQLITE_DAMAGED:
+            return LedgerError(f"the ledger (state.db) is damaged: {exc} ({name}); restore it from a backup "
+                               "or rebuild it (see README, Reliability)")
+        if code == _SQLITE_CONSTRAINT or isinstance(exc, sqlite3.IntegrityError):
+            return GatewayError(f"the ledger refused an inconsistent record: {exc} ({name}); not a disk "
+                                "problem: nothing was marked done. A bug: please report it with the log file")
+        return GatewayError(f"unexpected ledger error: {exc} ({name}); nothing was marked done. "
+                            "A bug: please report it with the log file")
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, "") or type(exc).__name__
+        where = f" on {exc.filename}" if exc.filename else ""
+        if name in _STORAGE_ERRNOS:
+            return StorageError(f"file system error{where}: {exc.strerror or exc} ({name}); "
+                                "nothing half-written was marked done, the next run resumes")
+        if name in _VANISHED_ERRNOS:
+            return InputError(f"a file or folder vanished while the command ran{where} ({name}); "
+                              "nothing half-written was marked done, run again")
+        return GatewayError(f"unexpected system error{where}: {exc.strerror or exc} ({name}); nothing "
+                            "half-written was marked done. If it persists, report it with the log file")
+    return GatewayError(f"internal error ({type(exc).__name__}): a bug; nothing half-written was marked done. "
+                        "Please report it with the log file")
 
 
 EXIT_CODES: dict[int, str] = {
@@ -157,4 +218,5 @@ EXIT_CODES: dict[int, str] = {
     16: "storage error (disk full, read-only file system, I/O error)",
     17: "DICOM network error (PACS unreachable, too slow, association dropped, retrieval partial; port in use)",
     18: "refused by the PACS (our AE title or the move destination unknown to it)",
+    19: "partial run: some studies or files were held back, everything else went on (see `quarantine list`)",
 }

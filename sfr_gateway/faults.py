@@ -1,7 +1,13 @@
-"""Fault injection for the crash campaign: ``SFR_GATEWAY_FAULT=point[:n]`` kills the process
-(SIGKILL, no cleanup) the n-th time (default 1st) execution reaches ``checkpoint(point)``.
+"""Fault injection for the crash campaign and the bulkhead tests, off unless asked for.
 
-Off unless the variable is set; costs one dictionary lookup per checkpoint otherwise.
+``SFR_GATEWAY_FAULT=point[:n]`` kills the process (SIGKILL, no cleanup) the n-th time (default
+1st) execution reaches ``checkpoint(point)``.
+
+``SFR_GATEWAY_RAISE=point:text`` makes ``raise_at(point, subject)`` raise ``InjectedFault`` (an
+unexpected exception, not a GatewayError) whenever ``text`` is part of ``subject`` (a source
+path, say): deterministic in any worker process, whatever the order files are handled in.
+
+Each costs one dictionary lookup per call otherwise.
 """
 
 from __future__ import annotations
@@ -10,7 +16,12 @@ import os
 import signal
 
 ENV = "SFR_GATEWAY_FAULT"
+RAISE_ENV = "SFR_GATEWAY_RAISE"
 _hits: dict[str, int] = {}
+
+
+class InjectedFault(RuntimeError):
+    """Raised by ``raise_at``: stands for a bug in the code it is raised from."""
 
 
 def checkpoint(point: str) -> None:
@@ -24,3 +35,13 @@ def checkpoint(point: str) -> None:
     _hits[point] = _hits.get(point, 0) + 1
     if _hits[point] >= int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def raise_at(point: str, subject: str) -> None:
+    """Raise InjectedFault here if asked to for ``subject``."""
+    wanted = os.environ.get(RAISE_ENV)
+    if not wanted:
+        return
+    name, _, text = wanted.partition(":")
+    if name == point and text and text in subject:
+        raise InjectedFault(f"fault injected at {point}")

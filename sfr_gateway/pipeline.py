@@ -41,9 +41,16 @@ class RunReport:
 
     @property
     def needs_attention(self) -> bool:
-        """True when a human should look: unreadable files, refused files, failed uploads."""
+        """True when a human should look: unreadable files, refused or held-back files and studies,
+        failed uploads."""
         return bool(self.scan.get("this_scan", {}).get("unreadable") or self.release.get("quarantined")
-                    or self.upload.get("failed"))
+                    or self.held_back or self.upload.get("failed"))
+
+    @property
+    def held_back(self) -> int:
+        """Studies and files this run held back (the partial exit code when non-zero)."""
+        held = self.release.get("held_back", {})
+        return int(held.get("studies", 0)) + int(held.get("files", 0))
 
     def summary_line(self) -> str:
         s, r, u = self.scan.get("this_scan", {}), self.release, self.upload
@@ -53,8 +60,22 @@ class RunReport:
                     f"studies ({would.get('bytes', 0) / 1e6:.1f} MB); {u.get('pending', 0)} batches pending upload")
         return (f"scanned {s.get('seen', 0)} files ({s.get('read', 0)} read, {s.get('unreadable', 0)} unreadable); "
                 f"released {r.get('instances', 0)} instances in {r.get('batches', 0)} batches "
-                f"({r.get('quarantined', 0)} quarantined); uploaded {u.get('acknowledged', 0)} batches "
+                f"({r.get('quarantined', 0)} quarantined{self._held_text()}); "
+                f"uploaded {u.get('acknowledged', 0)} batches "
                 f"to {u.get('destination', '?')}, {u.get('pending', 0)} pending")
+
+
+    def held_back_text(self) -> str:
+        """'1 study and 2 files' held back by this run ('' when none)."""
+        held = self.release.get("held_back", {})
+        n, f = held.get("studies", 0), held.get("files", 0)
+        parts = ([f"{n} {'study' if n == 1 else 'studies'}"] if n else []) + \
+            ([f"{f} {'file' if f == 1 else 'files'}"] if f else [])
+        return " and ".join(parts)
+
+    def _held_text(self) -> str:
+        text = self.held_back_text()
+        return f", held back {text}" if text else ""
 
 
 def run(
@@ -111,9 +132,10 @@ def run(
             report.upload["incoming_removed"] = prune_incoming(ledger, config)
         lap("upload")
         report.seconds["total"] = time.perf_counter() - started
-        ledger.record_event("run", "finish", "ok", {
+        ledger.record_event("run", "finish", "partial" if report.held_back else "ok", {
             "released": report.release.get("instances", 0), "batches": report.release.get("batches", 0),
             "acknowledged": report.upload.get("acknowledged", 0), "dry_run": dry_run,
+            "held_back": report.held_back,
         })
     return report
 
@@ -137,6 +159,7 @@ def status(config: Config, today: dt.date | None = None) -> dict[str, Any]:
     from . import consent
     from .ledger import batches as sql
     from .ledger import instances
+    from .quarantine import held_back
 
     with open_ledger(config.home.state_db) as ledger:
         return {
@@ -148,7 +171,11 @@ def status(config: Config, today: dt.date | None = None) -> dict[str, Any]:
             "withdrawal_requests": {
                 state: len(consent.withdrawal_requests(ledger, state)) for state in ("pending", "sent")
             },
+            "held_back": held_back(ledger, limit=STATUS_LIMIT),
         }
+
+
+STATUS_LIMIT = 20  # held-back items `status` names; `quarantine list` names them all
 
 
 def _redacted(url: str) -> str:

@@ -29,15 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import consent
+from . import consent, duplicates
+from .bulkhead import StudyFailure, study_failure
 from .config import Config
 from .deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from .deid.tables import PS315_EDITION
 from .errors import DicomError, GatewayError
 from .faults import checkpoint
 from .keys import load_pseudonym_secret, load_signing_key
-from .ledger import Ledger
+from .ledger import Ledger, held
 from .ledger import batches as sql
+from .logfile import file_only, safe_traceback, where
 from .package import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
 from .tarzst import FileMember
 
@@ -64,6 +66,9 @@ class ReleaseReport:
     batch_bytes: int = 0
     skipped_withdrawn: int = 0
     would_release: dict[str, int] = field(default_factory=dict)
+    held_back: list[dict[str, Any]] = field(default_factory=list)  # studies: pseudonym, example path, reason
+    duplicates: dict[str, int] = field(default_factory=dict)
+    held_files: list[dict[str, str]] = field(default_factory=list)  # newly held back: path, other path
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +76,9 @@ class ReleaseReport:
             "instances": self.instances, "quarantined": sum(self.quarantined.values()),
             "quarantined_by_reason": dict(sorted(self.quarantined.items())),
             "plaintext_bytes": self.plaintext_bytes, "batch_bytes": self.batch_bytes,
+            "held_back": {"studies": len(self.held_back), "list": self.held_back,
+                          "files": len(self.held_files), "file_list": self.held_files},
+            "duplicates": self.duplicates,
             **({"would_release": self.would_release} if self.would_release else {}),
         }
 
@@ -104,9 +112,11 @@ def _release_one(path: bytes) -> tuple[str, Any]:
         return "refused", ("unparsable", "nesting too deep")
     except OSError as exc:
         return "refused", ("unreadable", f"{type(exc).__name__} errno {exc.errno}")
+    except Exception as exc:  # noqa: BLE001 - a bug in the engine: this study is held back, the run goes on
+        return "failed", (f"{type(exc).__name__} at {where(exc)}", safe_traceback(exc))
     data = result.head if result.pixels is not None else result.data
     if data is None:  # write=True always serialises: a bug, not a file to quarantine
-        raise RuntimeError("deidentify_file returned no bytes")
+        return "failed", ("deidentify_file returned no bytes", "")
     checkpoint("mid-deidentify")
     return "ok", (result.relpath().as_posix(), data, result.pixels)
 
@@ -281,6 +291,15 @@ def release(
         recover(ledger, outbox)
     gate = consent.gate(ledger, config.consent, today)
     patients = {s.study_uid: (s.patient_id or "", s.issuer) for s in gate.releasable}
+    if not dry_run:  # files sharing a SOP Instance UID: copies released once, conflicts held back
+        dupes = duplicates.settle(ledger, set(patients))
+        report.duplicates = dupes.as_dict()
+        report.held_files = [{"path": d.path.decode("utf-8", "backslashreplace"),
+                              "other_path": d.other_path.decode("utf-8", "backslashreplace")}
+                             for d in dupes.new_conflicts]
+        if dupes.new_conflicts:
+            duplicates.quarantine_records(config.home.quarantine, config.profile, dupes.new_conflicts,
+                                          config.quarantine_copies)
     todo = [(study, sql.pending_instances(ledger, study)) for study in sorted(patients)]
     todo = [(study, pending) for study, pending in todo if pending]
     if dry_run:
@@ -290,6 +309,7 @@ def release(
                                 "bytes": sum(i.size for _, p in todo for i in p)}
         return report
     if not todo:
+        held.keep_only(ledger, ())
         return report
     recipients = parse_recipients(config.central_recipients)
     signing = load_signing_key(config.home)
@@ -297,31 +317,73 @@ def release(
     plan = spec.plan()
     pz = Pseudonymizer(PseudonymKeys(spec.secret, config.site_id), offset_range=plan.offset_range)
     parts = [(study, part) for study, pending in todo for part in _parts(pending, config.batch_max_bytes)]
+    files = {study: len(pending) for study, pending in todo}
     pool = _Workers(spec, workers)
     results = pool.map([i.path for _, part in parts for i in part])
     done = 0
     withdrawn: set[str] = set()
+    failed: set[str] = set()
     try:
         for study, part in parts:
             mine = itertools.islice(results, len(part))
-            if study not in withdrawn:
+            if study not in withdrawn and study not in failed:
                 patient_id, issuer = patients[study]
                 pseudonym = pz.patient(patient_key(patient_id, issuer, study))  # as the engine derives it
                 new_study = pz.uid(study)
-                written = _package_part(ledger, config, spec, study, patient_id, issuer, pseudonym, new_study,
-                                        part, mine, recipients, signing, today, report)
-                if written is None:
-                    withdrawn.add(study)  # consent changed under us: nothing more of this study
+                counted = report.plaintext_bytes, report.quarantined.copy()
+                try:
+                    written = _package_part(ledger, config, spec, study, patient_id, issuer, pseudonym, new_study,
+                                            part, mine, recipients, signing, today, report)
+                except Exception as exc:  # the bulkhead: this study only, unless the site itself failed
+                    failure = study_failure(exc)
+                    if failure is None:
+                        raise
+                    failed.add(study)
+                    report.plaintext_bytes, report.quarantined = counted  # nothing of it was recorded
+                    _undo_study(ledger, outbox, study)  # nothing of its failed batch stays recorded or in sight
+                    _hold(ledger, study, pseudonym, part[0].path, files[study], failure, report)
+                else:
+                    if written is None:
+                        withdrawn.add(study)  # consent changed under us: nothing more of this study
             for _ in mine:
-                pass  # de-identified ahead but not packaged (withdrawn): dropped, nothing was written
+                pass  # de-identified ahead but not packaged (withdrawn, held back): dropped, nothing written
             done += len(part)
             if progress:
                 progress(done)
         report.studies = len({study for study, _ in parts})
     finally:
         pool.close()
-    ledger.record_event("run", "release", "ok", report.as_dict())
+    held.keep_only(ledger, failed)
+    ledger.record_event("run", "release", "partial" if failed else "ok",
+                        {k: v for k, v in report.as_dict().items() if k != "held_back"}
+                        | {"held_back": len(failed)})
     return report
+
+
+def _undo_study(ledger: Ledger, outbox: Path, study: str) -> None:
+    """Forget the study's batches still 'packaging' and remove their files (never sent)."""
+    for b in sql.batches(ledger, ["packaging"]):
+        if b.study_uid != study:
+            continue
+        path = batch_path(outbox, b.batch_id)
+        for p in (signature_path(path), path):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        with ledger.transaction() as conn:
+            sql.drop_batch(conn, b.batch_id)
+
+
+def _hold(ledger: Ledger, study: str, pseudonym: str, example: bytes, files: int, failure: StudyFailure,
+          report: ReleaseReport) -> None:
+    """Record a study held back (its batch already undone) and log why, traceback in the file only."""
+    shown = example.decode("utf-8", "backslashreplace")
+    with ledger.transaction() as conn:
+        held.hold_study(conn, study_uid=study, pseudonym=pseudonym, example=example, files=files,
+                        reason=failure.reason, detail=failure.detail)
+    report.held_back.append({"pseudonym": pseudonym, "example": shown, "files": files,
+                             "reason": failure.reason, "detail": failure.detail})
+    file_only.error("held back the study of %s (%d files, e.g. %s): %s: %s\n%s", pseudonym, files, shown,
+                    failure.reason, failure.detail, failure.trace or "(no traceback)")
 
 
 def _package_part(
@@ -348,6 +410,8 @@ def _package_part(
 
     def members() -> Iterator[tuple[str, bytes | FileMember]]:
         for inst, (status, payload) in results:
+            if status == "failed":
+                raise StudyFailure("engine-error", payload[0], payload[1])
             if status == "ok":
                 name, data, pixels = payload
                 try:

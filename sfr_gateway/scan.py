@@ -44,6 +44,7 @@ class ScanResult:
     unreadable: int = 0
     missing: int = 0
     moved: int = 0
+    shared_uid: int = 0  # files read now whose SOP Instance UID another file also has
     complete: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -52,7 +53,8 @@ class ScanResult:
             "scan_id": self.scan_id,
             "complete": self.complete,
             "this_scan": {k: getattr(self, k) for k in
-                          ("seen", "read", "unchanged", "new", "changed", "unreadable", "missing", "moved")},
+                          ("seen", "read", "unchanged", "new", "changed", "unreadable", "missing", "moved",
+                           "shared_uid")},
             **self.summary,
         }
 
@@ -227,7 +229,9 @@ def scan(
         sql.record_indexed(ledger, result.scan_id, indexed)
         sql.record_unreadable(ledger, result.scan_id, unreadable)
         gone = [p for p, (_, _, state) in known.items() if p not in seen and state != "missing"]
-        result.missing, result.moved = sql.mark_missing(ledger, gone)
+        result.missing, result.moved = sql.mark_missing(ledger, gone, result.scan_id)
+        sql.prune_shared(ledger)
+        result.shared_uid = sql.shared_in_scan(ledger, result.scan_id)
         status = "complete"
         result.complete = True
     finally:
@@ -235,7 +239,13 @@ def scan(
     result.summary = sql.summary(ledger)
     ledger.record_event("scan", "scan", status, {
         "roots": [r.decode("utf-8", "backslashreplace") for r in roots],
-        **{k: getattr(result, k) for k in ("seen", "read", "unchanged", "unreadable", "missing", "moved")},
+        **{k: getattr(result, k) for k in ("seen", "read", "unchanged", "unreadable", "missing", "moved",
+                                           "shared_uid")},
     })
     log.info("scan %s: %d files seen, %d read, %d unreadable", status, result.seen, result.read, result.unreadable)
+    if result.shared_uid:
+        from .logfile import file_only
+
+        file_only.info("scan: %d file(s) read now share their SOP Instance UID with another file "
+                       "(`sfr-gateway scan` lists them)", result.shared_uid)
     return result

@@ -217,7 +217,8 @@ def test_scan_json_schema(home: Path, sample_export, cli) -> None:
     data = scan_json(cli, home, sample_export.root)
     assert set(data) >= {"scan_id", "complete", "this_scan", "patients", "studies", "series", "instances",
                          "eligible", "excluded", "unreadable", "missing"}
-    assert set(data["this_scan"]) == {"seen", "read", "unchanged", "new", "changed", "unreadable", "missing", "moved"}
+    assert set(data["this_scan"]) == {"seen", "read", "unchanged", "new", "changed", "unreadable", "missing", "moved",
+                                      "shared_uid"}
     assert set(data["eligible"]) == {"patients", "studies", "series", "instances"}
     assert all(isinstance(v, int) for v in data["this_scan"].values())
 

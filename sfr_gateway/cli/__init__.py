@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 
 import click
 
-from .. import __version__
-from ..errors import GatewayError, storage_error
+from .. import __version__, logfile
+from ..errors import GatewayError, from_exception, is_storage_failure
 from .common import GatewayContext
 
 COMMAND_MODULES: dict[str, str] = {
@@ -36,6 +35,7 @@ COMMAND_MODULES: dict[str, str] = {
     "upload": "sfr_gateway.cli.run",
     "status": "sfr_gateway.cli.run",
     "listen": "sfr_gateway.cli.listen",
+    "quarantine": "sfr_gateway.cli.quarantine",
 }
 
 
@@ -70,10 +70,13 @@ def cli(ctx: click.Context, home: Path | None, verbose: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point: run the group; a GatewayError becomes its documented exit code."""
+    """Console entry point: run the group; a GatewayError becomes its documented exit code, any
+    other exception the code of its cause (``errors.from_exception``), its traceback in the log
+    file (without values), not on the terminal."""
     try:
         cli.main(args=argv, prog_name="sfr-gateway", standalone_mode=False)
     except GatewayError as exc:
+        logfile.file_only.warning("exit %d: %s", exc.exit_code, exc)
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
@@ -84,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except (OSError, sqlite3.Error) as exc:  # disk full, read-only HOME, I/O error: say so, no traceback
-        err = storage_error(exc)
-        click.echo(f"error: {err}", err=True)
+    except Exception as exc:  # noqa: BLE001 - every other failure: named by its cause, no traceback on screen
+        err = from_exception(exc)
+        logfile.file_only.error("%s\n%s", err, logfile.safe_traceback(exc))
+        where = logfile.current()
+        click.echo(f"error: {err}" + (f" (log: {where})" if where and not is_storage_failure(exc) else ""), err=True)
         return err.exit_code
+    finally:
+        logfile.detach_all()
     return 0

@@ -28,8 +28,10 @@ class GatewayContext:
         """Load config.toml and refuse to go on if key permissions are unsafe."""
         if self._config is None:
             from ..keys import check_key_permissions
+            from ..logfile import attach
 
             self._config = load_config(self.home.root)
+            attach(self._config.home.root)  # HOME/logs/sfr-gateway.log, when HOME can take it
             check_key_permissions(self.home)
         return self._config
 

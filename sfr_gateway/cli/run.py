@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..errors import TransportError
+from ..errors import HeldBackError, TransportError
 from .common import GatewayContext, echo_json, interactive, pass_gateway
 
 
@@ -48,6 +48,9 @@ def run(gw: GatewayContext, sources: tuple[Path, ...], dry_run: bool, workers: i
         click.echo(report.summary_line())
         _attention(report, config)
     _fail_if_undelivered(report.as_dict()["upload"])
+    if report.held_back:
+        raise HeldBackError(f"the run went on, but held back {report.held_back_text()}: "
+                            "`sfr-gateway quarantine list` says why and what to do")
 
 
 def _fail_if_undelivered(upload: dict[str, Any]) -> None:
@@ -57,8 +60,14 @@ def _fail_if_undelivered(upload: dict[str, Any]) -> None:
         raise TransportError(f"{len(upload['failed'])} item(s) not delivered; they stay pending for the next run")
 
 
+SHOWN = 20  # held-back files named on stderr; `quarantine list` names them all
+
+
 def _attention(report: Any, config: Any) -> None:
     """What a human should look at, on stderr (cron mails it)."""
+    from ..logfile import current
+
+    logfile = current()
     if report.needs_attention:
         data = report.as_dict()
         if data["scan"].get("unreadable"):
@@ -66,6 +75,18 @@ def _attention(report: Any, config: Any) -> None:
         if data["release"].get("quarantined"):
             click.echo(f"attention: quarantined (see {config.home.quarantine}): "
                        f"{data['release']['quarantined_by_reason']}", err=True)
+        for st in data["release"].get("held_back", {}).get("list", []):
+            click.echo(f"attention: held back the study of {st['pseudonym']} ({st['files']} files, e.g. "
+                       f"{st['example']}): {st['reason']}: {st['detail']}; retried at every run"
+                       + (f"; traceback in {logfile}" if logfile else ""), err=True)
+        files = data["release"].get("held_back", {}).get("file_list", [])
+        for f in files[:SHOWN]:
+            click.echo(f"attention: held back {f['path']}: same SOP Instance UID as {f['other_path']} (released), "
+                       "other content", err=True)
+        if len(files) > SHOWN:
+            click.echo(f"attention: ... and {len(files) - SHOWN} more files held back", err=True)
+        if files:
+            click.echo("attention: `sfr-gateway quarantine list` says why and what to do", err=True)
         if data["upload"].get("failed"):
             click.echo(f"attention: not delivered: {data['upload']['failed']}", err=True)
 
@@ -113,11 +134,30 @@ def status(gw: GatewayContext, as_json: bool) -> None:
     for state, row in sorted(data["batches"].items()):
         table.add_row(state, str(row["batches"]), str(row["files"]), f"{row['bytes']:,}")
     console.print(table)
+    _held(console, data["held_back"])
     console.print(f"last success: {data['last_success'] or 'never'}")
     if data["last_error"]:
         err = data["last_error"]
         console.print(f"last error: {err['at']} batch {err['batch_id']}: {err['error']}")
     sys.stdout.flush()
+
+
+def _held(console: Any, held: dict[str, Any]) -> None:
+    """The held-back studies and files, each with its reason (paths printed whole, not wrapped)."""
+    if not (held["studies"] or held["files"] or held["quarantined"]):
+        return
+    console.print(f"held back: {held['studies']} studies, {held['files']} files; refused by the engine: "
+                  f"{held['quarantined']} instances (`sfr-gateway quarantine list` says why and what to do)")
+    for item in held["items"]:
+        if item["kind"] == "study":
+            line = (f"  study of {item['pseudonym']} ({item['files']} files, e.g. {item['example']}): "
+                    f"{item['reason']}: {item['detail']} (since {item['since']}, {item['attempts']} attempts)")
+        else:
+            line = f"  {item['path']}: {item['reason']} (same SOP Instance UID as {item['other_path']})"
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    shown = len(held["items"])
+    if held["studies"] + held["files"] > shown:
+        console.print(f"  ... and {held['studies'] + held['files'] - shown} more")
 
 
 COMMANDS = [run, upload, status]

@@ -47,7 +47,12 @@ def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
         else:
             result = run_scan(ledger, sources, config.selection)
         consent = coverage(ledger, config.consent, dt.date.today())
-    data = result.as_dict()
+        data = result.as_dict()
+        if data["shared_uids"]["uids"]:
+            from ..ledger.instances import shared_groups
+
+            data["shared_uid_groups"] = [[p.decode("utf-8", "backslashreplace") for p in group]
+                                         for group in shared_groups(ledger, SHOWN_GROUPS)]
     data["consent"] = consent
     if as_json:
         echo_json(data)
@@ -75,6 +80,7 @@ def render_summary(data: dict[str, Any]) -> None:
     console.print(table)
     _reasons(console, "Excluded instances by reason", "instances", data["excluded"], EXCLUSION_REASONS)
     _reasons(console, "Unreadable files by reason", "files", data["unreadable"], UNREADABLE_REASONS)
+    _shared(console, data)
     if "consent" in data:
         from .consent import render_coverage
 
@@ -94,6 +100,28 @@ def _reasons(console: Console, title: str, unit: str, counts: dict[str, int], me
     for reason, count in sorted(counts.items()):
         table.add_row(reason, str(count), meanings.get(reason, ""))
     console.print(table)
+
+
+SHOWN_GROUPS = 100  # SOP Instance UIDs shared by several files, listed with their paths
+
+
+def _shared(console: Console, data: dict[str, Any]) -> None:
+    """Files that share a SOP Instance UID (a re-export, or a modality reusing UIDs): the first
+    one indexed is released; an identical copy is released once, a different one held back.
+    Paths are printed whole (not wrapped), to be copied."""
+    shared = data.get("shared_uids", {})
+    if not shared.get("uids"):
+        return
+    console.print(f"{shared['files']} files share {shared['uids']} SOP Instance UIDs: of each, the first indexed "
+                  "eligible file is the one released; identical copies are released once, files with other "
+                  "content are held back (`sfr-gateway quarantine list` after a run).", soft_wrap=True)
+    groups = data.get("shared_uid_groups", [])
+    for n, group in enumerate(groups, 1):
+        for i, path in enumerate(group):
+            console.print(f"{f'{n}.':>4} {path}" if i == 0 else f"     {path}", soft_wrap=True, highlight=False,
+                          markup=False)
+    if shared["uids"] > len(groups):
+        console.print(f"... and {shared['uids'] - len(groups)} more (`scan --json` lists {SHOWN_GROUPS} at most)")
 
 
 COMMANDS = [scan]

@@ -45,6 +45,7 @@ from sfr_gateway.deid.rawread import pixel_element, read_lean
 from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
 from sfr_gateway.deid.text import FrozenTokens, PhiTokens
 from sfr_gateway.errors import DicomError
+from sfr_gateway.faults import raise_at
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -559,6 +560,8 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
         ds, ts, ref, element = split
     else:
         ds, ts = read_dataset(src)
+    if not isinstance(src, bytes):  # tests: SFR_GATEWAY_RAISE=deidentify:<path part> (an engine bug)
+        raise_at("deidentify", os.fsdecode(src))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -41,11 +41,16 @@ _BATCH_COLS = "batch_id, study_uid, patient_id, issuer, pseudonym, part, state, 
 
 
 def pending_instances(ledger: Ledger, study_uid: str) -> list[PendingInstance]:
-    """Eligible, indexed instances of the study that have no release row yet (one per SOP UID)."""
+    """Eligible, indexed instances of the study that have no release row yet (one per SOP UID).
+    Of files sharing a SOP Instance UID, only the first indexed eligible one, wherever it is (see
+    ``duplicates``): the same UID is never offered twice, even across studies or patients."""
     rows = ledger.conn.execute(
         """SELECT i.sop_instance_uid, MIN(i.path), i.size, i.series_uid FROM instances i
            LEFT JOIN releases r ON r.sop_instance_uid = i.sop_instance_uid
            WHERE i.study_uid = ? AND i.state = 'indexed' AND i.eligible = 1 AND r.sop_instance_uid IS NULL
+             AND (NOT EXISTS (SELECT 1 FROM shared_uids s WHERE s.sop_instance_uid = i.sop_instance_uid)
+                  OR i.id = (SELECT MIN(o.id) FROM instances o WHERE o.sop_instance_uid = i.sop_instance_uid
+                             AND o.state = 'indexed' AND o.eligible = 1))
            GROUP BY i.sop_instance_uid
            ORDER BY i.series_number, i.series_uid, MIN(i.path)""",
         (study_uid,),

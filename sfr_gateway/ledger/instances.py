@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -65,6 +66,17 @@ def record_indexed(
                 for path, size, mtime, facts, excl in rows
             ],
         )
+        note_shared(conn, {facts.sop_instance_uid for _, _, _, facts, _ in rows})
+
+
+def note_shared(conn: sqlite3.Connection, uids: Iterable[str]) -> None:
+    """Remember which of ``uids`` more than one indexed file now has (in the caller's transaction)."""
+    conn.executemany(
+        """INSERT OR IGNORE INTO shared_uids (sop_instance_uid)
+           SELECT ?1 WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM instances
+                            WHERE sop_instance_uid = ?1 AND state = 'indexed' LIMIT 2)) > 1""",
+        [(uid,) for uid in uids if uid],
+    )
 
 
 def record_unreadable(ledger: Ledger, scan_id: int, rows: Iterable[tuple[bytes, int, int, str]]) -> None:
@@ -80,29 +92,64 @@ def record_unreadable(ledger: Ledger, scan_id: int, rows: Iterable[tuple[bytes, 
         )
 
 
-def mark_missing(ledger: Ledger, paths: Iterable[bytes]) -> tuple[int, int]:
-    """Paths gone from the export: 'moved' when the same SOP instance now lives elsewhere,
-    else 'missing'. Returns (missing, moved)."""
+def mark_missing(ledger: Ledger, paths: Iterable[bytes], scan_id: int) -> tuple[int, int]:
+    """Paths gone from the export: 'moved' when the same SOP instance, same size, showed up at a
+    new path in this scan (``scan_id``), else 'missing'. A file that was already indexed with the
+    same UID is a second copy, not the new place of the gone one. A moved file keeps its row id
+    (the order files were first seen in, which decides who owns a shared UID). Returns (missing, moved)."""
     missing = moved = 0
     with ledger.transaction() as conn:
         for path in paths:
-            row = conn.execute("SELECT sop_instance_uid FROM instances WHERE path = ?", (path,)).fetchone()
+            row = conn.execute("SELECT id, sop_instance_uid, size FROM instances WHERE path = ?", (path,)).fetchone()
             if row is None:
                 continue
+            old_id, uid, size = row
             target = None
-            if row[0]:
+            if uid:
                 target = conn.execute(
-                    "SELECT id FROM instances WHERE sop_instance_uid = ? AND state = 'indexed' AND path != ?",
-                    (row[0], path),
+                    """SELECT id FROM instances WHERE sop_instance_uid = ? AND state = 'indexed' AND path != ?
+                           AND first_seen_scan = ? AND moved_from IS NULL AND size = ? ORDER BY id LIMIT 1""",
+                    (uid, path, scan_id, size),
                 ).fetchone()
             if target:
-                conn.execute("UPDATE instances SET moved_from = ? WHERE id = ?", (path, target[0]))
-                conn.execute("DELETE FROM instances WHERE path = ?", (path,))
+                conn.execute("DELETE FROM instances WHERE id = ?", (old_id,))
+                conn.execute("UPDATE instances SET id = ?, moved_from = ? WHERE id = ?", (old_id, path, target[0]))
                 moved += 1
             else:
                 conn.execute("UPDATE instances SET state = 'missing', eligible = 0 WHERE path = ?", (path,))
                 missing += 1
     return missing, moved
+
+
+def prune_shared(ledger: Ledger) -> None:
+    """Forget shared UIDs that one file at most still has (a move, a deleted copy)."""
+    with ledger.transaction() as conn:
+        conn.execute("""DELETE FROM shared_uids WHERE (SELECT COUNT(*) FROM (SELECT 1 FROM instances i
+                            WHERE i.sop_instance_uid = shared_uids.sop_instance_uid AND i.state = 'indexed'
+                            LIMIT 2)) < 2""")
+
+
+def shared_in_scan(ledger: Ledger, scan_id: int) -> int:
+    """Files read in scan ``scan_id`` whose SOP Instance UID another indexed file also has."""
+    row = ledger.conn.execute(
+        """SELECT COUNT(*) FROM instances i JOIN shared_uids s ON s.sop_instance_uid = i.sop_instance_uid
+           WHERE i.last_seen_scan = ? AND i.state = 'indexed'""", (scan_id,)).fetchone()
+    return int(row[0])
+
+
+def shared_groups(ledger: Ledger, limit: int = 1000) -> list[list[bytes]]:
+    """The paths of the indexed files that share a SOP Instance UID, one list per UID (first
+    indexed first), up to ``limit`` UIDs."""
+    groups: dict[str, list[bytes]] = {}
+    rows = ledger.conn.execute(
+        """SELECT i.sop_instance_uid, i.path FROM shared_uids s
+           JOIN instances i ON i.sop_instance_uid = s.sop_instance_uid AND i.state = 'indexed'
+           ORDER BY s.rowid, i.id""")
+    for uid, path in rows:
+        if uid not in groups and len(groups) >= limit:
+            break
+        groups.setdefault(uid, []).append(bytes(path))
+    return [paths for paths in groups.values() if len(paths) > 1]
 
 
 def summary(ledger: Ledger) -> dict[str, Any]:
@@ -125,6 +172,11 @@ def summary(ledger: Ledger) -> dict[str, Any]:
         f"SELECT exclusion, COUNT(*) FROM instances WHERE {indexed} AND eligible = 0 GROUP BY exclusion").fetchall())))
     out["unreadable"] = dict(q(
         "SELECT reason, COUNT(*) FROM instances WHERE state = 'unreadable' GROUP BY reason").fetchall())
+    shared = q("""SELECT COUNT(*), COALESCE(SUM(n), 0) FROM (
+                      SELECT COUNT(*) AS n FROM shared_uids s JOIN instances i
+                      ON i.sop_instance_uid = s.sop_instance_uid AND i.state = 'indexed'
+                      GROUP BY s.sop_instance_uid HAVING COUNT(*) > 1)""").fetchone()
+    out["shared_uids"] = {"uids": shared[0], "files": shared[1]}
     return out
 
 
