@@ -152,10 +152,13 @@ def test_unreadable_file_without_permission(home: Path, tmp_path: Path) -> None:
         if pid == 0:  # child: drop privileges if root, scan, report through the exit status
             code = 1
             try:
-                if os.geteuid() == 0:
-                    os.setgid(65534)
-                    os.setuid(65534)
+                # Open the ledger before dropping root: it reads its migrations from the package,
+                # which lives in the checkout, and the checkout may sit where `nobody` cannot go
+                # (/root/..., a 0700 folder). The scan itself then runs unprivileged.
                 with open_ledger(db) as ledger:
+                    if os.geteuid() == 0:
+                        os.setgid(65534)
+                        os.setuid(65534)
                     result = scan(ledger, [src], SelectionRules())
                 code = 10 * result.summary["unreadable"].get("permission-denied", 0) + result.summary["instances"]
             except BaseException as exc:  # the parent sees the reason in the failure message
