@@ -1,11 +1,15 @@
-"""Package list: every ``sfr_gateway*`` package, plus top-level ``profiles/`` as ``sfr_gateway.profiles``.
+"""Package list: every ``sfr_gateway*`` directory, plus top-level ``profiles/`` as ``sfr_gateway.profiles``.
 
-Everything else is in pyproject.toml.
+Namespace discovery, so data-only directories (``ledger/migrations``) are packages too and setuptools
+ships their files without deprecation warnings. Everything else is in pyproject.toml.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
-    packages=[*find_packages(include=["sfr_gateway", "sfr_gateway.*"]), "sfr_gateway.profiles"],
+    packages=[
+        *find_namespace_packages(include=["sfr_gateway", "sfr_gateway.*"], exclude=["*__pycache__*"]),
+        "sfr_gateway.profiles",
+    ],
     package_dir={"sfr_gateway.profiles": "profiles"},
 )
