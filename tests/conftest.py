@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tool_fixtures import pytest_configure, pytest_runtest_setup, pytest_terminal_summary  # noqa: F401  (hooks)
 
 from sfr_gateway.cli import main
 from sfr_gateway.sample import SampleExport, generate_export

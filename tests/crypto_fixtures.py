@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
 import zstandard
+from tool_fixtures import require_tool
 
 from sfr_gateway.crypto import age
 from sfr_gateway.crypto.sign import SigningKey, generate_signing_key, sign_digest
@@ -22,14 +20,8 @@ EDGE_SIZES = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK - 1, 2 * CHUNK, 2 * C
 
 
 def require_binary(name: str) -> str:
-    """Path of an external tool; skip locally when missing, but fail under CI=true."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not installed (Debian package: see .ci/apt-packages.txt)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """Path of an external tool; skipped when missing, failed under CI=true (tool_fixtures.require_tool)."""
+    return require_tool(name)
 
 
 def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:

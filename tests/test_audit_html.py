@@ -72,7 +72,7 @@ def test_thumbnails_of_real_files() -> None:
     assert thumbnail_of_file(Path(get_testdata_file("rtplan.dcm"))) is None  # no pixels: placeholder
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium not installed (.ci/apt-packages.txt has it)")
+@pytest.mark.tool("chromium", "chromium-browser")
 def test_html_report_renders_with_thumbnails(home: Path, small_export: SampleExport, cli, tmp_path: Path) -> None:
     report = tmp_path / "audit.html"
     broken = tmp_path / "broken" / "cut.dcm"  # quarantined as truncated; its pixels cannot be decoded

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -166,7 +165,7 @@ def test_patients_list_includes_those_waiting_without_any_record(studies: Ledger
     assert [p.patient_id for p in lib.list_patients(studies, "refused")] == ["P9"]
 
 
-@pytest.mark.skipif(shutil.which("minisign") is None, reason="Debian minisign not installed")
+@pytest.mark.tool("minisign")
 def test_withdrawal_request_verifies_with_stock_minisign(
     ledger: Ledger, withdrawer: lib.Withdrawer, signing_key: SigningKey, tmp_path: Path,
 ) -> None:

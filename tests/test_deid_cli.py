@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -116,7 +115,7 @@ def test_deidentify_requires_init(cli, tmp_path: Path) -> None:
     assert result.exit_code == 3 and "init" in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) not installed")
+@pytest.mark.tool("dciodvfy", package="dicom3tools")
 def test_dciodvfy_reports_no_new_errors(deidentified, sample_export: SampleExport) -> None:
     out, _, _ = deidentified
     sources = {}

@@ -10,14 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tool_fixtures import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tool(name: str) -> list[str]:
     if shutil.which(name) is None and not (Path(sys.executable).parent / name).exists():
-        pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
+        missing(f"{name} (a test extra: scripts/test.sh installs it, or pip install -e '.[test]')")
     return [sys.executable, "-m", name]
 
 

@@ -1,7 +1,7 @@
 """Real parts for the transport tests: a tus server (node), a test PKI, a loopback fault proxy.
 
 Test modules load them with ``pytest_plugins = ["transport_fixtures"]`` (tests/conftest.py is the lead's).
-The tus server needs ``npm ci --prefix tests/tus-server`` (run by .ci/run).
+The tus server needs node and ``npm ci --prefix tests/tus-server`` (both installed by scripts/test.sh).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import ipaddress
 import json
 import os
 import select
-import shutil
 import socket
 import subprocess
 import threading
@@ -26,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tool_fixtures import missing, require_tool
 
 from sfr_gateway.ledger import Ledger, open_ledger
 
@@ -203,14 +203,13 @@ class TusServer:
     """``node tests/tus-server/server.js`` on 127.0.0.1, any free port; its store and request log."""
 
     def __init__(self, workdir: Path, *args: str) -> None:
-        node = shutil.which("node")
-        if node is None:
-            pytest.skip("node is not installed (CI installs it)")
+        node = require_tool("node", package="nodejs")
         version = _node_version(node)
         if version < NODE_MIN:
-            pytest.fail(f"@tus/server needs node >= {'.'.join(map(str, NODE_MIN))}, found {version}")
+            missing(f"node >= {'.'.join(map(str, NODE_MIN))} for @tus/server, found {'.'.join(map(str, version))} "
+                    "(Debian bookworm ships 18: nodejs 20.x from NodeSource)")
         if not (TUS_DIR / "node_modules" / "@tus" / "server").is_dir():
-            pytest.fail("tus test server not installed: run `npm ci --prefix tests/tus-server`")
+            missing("tus test server (npm ci --prefix tests/tus-server: ./scripts/test.sh runs it)")
         workdir.mkdir(parents=True, exist_ok=True)
         self.store = workdir / "store"
         self.log_path = workdir / "requests.jsonl"
