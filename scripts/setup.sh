@@ -23,6 +23,12 @@ NODE_MIN=20.19  # tests/tus-server/package.json "engines" (@tus/server 2.x); tes
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
+# Two test runs started together in one checkout set up one after the other (npm ci, pip).
+if command -v flock >/dev/null 2>&1 && [ -w . ]; then
+  exec 9>".setup.lock"
+  flock 9
+fi
+
 step_python() {
   if ! command -v "$PYTHON" >/dev/null 2>&1; then
     say "no $PYTHON on PATH: sfr-gateway needs Python >= 3.11"; exit 1

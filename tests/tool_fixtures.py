@@ -64,7 +64,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
     return str(longrepr)
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     """One visible line when tests were skipped for missing tools: how many, which, how to fix."""
     reasons = [_skip_reason(r) for r in terminalreporter.stats.get("skipped", [])]
     tools = sorted({r.split(MISSING, 1)[1].split()[0] for r in reasons if MISSING in r})
