@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,19 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tool_fixtures import require_tool
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"  # dcmtk, not pynetdicom's same-named apps in the venv
 
 
 def tool(name: str, package: str = "dcmtk") -> str:
     """The path of a Debian tool; skip the test (fail under CI=true) when it is not installed."""
-    path = shutil.which(name, path=SYSTEM_PATH)
-    if path is None:
-        message = f"{name} is not installed (apt-get install {package}; listed in .ci/apt-packages.txt)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return require_tool(name, package=package, path=SYSTEM_PATH)
 
 
 def free_port() -> int:

@@ -35,12 +35,12 @@ def missing(what: str) -> NoReturn:
     pytest.skip(message)
 
 
-def require_tool(*names: str, package: str | None = None) -> str:
-    """Path of the first of ``names`` on PATH; otherwise skip (fail under CI=true) naming its package."""
+def require_tool(*names: str, package: str | None = None, path: str | None = None) -> str:
+    """Path of the first of ``names`` on PATH (or ``path``); otherwise skip (fail under CI=true) naming its package."""
     for name in names:
-        path = shutil.which(name)
-        if path is not None:
-            return path
+        found = shutil.which(name, path=path)
+        if found is not None:
+            return found
     package = package or PACKAGES.get(names[0], names[0])
     missing(f"{names[0]} (Debian package {package}, listed in .ci/apt-packages.txt: "
             "./scripts/test.sh installs it when run as root)")
