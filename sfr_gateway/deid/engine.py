@@ -12,30 +12,32 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element
-from pydicom.multival import MultiValue
 from pydicom.uid import UID_dictionary
 
 from sfr_gateway.deid import dates
 from sfr_gateway.deid.plan import Plan, Rule
 from sfr_gateway.deid.private import PrivateDecision
 from sfr_gateway.deid.pseudonym import Pseudonymizer
+from sfr_gateway.deid.rules import BINARY_RULE, EMPTY_RULE, UN_READ
 from sfr_gateway.deid.text import FrozenTokens, clean_multi
-
-_TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN", "CS", "AE", "UR"})
-_MAX_LEN = {"SH": 16, "LO": 64, "CS": 16, "AE": 16, "PN": 64, "DS": 16, "IS": 12, "UI": 64}
-_DUMMY = {
-    "PN": "ANONYMIZED", "LO": "ANONYMIZED", "SH": "ANONYMIZED", "LT": "ANONYMIZED", "ST": "ANONYMIZED",
-    "UT": "ANONYMIZED", "UC": "ANONYMIZED", "CS": "ANONYMIZED", "AE": "ANONYMIZED", "UR": "ANONYMIZED",
-    "DA": "19000101", "TM": "000000.00", "DT": "19000101000000", "AS": "000Y", "DS": "0", "IS": "0",
-}
-_NUMERIC = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
-_BINARY = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
-_ACTION_WORD = {"X": "removed", "Z": "emptied", "D": "dummy", "U": "uid", "K": "kept", "C": "cleaned"}
+from sfr_gateway.deid.values import (
+    BINARY,
+    DUMMY,
+    LONG_VRS,
+    MAX_LEN,
+    NUMERIC,
+    TEXT_VRS,
+    dictionary_vr,
+    encoded_value,
+    get_text,
+    is_empty,
+    keyword_of,
+    put_empty,
+    put_text,
+    vr_of,
+)
 
 
 @dataclass(frozen=True)
@@ -75,67 +77,6 @@ class Context:
     dates_moved: bool = False
 
 
-def _vr_of(ds: Dataset, tag: int) -> str:
-    raw = ds._dict[tag]  # type: ignore[index]  # pydicom 3 internal: stored element, no conversion
-    vr = raw.VR
-    if vr:
-        return str(vr)
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
-
-
-@lru_cache(maxsize=8192)
-def _keyword(tag: int) -> str:
-    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-def _texts(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (list, MultiValue)):
-        return [str(v) for v in value]
-    if isinstance(value, bytes):
-        return [value.decode("latin-1")]
-    return [str(value)]
-
-
-def get_text(ds: Dataset, tag: int) -> str:
-    """The value as text without converting the element when its raw bytes are plain ASCII."""
-    raw = ds._dict[tag]  # type: ignore[index]  # pydicom 3 internal: stored element, no conversion
-    if raw.__class__ is RawDataElement:
-        value = raw.value
-        if value is None:
-            return ""
-        if isinstance(value, bytes) and value.isascii() and b"\x1b" not in value:
-            return value.decode("ascii").rstrip(" \x00")
-    return "\\".join(_texts(ds[tag].value)).rstrip(" \x00")
-
-
-def put_text(ds: Dataset, tag: int, vr: str, text: str) -> None:
-    """Set a text value; raw elements get raw ASCII bytes (no conversion), others a value."""
-    raw = ds._dict[tag]  # type: ignore[index]
-    if raw.__class__ is RawDataElement and text.isascii():
-        data = text.encode("ascii")
-        if len(data) % 2:
-            data += b"\x00" if vr == "UI" else b" "
-        ds._dict[tag] = raw._replace(value=data, length=len(data))  # type: ignore[index]
-        return
-    ds[tag].value = text
-
-
-def put_empty(ds: Dataset, tag: int, vr: str) -> None:
-    """Give an element a zero-length value."""
-    raw = ds._dict[tag]  # type: ignore[index]
-    if raw.__class__ is RawDataElement:
-        ds._dict[tag] = raw._replace(value=b"", length=0)  # type: ignore[index]
-    elif vr == "SQ":
-        ds[tag].value = []
-    else:
-        ds[tag].value = None if vr in _NUMERIC or vr in _BINARY else ""
-
-
 def remap_uid(ctx: Context, value: str) -> str:
     """Keyed remap of one UID; well-known UIDs (SOP classes, transfer syntaxes...) are kept."""
     value = value.strip().rstrip("\x00")
@@ -150,21 +91,6 @@ def _shifted(value: str, vr: str, days: int) -> str:
 
 
 _KEEP, _DELETE, _UNSET = object(), object(), object()
-_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-
-
-def _encoded_value(elem: DataElement, implicit: bool, encodings: Any) -> tuple[bytes, int] | None:
-    """(value bytes, length field) of ``elem`` as ``write_data_element`` encodes it (little
-    endian): a raw element with these is written back identically (see ``rawwrite``)."""
-    fp = DicomBytesIO()
-    fp.is_little_endian, fp.is_implicit_VR = True, implicit
-    write_data_element(fp, elem, encodings)
-    data = fp.getvalue()
-    head = 8 if implicit else 12
-    length = int.from_bytes(data[head - 4:head], "little")
-    if length == 0xFFFFFFFF:
-        return (data[head:-8], length) if data.endswith(_SEQUENCE_END) else None
-    return (data[head:], length) if len(data) - head == length else None
 
 
 class _Memo(dict[tuple[Any, ...], tuple[Any, bool]]):
@@ -224,6 +150,7 @@ class Walker:
         self.plan = ctx.plan
         self.values = ctx.keep_values
         self.memo = _memo_for(ctx)
+        self.parents: tuple[int, ...] = ()  # tags of the sequences above the dataset being walked
 
     def record(self, path: str, tag: int, vr: str, action: str, code: str, rule: str,
                before: Any = None, after: Any = None, creator: str | None = None) -> None:
@@ -232,7 +159,7 @@ class Walker:
             return
         if not self.values:
             before = after = None
-        self.ctx.changes.append(Change(path, tag, _keyword(tag), vr, creator, action, code, rule, before, after))
+        self.ctx.changes.append(Change(path, tag, keyword_of(tag), vr, creator, action, code, rule, before, after))
 
     def _value(self, ds: Dataset, tag: int) -> Any:
         return ds[tag].value if self.values and tag in ds else None
@@ -254,10 +181,10 @@ class Walker:
                 value = elem.value
                 if (elem.__class__ is RawDataElement and value.__class__ is bytes and elem.length != 0xFFFFFFFF
                         and elem.VR != "SQ" and value.isascii() and b"\x1b" not in value):
-                    self._memoised(ds, tag, prefix, elem, (int(tag), elem.VR, value), memo, sequence=False)
+                    self._memoised(ds, tag, prefix, elem, (int(tag), elem.VR, value, self.parents), memo, sequence=False)
                     continue
                 if (not prefix and elem.__class__ is RawDataElement and value.__class__ is bytes and elem.is_little_endian
-                        and _vr_of(ds, tag) == "SQ"):
+                        and vr_of(ds, tag) == "SQ"):
                     if charset is _UNSET:
                         charset = str(getattr(store.get(0x00080005), "value", ""))  # type: ignore[call-overload]
                     key = (int(tag), "SQ", value, elem.length, elem.is_implicit_VR, charset)
@@ -265,7 +192,7 @@ class Walker:
                     continue
             if tag & 0xFFFF == 0 or group == 0x0002:
                 del ds[tag]
-                self.record(prefix + _keyword(tag), tag, "UL" if tag & 0xFFFF == 0 else "UN", "removed", "X",
+                self.record(prefix + keyword_of(tag), tag, "UL" if tag & 0xFFFF == 0 else "UN", "removed", "X",
                             "group length / file meta element inside the dataset (removed)")
                 continue
             self._public(ds, tag, prefix)
@@ -274,14 +201,53 @@ class Walker:
 
     def _public(self, ds: Dataset, tag: int, prefix: str) -> None:
         """Apply the plan's rule (or the unlisted-attribute policy) to one public element."""
+        path = prefix + keyword_of(tag)
+        if (tag >> 16) & 0xFF00 in (0x5000, 0x6000):  # a curve or overlay group: cleaned whole
+            self._graphics(ds, tag, path)
+            return
         rule = self.plan.rule_for(int(tag))
-        vr = _vr_of(ds, tag)
-        path = prefix + _keyword(tag)
+        vr = vr_of(ds, tag)
+        if vr == "UN":
+            vr = self._read_un(ds, tag)
+            if rule is not None and vr != "UN":
+                rule = Rule(rule.code, rule.source, f"{rule.text}; {UN_READ} {vr}", rule.name)
         if rule is None:
             self._unlisted(ds, tag, vr, path)
             return
-        code = self.plan.resolve(rule.code, int(tag), self.ctx.sop_class)
+        code, rule = self.plan.resolve(rule, (*self.parents, int(tag)), self.ctx.sop_class)
         self._apply(ds, tag, vr, path, code, rule)
+
+    def _read_un(self, ds: Dataset, tag: int) -> str:
+        """The VR to act with for an element stored as UN: its dictionary VR where the dictionary
+        has exactly one (a date is then shifted, a UID remapped, a text cleaned, and the output
+        carries the real VR); UN otherwise (its value is then of unknown kind)."""
+        want = dictionary_vr(int(tag))
+        raw = ds._dict[tag]  # type: ignore[index]  # pydicom 3 internal: stored element
+        if not want or raw.__class__ is not RawDataElement:
+            return "UN"
+        if want == "SQ":  # pydicom reads a UN sequence as implicit VR little endian (PS3.5 6.2.2)
+            try:
+                return "SQ" if ds[tag].VR == "SQ" else "UN"
+            except (ValueError, TypeError, KeyError, NotImplementedError, IndexError):
+                ds._dict[tag] = raw  # type: ignore[index]
+                return "UN"
+        if raw.length > 0xFFFF and want not in LONG_VRS:
+            return "UN"
+        ds._dict[tag] = raw._replace(VR=want)  # type: ignore[index]
+        return want
+
+    def _graphics(self, ds: Dataset, tag: int, path: str) -> None:
+        """A curve (50xx) or overlay (60xx) group: removed whole unless the plan keeps it (see
+        :meth:`Plan.graphics_rule`); a group is never left without its data."""
+        rule = self.plan.graphics_rule(tag >> 16)
+        vr = vr_of(ds, tag)
+        if rule.code == "K":
+            if self.ctx.record_kept:
+                self.record(path, tag, vr, "kept", "K", rule.text, self._value(ds, tag), self._value(ds, tag))
+            return
+        before = self._value(ds, tag) if vr != "SQ" else None
+        del ds[tag]
+        self.record(path, tag, vr, "removed", "X", rule.text, before, None)
 
     def _memoised(self, ds: Dataset, tag: int, prefix: str, elem: RawDataElement, key: tuple[Any, ...],
                   memo: _Memo, *, sequence: bool) -> None:
@@ -295,7 +261,7 @@ class Walker:
             if out is _DELETE:
                 del ds._dict[tag]  # type: ignore[arg-type]
             elif out is not _KEEP:
-                ds._dict[tag] = elem._replace(value=out[0], length=out[1])  # type: ignore[index]
+                ds._dict[tag] = elem._replace(value=out[0], length=out[1], VR=out[2])  # type: ignore[index]
             if moved:
                 ctx.dates_moved = True
             return
@@ -309,9 +275,10 @@ class Walker:
         elif new is elem:
             outcome = _KEEP
         elif sequence:
-            outcome = _encoded_value(new, elem.is_implicit_VR, ds.get("SpecificCharacterSet", "iso8859"))
+            encoded = encoded_value(new, elem.is_implicit_VR, ds.get("SpecificCharacterSet", "iso8859"))
+            outcome = (*encoded, elem.VR) if encoded is not None else None
         elif new.__class__ is RawDataElement and new.value.__class__ is bytes:
-            outcome = (new.value, len(new.value))
+            outcome = (new.value, len(new.value), new.VR)
         else:
             outcome = None  # converted to a value: not a byte-level outcome
         if outcome is not None and memo.missed(key[0]):
@@ -355,11 +322,18 @@ class Walker:
         items = ds[tag].value or []
         if self.ctx.record_kept:  # the sequence itself (its value: the number of items)
             self.record(path, tag, "SQ", "kept", "K", rule, len(items), len(items), creator)
-        for i, item in enumerate(items):
-            self.walk(item, f"{path}[{i}].")
+        parents = self.parents
+        self.parents = (*parents, int(tag))
+        try:
+            for i, item in enumerate(items):
+                self.walk(item, f"{path}[{i}].")
+        finally:
+            self.parents = parents
 
     def _keep(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
-        if vr in ("DA", "DT") and self.plan.dates_mode == "modified":
+        if vr in BINARY:
+            self._binary(ds, tag, vr, path, "K", rule)
+        elif vr in ("DA", "DT") and self.plan.dates_mode == "modified":
             self._shift(ds, tag, vr, path, "K", rule.text + " (date shifted: modified dates)")
         elif vr == "AS":
             self._age(ds, tag, path, rule)
@@ -391,6 +365,20 @@ class Walker:
         self.ctx.dates_moved = True
         self.record(path, tag, vr, "shifted", code, text, before, after)
 
+    def _binary(self, ds: Dataset, tag: int, vr: str, path: str, code: str, rule: Rule) -> None:
+        """K or C on a value that cannot be cleaned as text (OB, OW, OF..., UN of unknown kind):
+        removed, or a zero dummy where the file's IOD makes the attribute Type 1."""
+        before = self._value(ds, tag)
+        kind, iod = self.plan.attribute_type((*self.parents, int(tag)), self.ctx.sop_class)
+        if kind == 1:
+            ds[tag].value = b"\x00\x00"
+            self.record(path, tag, vr, "dummy", "D", f"{rule.text}; {BINARY_RULE}: Type 1 in {iod}, zero dummy",
+                        before, b"\x00\x00")
+            return
+        del ds[tag]
+        self.record(path, tag, vr, "removed", "X", f"{rule.text}; {BINARY_RULE}: removed ({code} keeps no binary value)",
+                    before, None)
+
     def _dummy(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
         if vr == "UI":
             self._uid(ds, tag, vr, path, rule.text)
@@ -401,26 +389,30 @@ class Walker:
             put_text(ds, tag, vr, self.ctx.patient_pseudonym)
             self.record(path, tag, vr, "pseudonymised", "D", rule.text, before, self.ctx.patient_pseudonym)
             return
-        if purpose and vr in _TEXT_VRS:
+        if is_empty(ds, tag):  # nothing to replace: a dummy would be a value shared by every file
+            if self.ctx.record_kept:
+                self.record(path, tag, vr, "kept", "D", f"{rule.text}; {EMPTY_RULE}", before, before)
+            return
+        if purpose and vr in TEXT_VRS:
             original = get_text(ds, tag).strip()
             if original:
-                max_len = _MAX_LEN.get(vr, 64)
+                max_len = MAX_LEN.get(vr, 64)
                 after = "\\".join(self.ctx.pz.identifier(purpose, v.strip(), max_len) for v in original.split("\\"))
                 put_text(ds, tag, vr, after)
                 self.record(path, tag, vr, "pseudonymised", "D", rule.text, before, after)
                 return
-        if vr in _NUMERIC or vr in _BINARY:
+        if vr in NUMERIC or vr in BINARY:
             elem = ds[tag]
-            elem.value = 0 if vr in _NUMERIC else b"\x00\x00"
+            elem.value = 0 if vr in NUMERIC else b"\x00\x00"
             self.record(path, tag, vr, "dummy", "D", rule.text, before, elem.value)
             return
-        after_text = _DUMMY.get(vr, "ANONYMIZED")
+        after_text = DUMMY.get(vr, "ANONYMIZED")
         put_text(ds, tag, vr, after_text)
         self.record(path, tag, vr, "dummy", "D", rule.text, before, after_text)
 
     def _uid(self, ds: Dataset, tag: int, vr: str, path: str, text: str, creator: str | None = None) -> None:
         before = get_text(ds, tag)
-        if vr in _BINARY:
+        if vr in BINARY:
             new = self.ctx.pz.uid(before.strip(" \x00"))
             data = new.encode("ascii")
             ds[tag].value = data + b"\x00" * (len(data) % 2)
@@ -430,7 +422,7 @@ class Walker:
             put_text(ds, tag, vr, after)
         else:
             after = self.ctx.pz.uid(before.strip())
-            put_text(ds, tag, vr, after[:_MAX_LEN.get(vr, 64)])
+            put_text(ds, tag, vr, after[:MAX_LEN.get(vr, 64)])
         self.record(path, tag, vr, "uid", "U", text, before, after, creator)
 
     def _clean(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
@@ -449,12 +441,10 @@ class Walker:
         if vr == "UI":
             self._uid(ds, tag, vr, path, rule.text)
             return
-        if vr == "UN":  # value of unknown kind: it cannot be cleaned, so it is not kept
-            before = self._value(ds, tag)
-            del ds[tag]
-            self.record(path, tag, vr, "removed", "X", rule.text + " (VR unknown: cannot clean, removed)", before, None)
+        if vr in BINARY:
+            self._binary(ds, tag, vr, path, "C", rule)
             return
-        if vr in _TEXT_VRS and self.ctx.tokens is not None:
+        if vr in TEXT_VRS and self.ctx.tokens is not None:
             before = get_text(ds, tag)
             after = clean_multi(before, self.ctx.tokens)
             if after != before:
@@ -480,7 +470,7 @@ class Walker:
                 elem_no = t & 0xFFFF
                 if 0x10 <= elem_no <= 0xFF:
                     continue
-                vr = _vr_of(ds, t)
+                vr = vr_of(ds, t)
                 block = elem_no >> 8
                 creator = creators.get(block) if block >= 0x10 else None
                 path = f"{prefix}({group:04X},{elem_no:04X})"
@@ -518,7 +508,7 @@ class Walker:
                 before = get_text(ds, tag).strip(" \x00")
                 if before:
                     after = dates.shift_loose(before, self.ctx.date_offset)
-                    if vr in _BINARY:
+                    if vr in BINARY:
                         data = after.encode("ascii")
                         ds[tag].value = data + b" " * (len(data) % 2)
                     else:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from sfr_gateway.deid.private import PrivatePolicy
+from sfr_gateway.deid.tables import IodTypes
 
 _CURVE = "(50xx,xxxx)"
 _OVERLAY_DATA = "(60xx,3000)"
@@ -58,8 +59,9 @@ class Plan:
     pseudonyms: dict[int, str]
     phi_words: tuple[int, ...]
     phi_phrases: tuple[int, ...]
-    iod_types: dict[str, dict[int, int]]
-    _resolved: dict[tuple[int, str, str], str] = field(default_factory=dict, repr=False)
+    iod_types: dict[str, IodTypes]
+    graphics: dict[int, Rule] = field(default_factory=dict)
+    _resolved: dict[tuple[tuple[int, ...], str, Rule], tuple[str, Rule]] = field(default_factory=dict, repr=False)
 
     def rule_for(self, tag: int) -> Rule | None:
         """The rule of a public tag (including curve and overlay patterns), or ``None``."""
@@ -76,19 +78,31 @@ class Plan:
                 return self.patterns.get(_OVERLAY_COMMENTS)
         return None
 
-    def resolve(self, code: str, tag: int, sop_class: str) -> str:
-        """Resolve a combined code (Z/D, X/Z, X/D, X/Z/D, X/Z/U*) by the attribute's IOD Type.
+    def graphics_rule(self, group: int) -> Rule:
+        """The rule for every element of curve group 50xx or overlay group 60xx (``group``)."""
+        return self.graphics[group & 0xFF00]
 
-        Type 1 -> D (U for X/Z/U*), Type 2 -> Z, Type 3 or unknown -> the first code.
+    def attribute_type(self, path: tuple[int, ...], sop_class: str) -> tuple[int, str]:
+        """(Type, IOD name) of the attribute at ``path`` (tags from the top level) in the IOD of
+        ``sop_class``: 1 (1C), 2 (2C) or 3; 3 when the IOD does not list it. A SOP class without
+        a table of its own uses the strongest Type of the path in any admitted image IOD."""
+        iod = self.iod_types.get(sop_class) or self.iod_types[""]
+        return iod.types.get(path, 3), iod.iod
+
+    def resolve(self, rule: Rule, path: tuple[int, ...], sop_class: str) -> tuple[str, Rule]:
+        """Resolve a combined code (Z/D, X/Z, X/D, X/Z/D, X/Z/U*) by the attribute's IOD Type;
+        return the code and the rule, whose text then also names the IOD Type resolution.
+
+        Type 1 -> D (U for X/Z/U*), Type 2 -> Z, Type 3 or unlisted -> the first code.
         """
+        code = rule.code
         if "/" not in code:
-            return code
-        key = (tag, sop_class, code)
+            return code, rule
+        key = (path, sop_class, rule)
         hit = self._resolved.get(key)
         if hit is not None:
             return hit
-        types = self.iod_types.get(sop_class, {})
-        kind = types.get(tag) or self.iod_types.get("common", {}).get(tag) or 3
+        kind, iod = self.attribute_type(path, sop_class)
         parts = code.split("/")
         if kind == 1:
             want = "U" if "U*" in parts else "D"
@@ -98,8 +112,10 @@ class Plan:
             want = parts[0]
         if want not in [p.rstrip("*") for p in parts]:
             want = parts[0] if kind == 3 else parts[-1].rstrip("*")
-        self._resolved[key] = want
-        return want
+        listed = f"Type {kind}" if path in (self.iod_types.get(sop_class) or self.iod_types[""]).types else "not listed"
+        why = f"IOD Type resolution: {listed} in {iod} -> {want}"
+        out = self._resolved[key] = (want, Rule(rule.code, rule.source, f"{rule.text}; {why}", rule.name))
+        return out
 
     @property
     def clean_pixel_data(self) -> bool:

@@ -19,8 +19,9 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.uid import UID_dictionary
 
 from sfr_gateway.deid import tables
-from sfr_gateway.deid.plan import BurnRule, Mask, Plan, Rule
+from sfr_gateway.deid.plan import _CURVE, _OVERLAY_COMMENTS, _OVERLAY_DATA, BurnRule, Mask, Plan, Rule
 from sfr_gateway.deid.private import PrivatePolicy
+from sfr_gateway.deid.rules import GRAPHICS_BASIC, GRAPHICS_REMOVED
 from sfr_gateway.errors import ProfileError
 
 DEFAULT_PROFILE = "sfr-covid"
@@ -194,6 +195,23 @@ def _resolve_row(row: tables.TableRow, opts: tuple[str, ...], option_info: dict[
     return Rule(code, names, f"PS3.15 E.1-1 {row.name}: {names} {code}", row.name)
 
 
+def _graphics(patterns: dict[str, Rule]) -> dict[int, Rule]:
+    """Curve and overlay groups are acted on whole (``patterns`` is updated to say so): an
+    Overlay Data or Curve Data code that does not keep the data removes the whole group, since
+    a group without its data breaks the Overlay Plane module and Clean Graphics has no way to
+    check bit planes or curves for text."""
+    out: dict[int, Rule] = {}
+    for group, pattern, kind in ((0x5000, _CURVE, "curve (50xx)"), (0x6000, _OVERLAY_DATA, "overlay (60xx)")):
+        rule = patterns[pattern]
+        if rule.code != "K":
+            words = (GRAPHICS_REMOVED if rule.code == "C" else GRAPHICS_BASIC).format(kind=kind)
+            rule = Rule("X", rule.source, f"{rule.text}; {words}", rule.name)
+        out[group] = patterns[pattern] = rule
+    patterns[_OVERLAY_COMMENTS] = Rule(out[0x6000].code, patterns[_OVERLAY_COMMENTS].source, out[0x6000].text,
+                                       patterns[_OVERLAY_COMMENTS].name)
+    return out
+
+
 @lru_cache(maxsize=32)
 def compile_plan(profile: Profile) -> Plan:
     """Compile ``profile`` with Table E.1-1 into a per-tag :class:`Plan` (cached)."""
@@ -296,4 +314,5 @@ def compile_plan(profile: Profile) -> Plan:
         phi_words=phi_words,
         phi_phrases=phi_phrases,
         iod_types=tables.iod_types(),
+        graphics=_graphics(patterns),
     )

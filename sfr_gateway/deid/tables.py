@@ -114,12 +114,35 @@ def options() -> dict[str, dict[str, Any]]:
     return {k: v for k, v in _load_json("options.json").items() if not k.startswith("_")}
 
 
+_FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)  # Shared, Per-frame Functional Groups Sequence
+
+
+@dataclass(frozen=True)
+class IodTypes:
+    """Attribute Types of one IOD: tag path (top level first) -> 1, 2 or 3 (1C/2C count as 1/2)."""
+
+    iod: str
+    types: dict[tuple[int, ...], int]
+
+
 @lru_cache(maxsize=1)
-def iod_types() -> dict[str, dict[int, int]]:
-    """SOP Class UID (or ``common``) -> {tag: Type} for combined-code rows."""
-    out: dict[str, dict[int, int]] = {}
-    for key, mapping in _load_json("iod-types.json").items():
-        if key.startswith("_"):
-            continue
-        out[key] = {parse_tag(t) or 0: int(v) for t, v in mapping.items()}
+def iod_types() -> dict[str, IodTypes]:
+    """SOP Class UID -> :class:`IodTypes` for the image IODs the profiles admit (PS3.3).
+
+    A functional-group macro path (``fg:`` in the file) is listed under both the Shared and
+    the Per-frame Functional Groups Sequence. The key ``""`` holds, for any other SOP class,
+    the strongest Type each path has in any of these IODs."""
+    out: dict[str, IodTypes] = {}
+    strongest: dict[tuple[int, ...], int] = {}
+    for uid, entry in _load_json("iod-types.json")["sop_classes"].items():
+        types: dict[tuple[int, ...], int] = {}
+        for text, kind in entry["types"].items():
+            macro = text.startswith("fg:")
+            path = tuple(parse_tag(t) or 0 for t in text.removeprefix("fg:").split("/"))
+            value = int(kind[0])
+            for full in ((fg, *path) for fg in _FUNCTIONAL_GROUPS) if macro else (path,):
+                types[full] = min(value, types.get(full, 3))
+                strongest[full] = min(value, strongest.get(full, 3))
+        out[uid] = IodTypes(entry["iod"], types)
+    out[""] = IodTypes("any admitted image IOD", strongest)
     return out
