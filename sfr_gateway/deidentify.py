@@ -1,7 +1,10 @@
 """The hands-on batch: de-identify whatever files it is given, in worker processes.
 
 Outputs go to ``OUT/<patient pseudonym>/<study uid>/<series uid>/<sop uid>.dcm`` (temp file +
-rename, mode 0600; ``durable=True`` adds fsyncs); refused files are recorded as
+rename, mode 0600; ``durable=True`` adds fsyncs). An output is never overwritten: inputs that
+share a SOP Instance UID are compared (``deid.sameness``), a copy of one instance (byte-identical,
+or the same dataset in another transfer syntax) is released once and counted as a duplicate, a
+conflicting one is quarantined naming the other path. Refused files are recorded as
 ``HOME/quarantine/<id>.json`` with their reason (a copy
 of the source only when ``quarantine.keep_copies`` is set). Inputs are only ever read.
 Selection and the consent gate are not applied here: that is the cron pipeline's job.
@@ -9,6 +12,7 @@ Selection and the consent gate are not applied here: that is the cron pipeline's
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -30,6 +34,7 @@ from sfr_gateway.deid.files import DeidResult, copy_pixels, deidentify_file, ser
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.profile import compile_plan, load_profile
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
+from sfr_gateway.deid.sameness import compare_files
 from sfr_gateway.errors import DicomError, GatewayError, InputError
 from sfr_gateway.faults import checkpoint
 from sfr_gateway.fsutil import atomic_write_bytes, fsync_dir
@@ -66,7 +71,10 @@ class RunSummary:
     profile: str
     options: tuple[str, ...]
     seen: int = 0
-    released: int = 0
+    released: int = 0  # inputs whose de-identified output is in OUT (written now or by an earlier run)
+    written: int = 0  # output files this run wrote
+    duplicates: int = 0  # inputs whose instance another input of this run already released
+    duplicate_of: list[tuple[str, str]] = field(default_factory=list)  # (input, the input released)
     quarantined: Counter[str] = field(default_factory=Counter)
     patients: set[str] = field(default_factory=set)
     studies: set[str] = field(default_factory=set)
@@ -81,7 +89,8 @@ class RunSummary:
         """JSON-ready summary."""
         return {
             "profile": self.profile, "options": list(self.options), "output": self.output,
-            "seen": self.seen, "released": self.released, "masked": self.masked,
+            "seen": self.seen, "released": self.released, "written": self.written, "duplicates": self.duplicates,
+            "duplicate_of": [{"source": a, "released_as": b} for a, b in self.duplicate_of], "masked": self.masked,
             "quarantined": sum(self.quarantined.values()), "quarantined_by_reason": dict(sorted(self.quarantined.items())),
             "patients": len(self.patients), "studies": len(self.studies), "series": len(self.series),
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "seconds": round(self.seconds, 3),
@@ -135,8 +144,9 @@ def quarantine_id(path: Path) -> str:
 _MADE_DIRS: set[Path] = set()
 
 
-def _write(path: Path, result: DeidResult, durable: bool) -> int:
-    """Write the output into a temp file beside ``path``, then rename it (fsync if durable).
+def _write(path: Path, result: DeidResult, durable: bool) -> tuple[int, str]:
+    """Write the output into a new temp file beside ``path`` (fsync if durable); return its
+    size and name. :func:`_commit` then puts it in place (or not: see the module docstring).
 
     A header-only result gets its header written and the source's pixel bytes copied in the
     kernel; otherwise the dataset is serialised straight into the file."""
@@ -161,14 +171,37 @@ def _write(path: Path, result: DeidResult, durable: bool) -> int:
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return size, tmp
+
+
+_NO_LINKS = (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV, errno.EMLINK, errno.EACCES)
+
+
+def _commit(tmp: str, path: Path, durable: bool) -> bool:
+    """Give the finished temp file its name unless an output already has it (then the temp file
+    stays for the caller to compare and delete); True when it was put in place.
+
+    A hard link is the atomic "create unless it exists"; where the filesystem has none, an
+    existence check and a rename (one committer per run: the parent process)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(path):
+            return False
+        os.replace(tmp, path)
+    else:
+        os.unlink(tmp)
     if durable:
         fsync_dir(path.parent)
-    return size
+    return True
 
 
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -205,9 +238,9 @@ def _process(path: Path) -> tuple[str, Any]:
                                  pixels_in_place=True)
         size = result.pixels.size if result.pixels is not None else path.stat().st_size
         checkpoint("mid-deidentify")
-        written = _write(spec.output / result.relpath(), result, spec.durable)
+        written, tmp = _write(spec.output / result.relpath(), result, spec.durable)
         return "ok", (size, written, result.patient_pseudonym, result.study_uid, result.series_uid,
-                      bool(result.mask))
+                      bool(result.mask), str(result.relpath()), tmp)
     except DicomError as exc:
         return "refused", (exc.reason, exc.detail)
     except PermissionError:
@@ -220,10 +253,12 @@ def _process(path: Path) -> tuple[str, Any]:
         return "refused", ("unparsable", "nesting too deep")
 
 
-def _quarantine(spec: RunSpec, path: Path, reason: str, detail: str) -> None:
+def _quarantine(spec: RunSpec, path: Path, reason: str, detail: str, other: str | None = None) -> None:
     qid = quarantine_id(path)
     record: dict[str, str | None] = {"id": qid, "source": os.fsdecode(path), "reason": reason, "detail": detail,
               "profile": spec.profile, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if other is not None:
+        record["other"] = other
     if spec.keep_copies:
         try:
             atomic_write_bytes(spec.quarantine / f"{qid}.dcm", path.read_bytes(), mode=0o600)
@@ -249,33 +284,70 @@ def _outside(inputs: Iterable[tuple[Path, bool]], out_root: Path) -> list[Path]:
 
 
 def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
-        progress: Callable[[int], None] | None = None) -> RunSummary:
+        progress: Callable[[int], None] | None = None,
+        on_file: Callable[[Path, str, dict[str, str]], None] | None = None) -> RunSummary:
     """De-identify every file under ``sources`` into ``spec.output``; return the summary.
 
     The profile is validated before any file is read (ProfileError). Refused files never
     stop the run. ``workers > 1`` uses that many processes, each compiling the plan once.
+    ``on_file(path, status, info)`` hears what became of each input, in input order: status
+    ``released`` (info ``output``: its path under OUT), ``duplicate`` (``output``, ``same_as``:
+    the input released) or ``quarantined`` (``reason``, ``detail``, and ``other`` for a conflict).
     """
     spec.plan()  # fail fast on a bad profile, before reading anything
     paths = _outside(_walk_inputs(sources), spec.output.resolve())
     summary = RunSummary(profile=spec.profile, options=spec.options, output=str(spec.output))
     started = time.perf_counter()
+    owners: dict[str, Path] = {}  # output path -> the input of this run it is the output of
+
+    def refuse(path: Path, reason: str, detail: str, other: str | None = None) -> None:
+        summary.quarantined[reason] += 1
+        _quarantine(spec, path, reason, detail, other)
+        log.info("quarantined %s: %s", path, reason)
+        if on_file:
+            on_file(path, "quarantined", {"reason": reason, "detail": detail, **({"other": other} if other else {})})
 
     def consume(path: Path, status: str, payload: Any) -> None:
         summary.seen += 1
         if status == "ok":
-            size, out_size, patient, study, series, masked = payload
-            summary.released += 1
+            size, out_size, patient, study, series, masked, rel, tmp = payload
+            owner = owners.get(rel)
+            if owner is None and _commit(tmp, spec.output / rel, spec.durable):
+                summary.written += 1
+                summary.bytes_out += out_size
+                fate = "released"
+            else:  # an output with this SOP Instance UID exists: never overwritten
+                try:
+                    same = compare_files(tmp, spec.output / rel)
+                finally:
+                    os.unlink(tmp)
+                if not same.same:
+                    other = os.fsdecode(owner) if owner is not None else os.fsdecode(spec.output / rel)
+                    whose = f"input {other}" if owner is not None else f"the existing output {other}"
+                    refuse(path, "duplicate-sop-instance",
+                           f"SOP Instance UID shared with {whose}, not the same instance "
+                           f"({same.verdict}: {same.detail}); nothing was overwritten", other)
+                    if progress:
+                        progress(summary.seen)
+                    return
+                fate = "released" if owner is None else "duplicate"
             summary.bytes_in += size
-            summary.bytes_out += out_size
-            summary.patients.add(patient)
-            summary.studies.add(study)
-            summary.series.add(series)
-            summary.masked += int(masked)
+            if fate == "duplicate":
+                summary.duplicates += 1
+                summary.duplicate_of.append((os.fsdecode(path), os.fsdecode(owners[rel])))
+                log.info("duplicate %s: same instance as %s", path, owners[rel])
+            else:
+                owners[rel] = path
+                summary.released += 1
+                summary.patients.add(patient)
+                summary.studies.add(study)
+                summary.series.add(series)
+                summary.masked += int(masked)
+            if on_file:
+                info = {"output": rel} if fate == "released" else {"output": rel, "same_as": os.fsdecode(owners[rel])}
+                on_file(path, fate, info)
         else:
-            reason, detail = payload
-            summary.quarantined[reason] += 1
-            _quarantine(spec, path, reason, detail)
-            log.info("quarantined %s: %s", path, reason)
+            refuse(path, *payload)
         if progress:
             progress(summary.seen)
 

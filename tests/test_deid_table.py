@@ -158,7 +158,7 @@ def check_row(row: tables.TableRow, code: str, vr: str, before: object, out: Dat
 def test_every_row_of_table_e1_1(option: str, column: str | None) -> None:
     options = () if option == "basic" else (option,)
     plan = plan_for("basic", *options)
-    phi = set(plan.phi_words) | set(plan.phi_phrases)
+    phi = set(plan.phi_words) | set(plan.phi_phrases) | set(plan.phi_places) | set(plan.phi_numbers)
     ds, planted = build_dataset(phi)
     result = deidentify_file(to_bytes(ds), plan, KEYS_A)
     out = reread(result.data)
@@ -199,7 +199,7 @@ def test_every_row_of_table_e1_1(option: str, column: str | None) -> None:
 def test_pattern_rows_curves_overlays_private(option: str, column: str | None) -> None:
     options = () if option == "basic" else (option,)
     plan = plan_for("basic", *options)
-    ds, _ = build_dataset(set(plan.phi_words) | set(plan.phi_phrases))
+    ds, _ = build_dataset(set(plan.phi_words) | set(plan.phi_phrases) | set(plan.phi_places) | set(plan.phi_numbers))
     out = reread(deidentify_file(to_bytes(ds), plan, KEYS_A).data)
     patterns = {r.tag_text: r for r in tables.table_e1_1() if r.is_pattern}
     for text, tag in (("(50xx,xxxx)", 0x50003000), ("(60xx,3000)", 0x60003000), ("(60xx,4000)", 0x60004000)):

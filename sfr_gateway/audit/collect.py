@@ -25,6 +25,7 @@ from sfr_gateway.deid.engine import Change
 from sfr_gateway.deid.files import DeidResult, deidentify_file
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
+from sfr_gateway.deid.sameness import compare_files
 from sfr_gateway.deidentify import iter_inputs
 from sfr_gateway.errors import DicomError
 
@@ -237,6 +238,7 @@ def iter_audits(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, settin
     paths = list(iter_inputs(sources))  # paths only (a stat walk), so progress knows the total
     total = len(paths)
     done = 0
+    released: dict[str, str] = {}  # keyed SOP Instance UID -> the file released with it
     if workers <= 1:
         _init_worker(plan, keys, settings)
         results: Iterator[InstanceAudit] = (_work(p) for p in paths)
@@ -246,7 +248,7 @@ def iter_audits(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, settin
                 done += 1
                 if progress:
                     progress(done, total)
-                yield audit
+                yield _deduplicated(audit, released)
         return
     ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(plan, keys, settings)) as pool:
@@ -254,4 +256,27 @@ def iter_audits(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, settin
             done += 1
             if progress:
                 progress(done, total)
-            yield audit
+            yield _deduplicated(audit, released)
+
+
+def _deduplicated(audit: InstanceAudit, released: dict[str, str]) -> InstanceAudit:
+    """As ``deidentify`` decides for inputs sharing a SOP Instance UID: the first is released, a
+    copy of the same instance is a ``duplicate`` (released once), another instance is quarantined
+    naming the other file (rule: duplicate SOP Instance UID, ``deid.sameness``)."""
+    if audit.status != "released" or not audit.instance:
+        return audit
+    first = released.setdefault(audit.instance, audit.file)
+    if first == audit.file:
+        return audit
+    same = compare_files(first, audit.file)
+    if same.same:
+        audit.status = "duplicate"
+        audit.flags.append(Flag("duplicate-sop-instance", "SOPInstanceUID",
+                                f"duplicate SOP Instance UID: the same instance as {first} ({same.verdict}), released once"))
+        return audit
+    audit.status = "quarantined"
+    audit.quarantine = {"reason": "duplicate-sop-instance", "other": first,
+                        "detail": f"duplicate SOP Instance UID shared with input {first}, not the same instance "
+                                  f"({same.verdict}: {same.detail})"}
+    audit.attributes = []
+    return audit

@@ -77,6 +77,7 @@ class Summary:
     flag_groups: Counter[tuple[str, str, str, str, str]] = field(default_factory=Counter)
     files: int = 0
     released: int = 0
+    duplicates: int = 0
     attributes: int = 0
     actions: Counter[str] = field(default_factory=Counter)
 
@@ -94,6 +95,9 @@ class Summary:
         for flag in inst.flags:
             stats.flags[flag.kind] += 1
             self.flag_groups[(inst.series, flag.kind, _ITEM.sub("[*]", flag.path), flag.detail, inst.patient)] += 1
+        if inst.status == "duplicate":  # released once, as its first copy
+            self.duplicates += 1
+            return
         if inst.status == "quarantined":
             assert inst.quarantine is not None  # noqa: S101 - a type narrowing: quarantined records carry one
             stats.quarantined += 1
@@ -155,7 +159,8 @@ class Summary:
     def totals(self) -> dict[str, Any]:
         """Whole-run totals."""
         reasons = Counter(q["reason"] for q in self.quarantined)
-        return {"files": self.files, "released": self.released, "quarantined": len(self.quarantined),
+        return {"files": self.files, "released": self.released, "duplicates": self.duplicates,
+                "quarantined": len(self.quarantined),
                 "quarantined_by_reason": dict(sorted(reasons.items())),
                 "patients": len({k[0] for k in self.series if k[0]}),
                 "studies": len({k[:2] for k in self.series if k[1]}), "series": len(self.series),

@@ -55,8 +55,8 @@ def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, prof
     data["quarantine"] = str(config.home.quarantine)
     with open_ledger(config.home.state_db) as ledger:  # the audit trail: counts only, no values
         ledger.record_event("deidentify", "deidentify", "ok" if not data["quarantined"] else "partial",
-                            {k: data[k] for k in ("profile", "options", "seen", "released", "quarantined",
-                                                  "quarantined_by_reason", "output")})
+                            {k: data[k] for k in ("profile", "options", "seen", "released", "written", "duplicates",
+                                                  "quarantined", "quarantined_by_reason", "output")})
     if as_json:
         echo_json(data)
         return
@@ -67,7 +67,8 @@ def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, prof
     rate = data["seen"] / data["seconds"] if data["seconds"] else 0.0
     console.print(f"De-identified {data['released']} of {data['seen']} files with profile {data['profile']} "
                   f"({data['patients']} patients, {data['studies']} studies, {data['series']} series; "
-                  f"{rate:.0f} files/s) into {data['output']}")
+                  f"{rate:.0f} files/s) into {data['output']}: {data['written']} files written"
+                  + (f", {data['duplicates']} duplicates of a released instance" if data["duplicates"] else ""))
     if data["quarantined"]:
         table = Table(title=f"Quarantined ({data['quarantine']})")
         table.add_column("reason")
@@ -117,6 +118,12 @@ def show(gw: GatewayContext, name: str | None, options: tuple[str, ...], fmt: st
     for row in info["attributes"]:
         table.add_row(row["tag"], row["keyword"] or row["name"], row["action"], row["rule"])
     console.print(table)
+    rules = Table(title="Engine rules (where the table leaves a choice)", show_lines=False)
+    rules.add_column("rule", overflow="fold")
+    rules.add_column("what it does", overflow="fold")
+    for rule in info["engine_rules"]:
+        rules.add_row(rule["rule"], rule["what"])
+    console.print(rules)
 
 
 COMMANDS = [deidentify, profile]

@@ -7,7 +7,9 @@ from typing import Any
 from pydicom.datadict import keyword_for_tag
 
 from sfr_gateway.deid import tables
-from sfr_gateway.deid.plan import Plan
+from sfr_gateway.deid.plan import Plan, Rule
+from sfr_gateway.deid.rules import BINARY_RULE, EMPTY_RULE, ENGINE_RULES
+from sfr_gateway.deid.values import BINARY, dictionary_vr
 
 ACTION_WORDS = {
     "X": "remove", "Z": "empty", "D": "dummy / keyed value", "K": "keep", "C": "clean",
@@ -15,6 +17,24 @@ ACTION_WORDS = {
     "X/D": "remove or dummy (IOD Type)", "X/Z/D": "remove, empty or dummy (IOD Type)",
     "X/Z/U*": "remove, empty or remap contained UIDs (IOD Type)",
 }
+
+
+def _engine_words(plan: Plan, tag: int | None, code: str) -> str:
+    """What the engine's own rules (``deid.rules``) add to a row: the IOD Type resolution of a
+    combined code in each admitted SOP class, and the binary-value rule for C or K."""
+    if tag is None:
+        return ""
+    if "/" in code:
+        by_code: dict[str, list[str]] = {}
+        for sop in sorted(plan.sop_allow):
+            resolved, _ = plan.resolve(Rule(code, "", "", ""), (tag,), sop)
+            by_code.setdefault(resolved, []).append(plan.attribute_type((tag,), sop)[1])
+        return "; IOD Type resolution: " + "; ".join(f"{c} in {', '.join(iods)}" for c, iods in sorted(by_code.items()))
+    if code in ("C", "K") and dictionary_vr(tag) in BINARY:
+        return f"; {BINARY_RULE}: removed (a zero dummy where Type 1)"
+    if code == "D":
+        return f"; {EMPTY_RULE}"
+    return ""
 
 
 def describe(plan: Plan) -> dict[str, Any]:
@@ -36,7 +56,7 @@ def describe(plan: Plan) -> dict[str, Any]:
         if row.tag_text.startswith("(gggg") and plan.private.retain_safe:
             code = "C"
         rows.append({"tag": row.tag_text, "keyword": keyword, "name": row.name, "action": code,
-                     "meaning": ACTION_WORDS.get(code, code), "rule": rule.text})
+                     "meaning": ACTION_WORDS.get(code, code), "rule": rule.text + _engine_words(plan, row.tag, code)})
     for tag, rule in sorted(plan.rules.items()):
         if tag not in seen:
             rows.append({"tag": f"({tag >> 16:04X},{tag & 0xFFFF:04X})", "keyword": keyword_for_tag(tag) or "",
@@ -59,6 +79,7 @@ def describe(plan: Plan) -> dict[str, Any]:
         "burned_in_rules": [r.reason for r in plan.burned_in],
         "masks": [m.name for m in plan.masks],
         "attributes": rows,
+        "engine_rules": [{"rule": name, "what": what} for name, what in ENGINE_RULES],
     }
 
 
@@ -72,4 +93,6 @@ def to_markdown(info: dict[str, Any]) -> str:
     ]
     for r in info["attributes"]:
         lines.append(f"| {r['tag']} | {r['keyword']} | {r['name']} | {r['action']} | {r['rule']} |")
+    lines += ["", "## Engine rules", "", "| rule | what it does |", "|---|---|"]
+    lines += [f"| {r['rule']} | {r['what']} |" for r in info["engine_rules"]]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from sfr_gateway.deid import dates
 from sfr_gateway.deid.plan import Plan, Rule
 from sfr_gateway.deid.private import PrivateDecision
 from sfr_gateway.deid.pseudonym import Pseudonymizer
-from sfr_gateway.deid.rules import BINARY_RULE, EMPTY_RULE, UN_READ
+from sfr_gateway.deid.rules import BINARY_RULE, EMPTY_RULE, TEXT_CLEAN, UN_READ
 from sfr_gateway.deid.text import FrozenTokens, clean_multi
 from sfr_gateway.deid.values import (
     BINARY,
@@ -449,7 +449,7 @@ class Walker:
             after = clean_multi(before, self.ctx.tokens)
             if after != before:
                 put_text(ds, tag, vr, after)
-                self.record(path, tag, vr, "cleaned", "C", rule.text, before, after)
+                self.record(path, tag, vr, "cleaned", "C", f"{rule.text}; {TEXT_CLEAN}", before, after)
                 return
         if self.ctx.record_kept:
             self.record(path, tag, vr, "kept", "C", rule.text + " (nothing to clean)", self._value(ds, tag), self._value(ds, tag))

@@ -32,7 +32,6 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
-from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, UID_dictionary
 
@@ -43,7 +42,8 @@ from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from sfr_gateway.deid.rawread import pixel_element, read_lean
 from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
-from sfr_gateway.deid.text import FrozenTokens, PhiTokens
+from sfr_gateway.deid.tokens import check_decoded
+from sfr_gateway.deid.tokens import collect as collect_tokens
 from sfr_gateway.errors import DicomError
 from sfr_gateway.faults import raise_at
 
@@ -302,45 +302,6 @@ def _check_pixels(ds: Dataset, ts: str, length: int | None = None) -> None:
         raise DicomError("truncated", "Pixel Data shorter than Rows x Columns x frames")
 
 
-_TOKEN_CACHE: dict[tuple[Any, ...], FrozenTokens] = {}
-
-
-def _tokens(ds: Dataset, plan: Plan) -> FrozenTokens:
-    """This patient's PHI tokens; cached per distinct raw source values (slices share them)."""
-    tags = (*plan.phi_words, *plan.phi_phrases)
-    store = ds._dict  # pydicom 3 internal: stored elements, unconverted
-    charset = store.get(0x00080005)  # type: ignore[call-overload]
-    key = (str(getattr(charset, "value", "")), *(getattr(store.get(t), "value", None) for t in tags))  # type: ignore[call-overload]
-    if all(isinstance(k, (bytes, type(None))) for k in key[1:]):
-        hit = _TOKEN_CACHE.get(key)
-        if hit is not None:
-            return hit
-    else:
-        key = ()
-    tokens = PhiTokens()
-    # Decoding happens here, once per distinct raw value (later slices hit the cache): a value
-    # that does not decode must be refused now, deterministically, or a cache hit would skip the
-    # check and its tokens (with replacement characters) would not match the free text.
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for group, split in ((plan.phi_words, True), (plan.phi_phrases, False)):
-            for tag in group:
-                if tag not in ds:
-                    continue
-                value = ds[tag].value
-                values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
-                for v in values:
-                    if v is not None and not isinstance(v, (bytes, Dataset)):
-                        tokens.add_value(str(v).replace("^", " ").replace("=", " "), split_words=split)
-    _check_decoded(caught)
-    frozen = tokens.freeze()
-    if key:
-        if len(_TOKEN_CACHE) > 4096:
-            _TOKEN_CACHE.clear()
-        _TOKEN_CACHE[key] = frozen
-    return frozen
-
-
 def _raw(tag: int, vr: str, data: bytes, implicit: bool, little: bool) -> RawDataElement:
     return RawDataElement(BaseTag(tag), vr, len(data), data, 0, implicit, little, True, False)
 
@@ -422,7 +383,7 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
     ctx = Context(
         plan=plan, pz=pz, sop_class=sop_class, patient_key=pkey,
         patient_pseudonym=pz.patient(pkey), date_offset=pz.date_offset(pkey),
-        tokens=_tokens(ds, plan), record_kept=record_kept,
+        tokens=collect_tokens(ds, plan), record_kept=record_kept,
         keep_values=keep_values, record_changes=record,
     )
     if mask is not None:
@@ -502,17 +463,6 @@ def _in_dictionary(tag: int) -> bool:
     return True
 
 
-_CHARSET_HINTS = ("unknown encoding", "failed to decode")
-
-
-def _check_decoded(caught: list[warnings.WarningMessage]) -> None:
-    """Refuse a file whose text did not decode with its declared Specific Character Set: PHI
-    tokens then no longer match the free text they should clean (found by the fault campaign)."""
-    for w in caught:
-        if any(h in str(w.message).lower() for h in _CHARSET_HINTS):
-            raise DicomError("charset", "text does not decode with the declared Specific Character Set")
-
-
 def serialise(ds: Dataset, fp: BinaryIO | None = None) -> bytes:
     """Write ``ds`` (with its file meta and encoding) to ``fp``, or to bytes when ``fp`` is None.
 
@@ -575,7 +525,7 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
         except pydicom.errors.BytesLengthException:  # a numeric value whose length does not fit its VR
             raise DicomError("unparsable", "BytesLengthException") from None
     _check_vrs(ds, plan)
-    _check_decoded(caught)
+    check_decoded(caught)
     if ref is not None:
         if can_write_fast(ds):
             return dataclasses.replace(result, head=serialise(ds) + element, pixels=ref)

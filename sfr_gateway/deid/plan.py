@@ -59,6 +59,9 @@ class Plan:
     pseudonyms: dict[int, str]
     phi_words: tuple[int, ...]
     phi_phrases: tuple[int, ...]
+    phi_places: tuple[int, ...]
+    phi_numbers: tuple[int, ...]
+    phi_stopwords: frozenset[str]
     iod_types: dict[str, IodTypes]
     graphics: dict[int, Rule] = field(default_factory=dict)
     _resolved: dict[tuple[tuple[int, ...], str, Rule], tuple[str, Rule]] = field(default_factory=dict, repr=False)

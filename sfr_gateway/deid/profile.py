@@ -22,6 +22,7 @@ from sfr_gateway.deid import tables
 from sfr_gateway.deid.plan import _CURVE, _OVERLAY_COMMENTS, _OVERLAY_DATA, BurnRule, Mask, Plan, Rule
 from sfr_gateway.deid.private import PrivatePolicy
 from sfr_gateway.deid.rules import GRAPHICS_BASIC, GRAPHICS_REMOVED
+from sfr_gateway.deid.text import normalize
 from sfr_gateway.errors import ProfileError
 
 DEFAULT_PROFILE = "sfr-covid"
@@ -278,6 +279,13 @@ def compile_plan(profile: Profile) -> Plan:
     phi = data.get("phi_tokens", {})
     phi_words = tuple(_tag_of({"keyword": k}, f"profile {pname!r} [phi_tokens]") for k in phi.get("words", []))
     phi_phrases = tuple(_tag_of({"keyword": k}, f"profile {pname!r} [phi_tokens]") for k in phi.get("phrases", []))
+    phi_places = tuple(_tag_of({"keyword": k}, f"profile {pname!r} [phi_tokens]") for k in phi.get("places", []))
+    phi_numbers = tuple(_tag_of({"keyword": k}, f"profile {pname!r} [phi_tokens]") for k in phi.get("numbers", []))
+    unknown_phi = set(phi) - {"words", "phrases", "places", "numbers", "stopwords"}
+    if unknown_phi:
+        raise ProfileError(f"profile {pname!r} [phi_tokens]: unknown key(s) {sorted(unknown_phi)}; "
+                           "use words, phrases, places, numbers, stopwords")
+    stopwords = frozenset(normalize(str(w)) for w in phi.get("stopwords", []))
     offset = data.get("dates", {}).get("offset_days", [-1095, -1])
     if not (isinstance(offset, list) and len(offset) == 2 and all(isinstance(x, int) for x in offset)
             and offset[0] <= offset[1] and 0 not in range(offset[0], offset[1] + 1)):
@@ -313,6 +321,9 @@ def compile_plan(profile: Profile) -> Plan:
         pseudonyms=pseudonyms,
         phi_words=phi_words,
         phi_phrases=phi_phrases,
+        phi_places=phi_places,
+        phi_numbers=phi_numbers,
+        phi_stopwords=stopwords,
         iod_types=tables.iod_types(),
         graphics=_graphics(patterns),
     )

@@ -1,0 +1,31 @@
+"""The acceptance check of issue 15, as a test: ``benchmarks/conformance.py`` on pydicom's test
+files, its charset files and pydicom-data's files, with ``basic`` and the default profile: every
+input accounted for exactly once, no crash, no new dciodvfy error in any output."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from sfr_gateway.deid.profile import DEFAULT_PROFILE
+
+_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "conformance.py"
+_spec = importlib.util.spec_from_file_location("conformance", _SCRIPT)
+assert _spec is not None and _spec.loader is not None
+conformance = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("conformance", conformance)  # its dataclasses look their module up
+_spec.loader.exec_module(conformance)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) not installed")
+@pytest.mark.parametrize("profile", ["basic", DEFAULT_PROFILE])
+def test_every_input_accounted_once_no_crash_no_new_dciodvfy_error(tmp_path: Path, profile: str) -> None:
+    assert len(conformance.inputs()) > 250, "pydicom-data is a test extra: pip install -e '.[test]'"
+    report = conformance.check(profile, tmp_path, shutil.which("dciodvfy"))
+    assert report.accounted_once and not report.crashed
+    assert report.checked >= 60
+    assert not report.new_errors, report.new_errors
