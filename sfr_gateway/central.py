@@ -37,6 +37,7 @@ from .crypto.sign import (
 )
 from .errors import InputError, IntegrityError, KeyFileError
 from .fsutil import fsync_dir
+from .keys import read_secret_file
 from .package import (
     FORMAT,
     MANIFEST_NAME,
@@ -86,10 +87,11 @@ def keygen(output: Path | None = None) -> tuple[Identity, str]:
 
 
 def load_identities(path: Path) -> list[Identity]:
-    """Identities from an age identity file (ours or age-keygen's)."""
+    """Identities from an age identity file (ours or age-keygen's); refused, like a key, when
+    group or others can read it (KeyFileError, exit 4)."""
     try:
-        return parse_identities(Path(path).read_text(encoding="ascii"))
-    except (OSError, UnicodeDecodeError) as exc:
+        return parse_identities(read_secret_file(path, "identity file").decode("ascii"))
+    except UnicodeDecodeError as exc:
         raise KeyFileError(f"cannot read identity file {path}: {exc.__class__.__name__}") from None
 
 

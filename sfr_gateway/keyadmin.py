@@ -37,6 +37,7 @@ from .keys import (
     ensure_keys_dir,
     load_pseudonym_secret,
     load_signing_key,
+    read_secret_file,
     secret_fingerprint,
 )
 from .ledger import open_ledger
@@ -102,8 +103,9 @@ def restore(home: HomePaths, escrow_file: Path, identity_file: Path) -> tuple[st
 
     An identical secret already in place is fine (nothing written); a different one is refused.
     """
+    identity_text = read_secret_file(identity_file, "identity file")  # a custodian's secret: 0600 like a key
     try:
-        identities = parse_identities(Path(identity_file).read_text(encoding="utf-8"))
+        identities = parse_identities(identity_text.decode("utf-8"))
         data = Path(escrow_file).read_bytes()
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"cannot read the escrow or identity file: {exc.__class__.__name__}") from None

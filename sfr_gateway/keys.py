@@ -1,6 +1,8 @@
 """The site's key files: the pseudonym secret and the Ed25519 signing key.
 
-``keys/`` is 0700 and every secret file in it 0600; any command refuses to run otherwise.
+``keys/`` (and ``keys/archive/``) is 0700 and every secret file in it 0600; any command refuses
+to run otherwise. Secret files elsewhere (the transport's bearer token and TLS client key, an
+age identity file) get the same refusal through ``read_secret_file``/``check_secret_file``.
 Nothing here ever logs or raises with key material.
 """
 
@@ -33,19 +35,49 @@ def ensure_keys_dir(home: HomePaths) -> None:
 
 
 def check_key_permissions(home: HomePaths) -> None:
-    """Refuse to go on when keys/ or a secret key file is readable by group or others."""
+    """Refuse to go on when keys/, keys/archive/ or a secret key file in them is readable by group or others."""
     if not home.keys.exists():
         return
     problems = []
-    if stat.S_IMODE(home.keys.stat().st_mode) & 0o077:
-        problems.append(f"{home.keys} (run: chmod 700 {home.keys})")
-    for entry in sorted(home.keys.iterdir()):
-        if entry.suffix == ".pub" or not entry.is_file():
-            continue
-        if stat.S_IMODE(entry.stat().st_mode) & 0o077:
-            problems.append(f"{entry} (run: chmod 600 {entry})")
+    folders = [home.keys, *(p for p in [home.keys / "archive"] if p.is_dir() and not p.is_symlink())]
+    for folder in folders:
+        if stat.S_IMODE(folder.stat().st_mode) & 0o077:
+            problems.append(f"{folder} (run: chmod 700 {folder})")
+        for entry in sorted(folder.iterdir()):
+            if entry.suffix == ".pub" or not entry.is_file():
+                continue
+            if stat.S_IMODE(entry.stat().st_mode) & 0o077:
+                problems.append(f"{entry} (run: chmod 600 {entry})")
     if problems:
         raise KeyFileError("key files are readable by group or others; fix: " + "; ".join(problems))
+
+
+def _exposed(mode: int, path: object, what: str) -> None:
+    if stat.S_IMODE(mode) & 0o077:
+        raise KeyFileError(f"{what} {path} is readable by group or others (run: chmod 600 {path})")
+
+
+def check_secret_file(path: os.PathLike[str] | str, what: str) -> None:
+    """Refuse a secret file outside keys/ (TLS client key...) readable by group or others, like the keys."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror}") from None
+    _exposed(mode, path, what)
+
+
+def read_secret_file(path: os.PathLike[str] | str, what: str) -> bytes:
+    """The bytes of a secret file (bearer token, age identity...), refused like a key file when
+    readable by group or others. The mode is checked on the opened file, so it is the file read."""
+    try:
+        with open(path, "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise KeyFileError(f"{what} {path} is not a regular file")
+            _exposed(st.st_mode, path, what)
+            return fh.read()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror or exc.__class__.__name__}") from None
 
 
 def secret_fingerprint(secret: bytes) -> str:

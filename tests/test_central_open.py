@@ -36,6 +36,7 @@ INFO = package.BatchInfo(site="SITE-T", batch_id="b-42", profile="sfr-covid", ps
 def keys(tmp_path: Path) -> tuple[Path, Path]:
     identity = tmp_path / "central.key"
     identity.write_text(age.identity_file_text(CENTRAL))
+    identity.chmod(0o600)
     pub = tmp_path / "site.pub"
     pub.write_text(sign.public_key_file_text(SITE))
     return identity, pub

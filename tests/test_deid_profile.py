@@ -47,11 +47,26 @@ def test_packaged_profiles_load() -> None:
     ('name="x"\n[[private_keep]]\ngroup="0010"\ncreator="A"\nelement="10"', "group must be odd"),
     ('name="x"\n[dates]\noffset_days=[-10, 10]', "not spanning 0"),
     ('name = [broken', "not valid TOML"),
+    # issue 19: a profile must not reuse an HMAC domain the gateway derives itself
+    ('name="x"\n[pseudonyms]\nAccessionNumber="uid"', "purpose 'uid' is reserved"),
+    ('name="x"\n[pseudonyms]\nStudyID="date-offset"', "purpose 'date-offset' is reserved"),
+    ('name="x"\n[pseudonyms]\nStudyID="audit-fingerprint"', "purpose 'audit-fingerprint' is reserved"),
+    ('name="x"\n[pseudonyms]\nStudyID="uid\\u0000x"', "must be 1-32 lower-case letters"),
+    ('name="x"\n[pseudonyms]\nStudyID=7', "must be 1-32 lower-case letters"),
 ])
 def test_invalid_profiles_fail_at_load_with_a_fix(tmp_path: Path, body: str, fragment: str) -> None:
     with pytest.raises(ProfileError) as info:
         load_profile(_profile(tmp_path, body))
     assert fragment in str(info.value)
+
+
+def test_reserved_purposes_cover_every_domain_the_gateway_derives() -> None:
+    from sfr_gateway.audit import mask
+    from sfr_gateway.deid import pseudonym
+
+    assert mask._PURPOSE == pseudonym.PURPOSE_AUDIT_FINGERPRINT.encode() + b"\x00"
+    assert {pseudonym.PURPOSE_UID, pseudonym.PURPOSE_DATE_OFFSET} <= pseudonym.RESERVED_PURPOSES
+    assert pseudonym.PURPOSE_PATIENT not in pseudonym.RESERVED_PURPOSES  # profiles name it on purpose
 
 
 def test_unknown_profile_name_lists_choices() -> None:

@@ -135,6 +135,7 @@ def test_no_command_takes_a_secret_on_its_command_line() -> None:
 def test_run_with_a_token_shows_it_nowhere(site: Site, cli, tmp_path: Path) -> None:
     token = "tok-" + "7" * 40
     (tmp_path / "token").write_text(token)
+    (tmp_path / "token").chmod(0o600)
     config = site.home / "config.toml"
     transport = f'[transport]\nbearer_token_file = "{tmp_path / "token"}"\nretries = 1\nbackoff_seconds = 0\n'
     config.write_text(config.read_text()

@@ -104,6 +104,7 @@ def test_refused_credentials_stop_the_run_with_exit_11_naming_them(
     transport = ""
     if token is not None:
         (tmp_path / "token").write_text(token)
+        (tmp_path / "token").chmod(0o600)
         transport = f'bearer_token_file = "{tmp_path / "token"}"'
     home = _site(tmp_path, cli, sample_export, server.url, transport)
     proc = _gateway(home, "run")

@@ -178,3 +178,64 @@ def test_a_batch_written_by_this_process_is_not_hashed_again_unless_touched(tmp_
     with pytest.raises(IntegrityError):
         base.check_batch(result.path, result.sha256, result.size)
     assert read == [result.path]
+
+
+def test_a_symlink_planted_at_the_part_name_is_never_written_through(new_batch, tmp_path: Path, ledger,
+                                                                     other_filesystem: None,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attacker with write access to the share wins the race between the removal of a stale
+    ``.part`` and its creation (before: ``open(part, "wb")`` followed the link and truncated the victim)."""
+    batch = new_batch("B-0020", 200_000)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    part = drop / (batch.signature.name + ".part")
+    real_unlink = os.unlink
+
+    def unlink_then_attacker_plants(path: object, *args: object, **kwargs: object) -> None:
+        real_unlink(path, *args, **kwargs)  # type: ignore[arg-type]
+        if Path(str(path)) == part and not os.path.lexists(part):
+            os.symlink(victim, part)
+
+    part.write_bytes(b"stale")  # left by an interrupted attempt
+    monkeypatch.setattr(os, "unlink", unlink_then_attacker_plants)
+    with pytest.raises(TransportError, match="appeared while we wrote it"):
+        FileDropDestination(drop).send(batch.path, batch.batch_id, batch.sha256, batch.size,
+                                       SqliteUploadState(ledger, drop.as_uri()))
+    monkeypatch.undo()
+    assert victim.read_bytes() == b"precious"
+    assert not os.path.lexists(drop / batch.signature.name) and not os.path.lexists(drop / batch.path.name)
+
+
+@pytest.mark.parametrize("share", [False, True], ids=["same-filesystem", "share-without-links"])
+def test_a_file_appearing_under_the_final_name_meanwhile_is_never_replaced(new_batch, tmp_path: Path, ledger,
+                                                                           request: pytest.FixtureRequest,
+                                                                           share: bool) -> None:
+    if share:
+        request.getfixturevalue("other_filesystem")
+    batch = new_batch("B-0021", 3 * 1024 * 1024)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    final = drop / batch.path.name
+
+    def someone_else_writes(done: int, total: int) -> None:  # while we copy, another writer takes the name
+        if not final.exists():
+            final.write_bytes(b"someone else's batch")
+
+    with pytest.raises(IntegrityError, match="refusing to overwrite"):
+        FileDropDestination(drop).send(batch.path, batch.batch_id, batch.sha256, batch.size,
+                                       SqliteUploadState(ledger, drop.as_uri()), progress=someone_else_writes)
+    assert final.read_bytes() == b"someone else's batch"
+    assert not list(drop.glob("*.part"))
+
+
+def test_a_symlink_at_the_final_name_is_a_clash_not_a_delivery(new_batch, tmp_path: Path, ledger) -> None:
+    batch = new_batch("B-0022", 10_000)
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / batch.path.name).symlink_to(batch.path)  # same bytes, through a link: not our delivery
+    with pytest.raises(IntegrityError, match="refusing to overwrite"):
+        FileDropDestination(drop).send(batch.path, batch.batch_id, batch.sha256, batch.size,
+                                       SqliteUploadState(ledger, drop.as_uri()))
+    assert (drop / batch.path.name).is_symlink()

@@ -55,6 +55,7 @@ def test_unknown_part_is_a_bug(ledger) -> None:
 def test_settings_from_config(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("abc123\n")
+    token.chmod(0o600)
     s = TransportSettings.from_config({"bearer_token_file": str(token), "bandwidth_limit_kbps": 8000,
                                        "timeout_seconds": 30, "retries": 3})
     assert s.bearer_token == "abc123" and s.bandwidth_limit == 1_000_000

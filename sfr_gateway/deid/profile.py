@@ -21,6 +21,7 @@ from pydicom.uid import UID_dictionary
 from sfr_gateway.deid import tables
 from sfr_gateway.deid.plan import _CURVE, _OVERLAY_COMMENTS, _OVERLAY_DATA, BurnRule, Mask, Plan, Rule
 from sfr_gateway.deid.private import PrivatePolicy
+from sfr_gateway.deid.pseudonym import PURPOSE_PATTERN, RESERVED_PURPOSES
 from sfr_gateway.deid.rules import GRAPHICS_BASIC, GRAPHICS_REMOVED
 from sfr_gateway.deid.text import normalize
 from sfr_gateway.errors import ProfileError
@@ -141,6 +142,18 @@ def _tag_of(entry: dict[str, Any], where: str) -> int:
             )
         return int(tag)
     raise ProfileError(f"{where}: give keyword = \"...\" or tag = \"(gggg,eeee)\"")
+
+
+def _purpose(purpose: Any, keyword: str, pname: str) -> str:
+    """A [pseudonyms] purpose: its own HMAC domain, never one the gateway derives itself."""
+    where = f"profile {pname!r} [pseudonyms] {keyword}"
+    if not isinstance(purpose, str) or not PURPOSE_PATTERN.match(purpose):
+        raise ProfileError(f"{where}: purpose {purpose!r} must be 1-32 lower-case letters, digits or '-', "
+                           "starting with a letter (e.g. \"accession\")")
+    if purpose in RESERVED_PURPOSES:
+        raise ProfileError(f"{where}: purpose {purpose!r} is reserved (the gateway derives "
+                           f"{', '.join(sorted(RESERVED_PURPOSES))} itself); name another, e.g. \"{keyword.lower()}\"")
+    return purpose
 
 
 def _sop_uids(names: list[str], where: str) -> frozenset[str]:
@@ -275,7 +288,7 @@ def compile_plan(profile: Profile) -> Plan:
     )
     pseudonyms: dict[int, str] = {}
     for keyword, purpose in data.get("pseudonyms", {}).items():
-        pseudonyms[_tag_of({"keyword": keyword}, f"profile {pname!r} [pseudonyms]")] = str(purpose)
+        pseudonyms[_tag_of({"keyword": keyword}, f"profile {pname!r} [pseudonyms]")] = _purpose(purpose, keyword, pname)
     phi = data.get("phi_tokens", {})
     phi_words = tuple(_tag_of({"keyword": k}, f"profile {pname!r} [phi_tokens]") for k in phi.get("words", []))
     phi_phrases = tuple(_tag_of({"keyword": k}, f"profile {pname!r} [phi_tokens]") for k in phi.get("phrases", []))

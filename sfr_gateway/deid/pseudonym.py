@@ -18,6 +18,12 @@ _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$")
 PURPOSE_PATIENT = "patient"
 PURPOSE_UID = "uid"
 PURPOSE_DATE_OFFSET = "date-offset"
+PURPOSE_AUDIT_FINGERPRINT = "audit-fingerprint"  # audit/mask.py: HMAC(secret, "audit-fingerprint" 0x00 value)
+#: HMAC domains the gateway derives itself: a profile's [pseudonyms] may not name one, or a
+#: dummy identifier would print (part of) a UID, a date offset or an audit fingerprint.
+RESERVED_PURPOSES = frozenset({PURPOSE_UID, PURPOSE_DATE_OFFSET, PURPOSE_AUDIT_FINGERPRINT})
+#: What a profile purpose may look like: no 0x00 (the domain separator) and nothing to confuse.
+PURPOSE_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 
 
 def _b32(digest: bytes, length: int) -> str:

@@ -1,7 +1,8 @@
 """SQL for upload progress: the ledger side of ``transport.UploadState``.
 
 Every ``save`` commits before returning (WAL), so a process killed mid-upload leaves the
-upload URL and the last confirmed offset for the next run.
+upload URL and the last confirmed offset for the next run; ``note_sent`` commits how far the
+bytes were sent before they leave, so a server's claim beyond that is recognised as false.
 """
 
 from __future__ import annotations
@@ -33,10 +34,29 @@ class SqliteUploadState:
                 "INSERT INTO uploads (destination, batch_id, part, url, upload_offset, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (destination, batch_id, part) DO UPDATE SET "
-                "url = excluded.url, upload_offset = excluded.upload_offset, updated_at = excluded.updated_at "
+                "url = excluded.url, upload_offset = excluded.upload_offset, updated_at = excluded.updated_at, "
+                "sent_upto = CASE WHEN uploads.url = excluded.url THEN uploads.sent_upto ELSE NULL END "
                 "WHERE uploads.state = 'in_progress'",
                 (self.destination, batch_id, _part(part), url, int(offset), now, now),
             )
+
+    def note_sent(self, batch_id: str, upto: int, part: str = DATA) -> None:
+        """Record, before the bytes leave, that everything below ``upto`` is being sent."""
+        with self.ledger.transaction() as conn:
+            conn.execute(
+                "UPDATE uploads SET sent_upto = MAX(COALESCE(sent_upto, 0), ?), updated_at = ? "
+                "WHERE destination = ? AND batch_id = ? AND part = ? AND state = 'in_progress'",
+                (int(upto), utcnow(), self.destination, batch_id, _part(part)),
+            )
+
+    def sent(self, batch_id: str, part: str = DATA) -> int:
+        """How far this gateway has sent the part's current upload (0 when never created)."""
+        row = self.ledger.conn.execute(
+            "SELECT MAX(COALESCE(sent_upto, 0), upload_offset) FROM uploads "
+            "WHERE destination = ? AND batch_id = ? AND part = ?",
+            (self.destination, batch_id, _part(part)),
+        ).fetchone()
+        return int(row[0]) if row else 0
 
     def mark_done(self, batch_id: str, receipt: Receipt, part: str = DATA) -> None:
         now = utcnow()

@@ -22,6 +22,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from ..errors import ConfigError, IntegrityError
 from ..fsutil import known_sha256
+from ..keys import check_secret_file, read_secret_file
 from ..package import signature_path  # noqa: F401  (one naming rule for batch signatures; re-exported)
 
 DATA = "data"
@@ -69,6 +70,12 @@ class UploadState(Protocol):
 
     def save(self, batch_id: str, url: str, offset: int, part: str = DATA) -> None:
         """Record the upload URL of this part and the offset the server confirmed."""
+
+    def note_sent(self, batch_id: str, upto: int, part: str = DATA) -> None:
+        """Record, durably and BEFORE the bytes leave, that everything below ``upto`` is being sent."""
+
+    def sent(self, batch_id: str, part: str = DATA) -> int:
+        """How far this part's current upload was ever sent (at least its confirmed offset)."""
 
     def mark_done(self, batch_id: str, receipt: Receipt, part: str = DATA) -> None:
         """Record that the server confirmed the whole part."""
@@ -174,16 +181,18 @@ class TransportSettings:
 
         token = None
         token_file = path("bearer_token_file")
-        if token_file is not None:
+        if token_file is not None:  # a secret: refused when group/other can read it, like the keys (exit 4)
             try:
-                token = token_file.read_text(encoding="utf-8").strip() or None
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ConfigError(f"config: cannot read transport.bearer_token_file {token_file}: {exc}") from None
+                token = read_secret_file(token_file, "transport.bearer_token_file").decode("utf-8").strip() or None
+            except UnicodeDecodeError:
+                raise ConfigError(f"config: transport.bearer_token_file {token_file} is not UTF-8 text") from None
             if token is None:
                 raise ConfigError(f"config: transport.bearer_token_file {token_file} is empty")
         cert, key = path("client_cert"), path("client_key")
         if key is not None and cert is None:
             raise ConfigError("config: transport.client_key needs transport.client_cert")
+        if key is not None:
+            check_secret_file(key, "transport.client_key")
         limit = int(number("bandwidth_limit_kbps", 0, 0) * 125)
         limit = int(number("bandwidth_limit_bytes_per_second", limit, 0))
         checksum = transport.get("checksum", True)

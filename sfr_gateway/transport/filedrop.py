@@ -1,12 +1,16 @@
 """``file:///dir``: a drop folder (a local disk, or a share the central host collects from).
 
-Each file is copied to ``<name>.part``, fsynced, renamed to ``<name>``, and the folder is
-fsynced: a collector that ignores ``*.part`` never sees a partial batch. When the drop folder
+Each file is copied to ``<name>.part`` (created with ``O_CREAT|O_EXCL|O_NOFOLLOW``: a symlink
+planted there is never followed), fsynced, hard-linked to ``<name>`` (which fails if the name
+exists: nothing is ever replaced, not even a file that appears meanwhile), the ``.part`` is
+removed and the folder fsynced: a collector that ignores ``*.part`` never sees a partial batch. When the drop folder
 is on the outbox's filesystem, ``<name>.part`` is a hard link to the (already fsynced,
 never modified) batch file instead of a copy: the same bytes, without writing them twice. The signature is
-placed first, so that whenever ``<batch>.age`` is visible its ``.minisig`` is too. A file
-already present with the same SHA-256 is not copied again; a different file of that name is
-never overwritten.
+placed first, so that whenever ``<batch>.age`` is visible its ``.minisig`` is too.
+
+On a name clash: a regular file already there with the same SHA-256 counts as delivered (not
+copied again); anything else (other bytes, a symlink, a folder) is an IntegrityError, nothing is
+overwritten and the batch stays in the outbox until someone removes or renames the file.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import errno
 import hashlib
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +99,21 @@ class FileDropDestination(Destination):
         return {"destination": self.url, "kind": "drop folder", "writable": True}
 
     def _place(self, source: Path, target: Path, sha256: str, progress: Progress | None) -> int:
-        """Copy ``source`` to ``target`` durably; return the bytes copied (0 if already there)."""
-        if target.exists():
-            if file_sha256(target) == sha256:
-                return 0
-            raise IntegrityError(
-                f"drop folder: {target.name} exists with different content: refusing to overwrite"
-            )
+        """Copy ``source`` to ``target`` durably; return the bytes copied (0 if already there).
+
+        Never writes through a planted link and never replaces a file: ``.part`` is created with
+        ``O_CREAT|O_EXCL|O_NOFOLLOW`` (or is a new hard link), and the final name is made by
+        hard-linking ``.part`` to it, which fails if anything appeared there meanwhile.
+        """
         part = target.with_name(target.name + PART_SUFFIX)
+        if _already_there(target, sha256):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)  # left by a process killed between the final link and this removal
+            return 0
         total = source.stat().st_size
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(part)  # left by an interrupted attempt
+                os.unlink(part)  # left by an interrupted attempt (a planted symlink is removed, never followed)
             if _link(source, part):
                 copied = total
                 if progress is not None:
@@ -113,15 +121,66 @@ class FileDropDestination(Destination):
             else:
                 copied = _copy(source, part, sha256, total, progress)
             checkpoint("drop-before-rename")
-            os.replace(part, target)
+            placed = _publish(part, target)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
             fsync_dir(self.directory)
             checkpoint("drop-after-rename")
+        except FileExistsError:
+            raise TransportError(f"drop folder {self.directory}: {part.name} appeared while we wrote it "
+                                 "(another writer?): nothing was overwritten, the next run retries") from None
         except OSError as exc:
             raise TransportError(f"drop folder {self.directory}: cannot write {target.name}: {exc.strerror}") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
+        if not placed:  # the name was taken meanwhile: the same bytes count as delivered, others never replaced
+            if _already_there(target, sha256):
+                return 0
+            raise IntegrityError(_clash(target))
         return copied
+
+
+def _already_there(target: Path, sha256: str) -> bool:
+    """True if ``target`` is a regular file with these bytes; IntegrityError if the name holds anything else."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(st.st_mode) and file_sha256(target) == sha256:
+        return True
+    raise IntegrityError(_clash(target))
+
+
+def _clash(target: Path) -> str:
+    return (f"drop folder: {target.name} exists with different content (or is not a regular file): "
+            "refusing to overwrite; the batch stays in the outbox until someone removes or renames it")
+
+
+def _publish(part: Path, target: Path) -> bool:
+    """Give ``part`` its final name without ever replacing a file; False if the name is taken.
+
+    A hard link fails when the name exists, so nothing can be replaced, even by a file that
+    appears after our check. On a filesystem without hard links (some SMB shares) a rename is
+    the only way: then a check just before it leaves a short race, logged as a warning.
+    """
+    try:
+        os.link(part, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+    log.warning("drop folder %s: no hard links on this filesystem; placing %s by rename (a file appearing "
+                "under that name at the same instant could be replaced)", target.parent, target.name)
+    if os.path.lexists(target):
+        return False
+    os.rename(part, target)
+    return True
+
+
+_NO_LINKS = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES)
 
 
 def _link(source: Path, part: Path) -> bool:
@@ -129,7 +188,7 @@ def _link(source: Path, part: Path) -> bool:
     try:
         os.link(source, part)
     except OSError as exc:
-        if exc.errno in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES):
+        if exc.errno in _NO_LINKS:
             return False
         raise
     return True
@@ -139,7 +198,8 @@ def _copy(source: Path, part: Path, sha256: str, total: int, progress: Progress 
     """Copy ``source`` to ``part``, fsync it, check its SHA-256; return the bytes copied."""
     digest = hashlib.sha256()
     copied = 0
-    with open(source, "rb") as src, open(part, "wb") as dst:
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
         while block := src.read(_BLOCK):
             dst.write(block)
             digest.update(block)

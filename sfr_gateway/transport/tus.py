@@ -11,7 +11,16 @@ Per part (the signature first, then the ciphertext):
 3. ``PATCH`` chunks (``application/offset+octet-stream``), each with ``Upload-Checksum``
    (sha256, else sha1) when the server offers the checksum extension; record every
    confirmed offset.
-4. Done only when the server answers ``Upload-Offset`` equal to the full length.
+4. Done only when the server answers ``Upload-Offset`` equal to the full length, to our final
+   PATCH or to a HEAD after it. The ledger records how far the bytes were sent before they
+   leave, so a server that claims more (an upload "complete" whose last bytes we never sent)
+   is refused, in this process or the next: a lying or misconfigured server cannot make a
+   batch count as delivered, and the local copy is kept.
+
+Offsets only move forward: a server that goes back below an offset it confirmed, or beyond
+what was sent, is refused with a TransportError that says so. A PATCH that does not advance
+the offset counts against the retry budget like a failure (a server that accepts bytes and
+never moves cannot hold a cron run, and the HOME lock, forever).
 
 Connection errors, timeouts (a stalled link), 5xx, 408 and 429 are retried with exponential
 backoff and jitter, never sooner than ``Retry-After``; a retry re-reads the offset with HEAD.
@@ -212,6 +221,7 @@ class TusDestination(Destination):
         """Bring one file to completion on the server; return its URL and what this call sent."""
         saved = state.load(batch_id, part)
         url: str | None = saved[0] if saved else None
+        confirmed = saved[1] if saved else 0  # the highest offset the server ever confirmed to us
         offset: int | None = None
         resumed_from: int | None = None
         attempts = 0
@@ -227,9 +237,10 @@ class TusDestination(Destination):
                         )
                     url = self._create(size, metadata)
                     state.save(batch_id, url, 0, part)
-                    offset = 0
+                    offset = confirmed = 0
                 if offset is None:
                     offset = self._head(url, size)
+                    _check_claim(url, offset, confirmed, state.sent(batch_id, part), size)
                 if resumed_from is None:
                     resumed_from = offset
                 if offset >= size:
@@ -238,7 +249,8 @@ class TusDestination(Destination):
                                                                      metadata["sha256"]), SIGNATURE)
                     # bytes this call delivered, including those the server kept from a cut PATCH
                     return _PartResult(url, resumed_from, size - resumed_from, already_complete=resumed_from == size)
-                offset = self._patch(url, path, offset, size, server, progress)
+                state.note_sent(batch_id, min(offset + self.settings.chunk_size, size), part)  # before bytes leave
+                offset = confirmed = self._patch(url, path, offset, size, server, progress)
                 state.save(batch_id, url, offset, part)
                 attempts = 0  # progress made: the retry budget is per stall, not per batch
             except _Gone:
@@ -357,9 +369,20 @@ class TusDestination(Destination):
         if resp.status_code not in (200, 204):
             raise TransportError(f"PATCH {redact_url(url)} answered {resp.status_code}")
         new_offset = _header_int(resp, "Upload-Offset", url)
-        if not offset <= new_offset <= offset + len(chunk):
-            raise IntegrityError(f"{redact_url(url)}: server offset {new_offset} after sending {offset}+{len(chunk)}")
+        if new_offset < offset:
+            raise TransportError(
+                f"PATCH {redact_url(url)}: the server went backwards (offset {new_offset} after confirming "
+                f"{offset}): it lost bytes it had acknowledged; refusing to continue this upload"
+            )
+        if new_offset > offset + len(chunk):
+            raise TransportError(
+                f"PATCH {redact_url(url)}: the server claims offset {new_offset}, beyond the {offset + len(chunk)} "
+                "bytes sent: refusing to believe it"
+            )
         checkpoint("tus-after-patch")  # the server has the bytes, the ledger not yet the offset
+        if new_offset == offset:  # a server that never advances must not keep the run (and the lock) forever
+            raise Retryable(f"PATCH {redact_url(url)}: the server accepted {len(chunk)} bytes but did not advance "
+                            f"its offset ({offset})")
         return new_offset
 
     # -- HTTP plumbing --------------------------------------------------------------------
@@ -410,6 +433,28 @@ def _header_int(resp: requests.Response, name: str, url: str) -> int:
     if not value.isdigit():
         raise TransportError(f"{redact_url(url)}: response without a valid {name} header")
     return int(value)
+
+
+def _check_claim(url: str, offset: int, confirmed: int, sent: int, size: int) -> None:
+    """Refuse a HEAD offset behind what the server confirmed, or beyond what this gateway sent.
+
+    In particular a server's claim that an upload is complete counts only when the last byte
+    was sent by us (recorded in the ledger before it left): then this HEAD is the confirmation
+    after the final PATCH. A misconfigured or lying server never makes a batch "delivered".
+    """
+    where = redact_url(url)
+    if offset < confirmed:
+        raise TransportError(
+            f"{where}: the server now holds {offset} bytes of this upload after confirming {confirmed}: it lost "
+            "bytes it had acknowledged; refusing to continue (the batch stays in the outbox: the central host "
+            "must check its storage)"
+        )
+    if offset > sent:
+        claim = f"claims the upload is complete ({size} bytes)" if offset >= size else f"claims {offset} bytes"
+        raise TransportError(
+            f"{where}: the server {claim} but this gateway has sent only {sent}: not counted as delivered, "
+            "the batch stays in the outbox (a misconfigured server, or another client writing to this upload?)"
+        )
 
 
 def _signature_receipt(batch_id: str, url: str, size: int, destination: str, sha256: str) -> Receipt:
