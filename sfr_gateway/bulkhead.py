@@ -25,6 +25,8 @@ HELD_REASONS = {
                      "recorded or sent; retried at every run; report it with the log file",
     "source-error": "a source file of the study could not be read while packaging: check the export "
                     "(a file replaced or removed meanwhile?); retried at every run",
+    "source-changed": "a file of the study vanished or changed after the scan read it (an export being "
+                      "written or cleaned up): the next run rescans and retries; nothing to do unless it persists",
 }
 
 

@@ -428,6 +428,10 @@ def _package_part(
             from .deidentify import _quarantine
 
             reason, detail = payload  # refused by the worker, or its source changed since
+            if reason == "changed-while-read" or not os.path.exists(inst.path):
+                # not what the scan saw (vanished, being rewritten): the whole study waits for
+                # the next run's scan, rather than a refusal recorded for good and a study sent short
+                raise StudyFailure("source-changed", f"{os.fsdecode(inst.path)}: {reason} ({detail})")
             refused.append((inst.sop_instance_uid, reason))
             report.quarantined[reason] += 1
             _quarantine(spec, Path(os.fsdecode(inst.path)), reason, detail)

@@ -159,3 +159,21 @@ def test_a_ledger_constraint_holds_back_one_study_and_is_never_a_storage_error(t
     proc, report = run_report(site)
     assert proc.returncode == 0 and report["release"]["instances"] == 3
     assert integrity_ok(db)
+
+
+def test_a_file_vanished_since_the_scan_defers_its_study_instead_of_sending_it_short(tmp_path: Path, cli) -> None:
+    site = make_site(tmp_path, cli, patients=3, slices=3, seed=17)
+    assert site.gateway("scan").returncode == 0
+    victim = sorted(f for f in site.export.files if "/P0001/" in str(f))[1]
+    victim.unlink()  # after the scan: the index still has it
+    elsewhere = tmp_path / "empty"
+    elsewhere.mkdir()
+    proc, report = run_report(site, str(elsewhere))  # scans another folder only: the release finds it gone
+    assert proc.returncode == PARTIAL, proc.stderr
+    assert report["release"]["instances"] == 6 and report["release"]["quarantined"] == 0
+    (held,) = report["release"]["held_back"]["list"]
+    assert held["reason"] == "source-changed" and str(victim) in held["detail"]
+    assert ledger_rows(site.home / "state.db", "SELECT COUNT(*) FROM releases WHERE state = 'quarantined'") == [(0,)]
+    proc, report = run_report(site)  # the next run rescans: the study goes without the file it no longer has
+    assert proc.returncode == 0, proc.stderr
+    assert report["release"]["instances"] == 2 and quarantine_list(site)["items"] == []
