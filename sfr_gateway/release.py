@@ -291,15 +291,8 @@ def release(
         recover(ledger, outbox)
     gate = consent.gate(ledger, config.consent, today)
     patients = {s.study_uid: (s.patient_id or "", s.issuer) for s in gate.releasable}
-    if not dry_run:  # files sharing a SOP Instance UID: copies released once, conflicts held back
-        dupes = duplicates.settle(ledger, set(patients))
-        report.duplicates = dupes.as_dict()
-        report.held_files = [{"path": d.path.decode("utf-8", "backslashreplace"),
-                              "other_path": d.other_path.decode("utf-8", "backslashreplace")}
-                             for d in dupes.new_conflicts]
-        if dupes.new_conflicts:
-            duplicates.quarantine_records(config.home.quarantine, config.profile, dupes.new_conflicts,
-                                          config.quarantine_copies)
+    if not dry_run:
+        _settle_duplicates(ledger, config, set(patients), report)
     todo = [(study, sql.pending_instances(ledger, study)) for study in sorted(patients)]
     todo = [(study, pending) for study, pending in todo if pending]
     if dry_run:
@@ -358,6 +351,18 @@ def release(
                         {k: v for k, v in report.as_dict().items() if k != "held_back"}
                         | {"held_back": len(failed)})
     return report
+
+
+def _settle_duplicates(ledger: Ledger, config: Config, studies: set[str], report: ReleaseReport) -> None:
+    """Files sharing a SOP Instance UID: copies are released once, conflicts held back (recorded
+    in HOME/quarantine as refused files are) before anything of ``studies`` is packaged."""
+    dupes = duplicates.settle(ledger, studies)
+    report.duplicates = dupes.as_dict()
+    report.held_files = [{"path": d.path.decode("utf-8", "backslashreplace"),
+                          "other_path": d.other_path.decode("utf-8", "backslashreplace")} for d in dupes.new_conflicts]
+    if dupes.new_conflicts:
+        duplicates.quarantine_records(config.home.quarantine, config.profile, dupes.new_conflicts,
+                                      config.quarantine_copies)
 
 
 def _undo_study(ledger: Ledger, outbox: Path, study: str) -> None:
