@@ -42,7 +42,7 @@ def build_export(args: argparse.Namespace) -> tuple[Path, Path]:
     from sfr_gateway.sample import generate_export
 
     params = {k: getattr(args, k) for k in ("patients", "slices", "size", "conflicts", "copies")}
-    root = OUT / "bulkheads"
+    root = OUT / f"bulkheads-{args.patients}x{args.slices}"
     stamp = root / ".complete.json"
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return root / "export", root / "consent.csv"
@@ -103,7 +103,7 @@ def main() -> None:
     assert gateway(home, "init", "--site-id", "BENCH01", "--central-recipient", recipient, "--destination",
                    drop.as_uri(), "--export", str(export)).returncode == 0
     assert gateway(home, "consent", "import", str(consent_csv)).returncode == 0
-    env = {"SFR_GATEWAY_RAISE": "deidentify:/P0007/"} if args.fault else {}
+    env = {"SFR_GATEWAY_RAISE": "deidentify:/P0001/"} if args.fault else {}  # owns conflicting UIDs
     subprocess.run(["sync"], check=False)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()

@@ -69,3 +69,60 @@ def test_a_real_move_is_still_a_move_and_keeps_its_place(cli, home: Path, tmp_pa
     assert str(first) not in ids and ids[str(moved)] == old_id  # first seen first: still owns its UID
     assert data["shared_uids"] == {"uids": 0, "files": 0}
     assert data["this_scan"]["shared_uid"] == 0  # the move showed one file at two paths only mid-scan
+
+
+def test_the_listing_names_files_the_engine_refused(tmp_path: Path) -> None:
+    from sfr_gateway.ledger import open_ledger
+    from sfr_gateway.ledger.batches import record_quarantined
+    from sfr_gateway.quarantine import held_back
+
+    export = generate_export(tmp_path / "export", patients=1, slices=2, extras=False, seed=2)
+    with open_ledger(tmp_path / "state.db") as ledger:
+        from sfr_gateway.config import SelectionRules
+        from sfr_gateway.scan import scan
+
+        scan(ledger, [export.root], SelectionRules(), workers=1)
+        (uid, study), = ledger.conn.execute("SELECT sop_instance_uid, study_uid FROM instances ORDER BY id LIMIT 1")
+        with ledger.transaction() as conn:
+            record_quarantined(conn, study, [(uid, "unparsable")])
+        data = held_back(ledger, refused=True)
+    assert (data["studies"], data["files"], data["quarantined"]) == (0, 0, 1)
+    assert data["items"] == [{"kind": "refused", "path": str(sorted(export.files)[0]), "reason": "unparsable",
+                              "since": data["items"][0]["since"]}]
+
+
+def test_shared_uid_queries_go_through_the_uid_index_not_the_whole_index(tmp_path: Path) -> None:
+    """Without statistics SQLite picked the state index for a UID lookup, reading every indexed
+    row once per file: a 50,000-file first scan took minutes. Every statement of the shared-UID
+    bookkeeping must look instances up by UID or path, never scan them."""
+    from sfr_gateway.config import SelectionRules
+    from sfr_gateway.ledger import batches, held, instances, open_ledger
+    from sfr_gateway.scan import scan
+
+    export = generate_export(tmp_path / "export", patients=2, slices=4, extras=False, seed=2)
+    shutil.copy2(sorted(export.files)[0], tmp_path / "export" / "copy.dcm")
+    with open_ledger(tmp_path / "state.db") as ledger:
+        scan(ledger, [export.root], SelectionRules(), workers=1)
+        study, uid = ledger.conn.execute("SELECT study_uid, sop_instance_uid FROM instances LIMIT 1").fetchone()
+        statements: list[str] = []
+        ledger.conn.set_trace_callback(statements.append)
+
+        def noted() -> None:
+            with ledger.transaction() as conn:
+                instances.note_shared(conn, [uid])
+
+        for call in (noted, lambda: instances.prune_shared(ledger), lambda: instances.shared_in_scan(ledger, 1),
+                     lambda: instances.shared_groups(ledger), lambda: held.shared_eligible(ledger),
+                     lambda: held.held_files(ledger), lambda: held.counts(ledger),
+                     lambda: batches.pending_instances(ledger, study)):
+            call()
+        ledger.conn.set_trace_callback(None)
+        plans = {}
+        for sql in statements:
+            if sql.lstrip().upper().startswith(("SELECT", "INSERT", "DELETE")):
+                plans[sql] = [row[3] for row in ledger.conn.execute("EXPLAIN QUERY PLAN " + sql)]
+    assert len(plans) >= 8
+    for sql, plan in plans.items():
+        bad = [step for step in plan if step.startswith("SCAN i") or "instances_state" in step
+               or step in ("SCAN instances", "SCAN o")]
+        assert not bad, (sql, plan)

@@ -50,7 +50,7 @@ def pending_instances(ledger: Ledger, study_uid: str) -> list[PendingInstance]:
            WHERE i.study_uid = ? AND i.state = 'indexed' AND i.eligible = 1 AND r.sop_instance_uid IS NULL
              AND (NOT EXISTS (SELECT 1 FROM shared_uids s WHERE s.sop_instance_uid = i.sop_instance_uid)
                   OR i.id = (SELECT MIN(o.id) FROM instances o WHERE o.sop_instance_uid = i.sop_instance_uid
-                             AND o.state = 'indexed' AND o.eligible = 1))
+                             AND +o.state = 'indexed' AND +o.eligible = 1))
            GROUP BY i.sop_instance_uid
            ORDER BY i.series_number, i.series_uid, MIN(i.path)""",
         (study_uid,),

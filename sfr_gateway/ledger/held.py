@@ -1,5 +1,8 @@
 """SQL for what runs hold back: studies whose release failed, and files that share a SOP
-Instance UID with another (tables of migration 0007)."""
+Instance UID with another (tables of migration 0007).
+
+The small tables drive every join with ``instances`` (``CROSS JOIN``, ``+state``): without
+statistics SQLite would otherwise read the whole index of instances for a handful of rows."""
 
 from __future__ import annotations
 
@@ -83,7 +86,7 @@ def shared_eligible(ledger: Ledger) -> list[list[SharedFile]]:
     owner: the one released); only UIDs that two eligible files or more still share."""
     rows = ledger.conn.execute(
         """SELECT i.id, i.path, i.size, i.mtime_ns, i.sop_instance_uid, i.study_uid FROM shared_uids s
-           JOIN instances i ON i.sop_instance_uid = s.sop_instance_uid AND i.state = 'indexed' AND i.eligible = 1
+           CROSS JOIN instances i ON i.sop_instance_uid = s.sop_instance_uid AND +i.state = 'indexed' AND +i.eligible = 1
            ORDER BY s.sop_instance_uid, i.id""").fetchall()
     groups: dict[str, list[SharedFile]] = {}
     for r in rows:
@@ -120,8 +123,8 @@ def held_files(ledger: Ledger) -> list[Decision]:
     rows = ledger.conn.execute(
         """SELECT d.path, d.size, d.mtime_ns, d.sop_instance_uid, d.study_uid, d.other_path, d.verdict, d.detail,
                   d.decided_at
-           FROM duplicate_files d JOIN instances i ON i.path = d.path AND i.size = d.size
-               AND i.mtime_ns = d.mtime_ns AND i.state = 'indexed' AND i.eligible = 1
+           FROM duplicate_files d CROSS JOIN instances i ON i.path = d.path AND i.size = d.size
+               AND i.mtime_ns = d.mtime_ns AND +i.state = 'indexed' AND +i.eligible = 1
            WHERE d.verdict = 'conflict' ORDER BY d.decided_at, d.path""").fetchall()
     return [Decision(bytes(r[0]), r[1], r[2], r[3], r[4], bytes(r[5]), *r[6:]) for r in rows]
 
@@ -141,8 +144,8 @@ def counts(ledger: Ledger) -> dict[str, int]:
     """How many studies and files are held back now, and instances the engine quarantined."""
     q = ledger.conn.execute
     studies = q("SELECT COUNT(*) FROM held_studies").fetchone()[0]
-    files = q("""SELECT COUNT(*) FROM duplicate_files d JOIN instances i ON i.path = d.path AND i.size = d.size
-                     AND i.mtime_ns = d.mtime_ns AND i.state = 'indexed' AND i.eligible = 1
+    files = q("""SELECT COUNT(*) FROM duplicate_files d CROSS JOIN instances i ON i.path = d.path AND i.size = d.size
+                     AND i.mtime_ns = d.mtime_ns AND +i.state = 'indexed' AND +i.eligible = 1
                  WHERE d.verdict = 'conflict'""").fetchone()[0]
     identical = q("SELECT COUNT(*) FROM duplicate_files WHERE verdict = 'identical'").fetchone()[0]
     quarantined = q("SELECT COUNT(*) FROM releases WHERE state = 'quarantined'").fetchone()[0]
