@@ -7,8 +7,10 @@ releasing either as "the" instance could attach an image to the wrong patient do
 
 The owner of a shared UID is its first indexed eligible file (the index keeps that order, a
 move keeps its place); only the owner is ever released. Every other eligible file with that
-UID is compared with the owner once (while neither changes): byte-identical is a copy; else
-a conflict, held back with a reason naming the owner's path, and kept out of every batch.
+UID is compared with the owner once (while neither changes): byte-identical, or the same
+dataset in another transfer syntax (``deid.sameness``), is a copy; anything else a conflict,
+held back with a reason naming the owner's path and the first attribute that differs (a keyword,
+never a value), and kept out of every batch.
 """
 
 from __future__ import annotations
@@ -56,6 +58,21 @@ def same_bytes(a: bytes, b: bytes) -> bool | None:
         return None
 
 
+def compare(owner: bytes, other: bytes) -> tuple[bool | None, str]:
+    """(one instance?, why): byte-identical files at once; else the engine's comparison
+    (``deid.sameness``: the same dataset in another transfer syntax is one instance; a verdict
+    it cannot reach counts as a conflict). None when either file cannot be read now."""
+    same = same_bytes(owner, other)
+    if same is None or same:
+        return same, "same bytes"
+    from .deid.sameness import compare_files  # pydicom: only for files that differ
+
+    verdict = compare_files(os.fsdecode(owner), os.fsdecode(other))
+    if verdict.same:
+        return True, "the same instance in another encoding"
+    return False, f"{verdict.verdict}: {verdict.detail}" if verdict.detail else verdict.verdict
+
+
 def _show(path: bytes) -> str:
     return path.decode("utf-8", "backslashreplace")
 
@@ -79,12 +96,12 @@ def settle(ledger: Ledger, studies: set[str]) -> DuplicateReport:
                 continue
             if d is not None:
                 stale.append(f.path)
-            same = same_bytes(owner.path, f.path)
+            same, why = compare(owner.path, f.path)
             if same is None:
                 continue  # one of them unreadable now: the next run decides
-            detail = (f"same bytes as {_show(owner.path)}" if same else
-                      f"its SOP Instance UID is also that of {_show(owner.path)}, with other content; that "
-                      "file, indexed first, is the one released for this UID")
+            detail = (f"{why} as {_show(owner.path)}" if same else
+                      f"its SOP Instance UID is also that of {_show(owner.path)}, with other content ({why}); "
+                      "that file, indexed first, is the one released for this UID")
             decision = sql.Decision(f.path, f.size, f.mtime_ns, f.sop_instance_uid, f.study_uid, owner.path,
                                     "identical" if same else CONFLICT_VERDICT, detail, utcnow())
             made.append(decision)
@@ -107,4 +124,4 @@ def quarantine_records(quarantine: Path, profile: str, decisions: list[sql.Decis
     spec = RunSpec(profile=profile, options=(), site_overrides=(), site_private_keep=(), output=quarantine,
                    quarantine=quarantine, keep_copies=keep_copies, secret=b"", site_id="")
     for d in decisions:
-        _quarantine(spec, Path(os.fsdecode(d.path)), CONFLICT, d.detail)
+        _quarantine(spec, Path(os.fsdecode(d.path)), CONFLICT, d.detail, other=_show(d.other_path))

@@ -177,3 +177,29 @@ def test_a_file_vanished_since_the_scan_defers_its_study_instead_of_sending_it_s
     proc, report = run_report(site)  # the next run rescans: the study goes without the file it no longer has
     assert proc.returncode == 0, proc.stderr
     assert report["release"]["instances"] == 2 and quarantine_list(site)["items"] == []
+
+
+def test_the_same_instance_in_another_transfer_syntax_is_released_once_not_held(tmp_path: Path, cli) -> None:
+    import pydicom
+    from pydicom.uid import ImplicitVRLittleEndian
+
+    site = make_site(tmp_path, cli, patients=1, slices=3, seed=19)
+    source = sorted(site.export.files)[0]
+    ds = pydicom.dcmread(source)
+    ds.remove_private_tags()  # read back from implicit VR, a private LO is UN: a difference to the engine
+    ds.save_as(source, enforce_file_format=True)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian  # a re-export by a PACS that prefers implicit VR
+    variant = site.export.root / "zz-reexport" / "implicit.dcm"
+    variant.parent.mkdir()
+    ds.save_as(variant, implicit_vr=True, little_endian=True)
+    assert variant.read_bytes() != source.read_bytes()
+    ds.PatientWeight = "80"  # and one that differs in one attribute: a conflict naming it
+    clash = site.export.root / "zz-reexport" / "clash.dcm"
+    ds.save_as(clash, implicit_vr=True, little_endian=True)
+    proc, report = run_report(site)
+    assert proc.returncode == PARTIAL, proc.stderr
+    assert report["release"]["instances"] == 3
+    assert report["release"]["duplicates"] == {"identical_copies": 1, "conflicts": 1, "new_conflicts": 1}
+    (item,) = quarantine_list(site)["items"]
+    assert item["path"] == str(clash) and item["other_path"] == str(source)
+    assert "PatientWeight" in item["detail"] and "80" not in item["detail"].replace(str(source), "")
