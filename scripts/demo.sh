@@ -31,10 +31,11 @@ sfr-gateway --home "$DEMO/home" init --site-id DEMO01 --central-recipient "$reci
 sfr-gateway --home "$DEMO/home" consent import "$DEMO/consent.csv"
 sfr-gateway --home "$DEMO/home" run
 sfr-gateway --home "$DEMO/home" status
-echo "== central host: verify signatures, decrypt, check manifests, unpack"
+echo "== central host: register the site's public key, then verify signatures, decrypt, check manifests, unpack"
+export SFR_CENTRAL_HOME="$DEMO/central/home"
+sfr-gateway central site add DEMO01 "$DEMO/home/keys/site-signing.pub"
 for batch in "$DEMO/home/dropbox"/*.tar.zst.age; do
-  sfr-gateway central open "$batch" --identity "$DEMO/central/central.key" \
-    --site-key "$DEMO/home/keys/site-signing.pub" --output "$DEMO/central/received"
+  sfr-gateway central open "$batch" --identity "$DEMO/central/central.key" --output "$DEMO/central/received"
 done
 echo "== independent residual-PHI check of what arrived"
 sfr-gateway --home "$DEMO/home" verify "$DEMO/central/received" --against "$DEMO/export" --json > "$DEMO/verify.json" \

@@ -61,7 +61,7 @@ def delivered(site: Site, into: Path) -> list[pydicom.Dataset]:
     key = PublicKey.load(site.home / "keys" / "site-signing.pub")
     out = []
     for batch in site.batches():
-        opened = open_batch(batch, [site.identity], key, into)
+        opened = open_batch(batch, [site.identity], {"TEST01": key}, into)
         out += [pydicom.dcmread(p) for p in sorted(opened.directory.rglob("*.dcm"))]
     return out
 

@@ -50,7 +50,8 @@ class Site:
         out = self.central / "opened"
         datasets = []
         for batch in self.batches():
-            opened = open_batch(batch, [self.identity], PublicKey.load(self.home / "keys" / "site-signing.pub"), out)
+            opened = open_batch(batch, [self.identity], {"TEST01": PublicKey.load(self.home / "keys" / "site-signing.pub")},
+                                out)
             for path in sorted(opened.directory.rglob("*.dcm")):
                 datasets.append(pydicom.dcmread(path))
         return datasets

@@ -34,11 +34,13 @@ INFO = package.BatchInfo(site="SITE-T", batch_id="b-42", profile="sfr-covid", ps
 
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
+    """The central identity, and the site's public key, registered for SITE-T in tmp_path/central-home."""
     identity = tmp_path / "central.key"
     identity.write_text(age.identity_file_text(CENTRAL))
     identity.chmod(0o600)
     pub = tmp_path / "site.pub"
     pub.write_text(sign.public_key_file_text(SITE))
+    assert main(["central", "--central-home", str(tmp_path / "central-home"), "site", "add", "SITE-T", str(pub)]) == 0
     return identity, pub
 
 
@@ -47,8 +49,8 @@ def members(n: int = 3, size: int = 150_000) -> list[tuple[str, bytes]]:
 
 
 def open_cli(batch: Path, keys: tuple[Path, Path], out: Path, *extra: str) -> int:
-    return main(["central", "open", str(batch), "--identity", str(keys[0]), "--site-key", str(keys[1]),
-                 "--output", str(out), *extra])
+    return main(["central", "--central-home", str(keys[0].parent / "central-home"), "open", str(batch),
+                 "--identity", str(keys[0]), "--output", str(out), *extra])
 
 
 def test_open_round_trip(tmp_path: Path, keys: tuple[Path, Path]) -> None:
@@ -63,10 +65,15 @@ def test_open_round_trip(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     assert sorted(p.name for p in dest.iterdir()) == ["manifest.json", "study"]
 
 
-def test_open_json_and_base64_site_key(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+def test_open_json_and_base64_site_key(tmp_path: Path) -> None:
+    identity = tmp_path / "central.key"
+    identity.write_text(age.identity_file_text(CENTRAL))
+    identity.chmod(0o600)
+    home = str(tmp_path / "central-home")
+    assert main(["central", "--central-home", home, "site", "add", "SITE-T", sign.PublicKey.of(SITE).to_base64()]) == 0
     batch = package.write_batch(tmp_path / "outbox", INFO, members(1), [CENTRAL.recipient], SITE)
-    res = CliRunner().invoke(cli, ["central", "open", str(batch.path), "-i", str(keys[0]), "--site-key",
-                                   sign.PublicKey.of(SITE).to_base64(), "-o", str(tmp_path / "in"), "--json"])
+    res = CliRunner().invoke(cli, ["central", "--central-home", home, "open", str(batch.path), "-i", str(identity),
+                                   "-o", str(tmp_path / "in"), "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["files"] == 1 and data["site"] == "SITE-T" and data["sha256"] == batch.sha256
@@ -113,7 +120,7 @@ def test_bad_or_missing_signature_is_refused(tmp_path: Path, keys: tuple[Path, P
     expect_refusal(result.path, keys, tmp_path / "in", capsys, "trusted comment altered")
     result.signature_path.write_text(sign.sign_digest(hashlib.blake2b(result.path.read_bytes()).digest(),
                                                       sign.generate_signing_key(), "site:SITE-T\tbatch:b-42"))
-    expect_refusal(result.path, keys, tmp_path / "in", capsys, "not by the expected key")
+    expect_refusal(result.path, keys, tmp_path / "in", capsys, "not by a key registered for site SITE-T")
     result.signature_path.unlink()
     expect_refusal(result.path, keys, tmp_path / "in", capsys, "no signature")
 
@@ -208,6 +215,6 @@ def test_opens_a_batch_built_with_stock_tools(tmp_path: Path) -> None:
     signed = run([minisign, "-S", "-s", str(tmp_path / "m.key"), "-m", str(batch),
                   "-t", f"site:SITE-T\tbatch:stock\tsha256:{sha}\tfile:{batch.name}"])
     assert signed.returncode == 0
-    opened = central.open_batch(batch, central.load_identities(key), central.load_site_key(str(tmp_path / "m.pub")),
-                                tmp_path / "in")
+    opened = central.open_batch(batch, central.load_identities(key),
+                                {"SITE-T": central.parse_public_key(str(tmp_path / "m.pub"))}, tmp_path / "in")
     assert opened.files == 2 and (tmp_path / "in" / "stock" / "a.dcm").read_bytes() == GOOD[0][1]

@@ -35,7 +35,7 @@ def _open_visible(site: Site, into: Path) -> list:
     key = PublicKey.load(site.home / "keys" / "site-signing.pub")
     datasets = []
     for batch in site.batches():
-        opened = open_batch(batch, [site.identity], key, into)
+        opened = open_batch(batch, [site.identity], {"TEST01": key}, into)
         datasets += [pydicom.dcmread(p) for p in sorted(opened.directory.rglob("*.dcm"))]
     return datasets
 

@@ -60,7 +60,7 @@ def _rerun_delivers_exactly_once(site: Site, tmp_path: Path) -> None:
     key = PublicKey.load(site.home / "keys" / "site-signing.pub")
     uids = Counter()
     for batch in site.batches():
-        opened = open_batch(batch, [site.identity], key, tmp_path / "opened")
+        opened = open_batch(batch, [site.identity], {"TEST01": key}, tmp_path / "opened")
         uids.update(pydicom.dcmread(p).SOPInstanceUID for p in opened.directory.rglob("*.dcm"))
     assert len(uids) == ELIGIBLE and set(uids.values()) == {1}
     assert integrity_ok(site.home / "state.db")

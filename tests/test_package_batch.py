@@ -231,7 +231,7 @@ def test_manifest_bigger_than_its_room_still_gives_a_valid_batch(tmp_path: Path,
     result = package.write_batch(out, package.BatchInfo("S", "b1", "p"), members, [CENTRAL.recipient], KEY,
                                  expected_files=expected)
     assert not list(out.glob(".*"))  # no temp file left behind, moved or not
-    opened = open_batch(result.path, [CENTRAL], sign.PublicKey.of(KEY), tmp_path / f"opened-{expected}")
+    opened = open_batch(result.path, [CENTRAL], {"S": sign.PublicKey.of(KEY)}, tmp_path / f"opened-{expected}")
     assert sorted(p.relative_to(opened.directory).as_posix() for p in opened.directory.rglob("*.dcm")) == sorted(names)
     for name, data in members[:5]:
         assert (opened.directory / name).read_bytes() == data

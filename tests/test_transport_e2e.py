@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from sfr_gateway import package
-from sfr_gateway.central import load_site_key, open_batch
+from sfr_gateway.central import open_batch, parse_public_key
 from sfr_gateway.crypto import age, sign
 from sfr_gateway.ledger.uploads import SqliteUploadState
 from sfr_gateway.transport import TransportSettings
@@ -37,7 +37,8 @@ def test_real_batch_over_cut_link_opens_at_the_centre(tmp_path: Path, tus_server
         (received / upload["info"]["metadata"]["filename"]).write_bytes(upload["data"])
     pub = tmp_path / "site.pub"
     pub.write_text(site_key.minisign_public())
-    opened = open_batch(received / batch.path.name, [central], load_site_key(str(pub)), tmp_path / "unpacked")
+    opened = open_batch(received / batch.path.name, [central], {"CHU-TEST": parse_public_key(str(pub))},
+                        tmp_path / "unpacked")
     assert opened.batch_id == "b-e2e" and opened.sha256 == batch.sha256 and opened.files == len(members)
     for name, data in members:
         assert (opened.directory / name).read_bytes() == data
