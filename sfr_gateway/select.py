@@ -100,14 +100,18 @@ def parse_da(value: str) -> dt.date | None:
         return None
 
 
-def eligibility(f: InstanceFacts, rules: SelectionRules) -> str | None:
-    """None when eligible, else the exclusion reason (a key of ``EXCLUSION_REASONS``)."""
+def eligibility(f: InstanceFacts, rules: SelectionRules, *, sop_class_known: bool = True) -> str | None:
+    """None when eligible, else the exclusion reason (a key of ``EXCLUSION_REASONS``).
+
+    ``sop_class_known=False``: the facts come from a series-level query (``pull``), which names no
+    SOP Class; every other rule applies, and the instances are judged again when they arrive.
+    """
     kind = series_kind(f)
     if kind in rules.excluded_kinds:
         return kind
     if f.modality.upper() not in rules.modalities:
         return "modality"
-    if f.sop_class_uid not in _IMAGE_CLASSES:
+    if sop_class_known and f.sop_class_uid not in _IMAGE_CLASSES:
         return "not-an-image"
     if not is_chest(f, rules):
         return "not-chest"

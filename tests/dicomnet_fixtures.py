@@ -54,10 +54,11 @@ class ListenerProcess:
     log: Path | None = None
 
     def start(self) -> ListenerProcess:
+        """Start on ``self.port`` (0: a free one, read from the ready line)."""
         self.log = self.home.parent / f"listen-{time.monotonic_ns()}.log"
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(
-                gateway_cmd(self.home, "listen", "--port", "0", "--bind", "127.0.0.1", *self.args),
+                gateway_cmd(self.home, "listen", "--port", str(self.port), "--bind", "127.0.0.1", *self.args),
                 stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, **self.env})
         line: list[str] = []
         reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
@@ -192,6 +193,7 @@ class Orthanc:
             "DicomCheckModalityHost": False, "DicomModalities": modalities, "Plugins": [],
             "StorageCompression": False, "ConcurrentJobs": 1, "DicomScpTimeout": 30, "DicomAssociationCloseDelay": 0,
             "HttpTimeout": 30, "StableAge": 1, "SaveJobs": False, "LimitFindResults": 0, "LimitFindInstances": 0,
+            "MaximumStorageCacheSize": 0,
         }
 
     def _wait_ready(self, timeout: float = 60) -> bool:
@@ -215,6 +217,15 @@ class Orthanc:
             for path in paths:
                 r = http.post(self.url + "/instances", data=path.read_bytes(), timeout=30)
                 assert r.ok, r.text
+
+    def stored_file(self, sop_instance_uid: str) -> Path:
+        """Where Orthanc keeps one instance's file (to damage its storage in a fault test)."""
+        import requests
+
+        found = requests.post(self.url + "/tools/lookup", data=sop_instance_uid, timeout=10).json()
+        (instance,) = [f["ID"] for f in found if f["Type"] == "Instance"]
+        uuid = requests.get(f"{self.url}/instances/{instance}/attachments/dicom/info", timeout=10).json()["Uuid"]
+        return self.root / "storage" / uuid[:2] / uuid[2:4] / uuid
 
     def studies(self) -> list[str]:
         import requests

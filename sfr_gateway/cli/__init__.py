@@ -36,6 +36,7 @@ COMMAND_MODULES: dict[str, str] = {
     "status": "sfr_gateway.cli.run",
     "listen": "sfr_gateway.cli.listen",
     "quarantine": "sfr_gateway.cli.quarantine",
+    "pull": "sfr_gateway.cli.pull",
 }
 
 

@@ -236,8 +236,7 @@ class Listener:
         req = event.request
         sop_class = str(req.AffectedSOPClassUID)
         sop_instance = str(req.AffectedSOPInstanceUID)
-        meta = encode_file_meta(event.file_meta)
-        result = self.incoming.store(sop_class, sop_instance, (_PREAMBLE, meta, req.DataSet.getbuffer()))
+        result = store_event(self.incoming, event)
         stats = self._stats_of(event.assoc)
         if result.ok:
             stats.stored += 1
@@ -328,6 +327,14 @@ class Listener:
                 log.error("cannot record the %s event in the ledger: %s", action, exc)
 
 
+def store_event(incoming: Incoming, event: Any) -> Stored:
+    """Store the instance of a C-STORE request (listener or C-GET) as it came: preamble, the file
+    meta pynetdicom derives from the request and context, and the data set bytes, undecoded."""
+    req = event.request
+    return incoming.store(str(req.AffectedSOPClassUID), str(req.AffectedSOPInstanceUID),
+                          (_PREAMBLE, encode_file_meta(event.file_meta), req.DataSet.getbuffer()))
+
+
 def _calling(assoc: Any) -> str:
     return str(getattr(assoc.requestor, "ae_title", "") or "").strip()
 
@@ -356,4 +363,4 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-__all__ = ["ListenSettings", "Listener", "admitted_classes", "serve", "tls_context", "free_port"]
+__all__ = ["ListenSettings", "Listener", "admitted_classes", "serve", "store_event", "tls_context", "free_port"]

@@ -89,8 +89,8 @@ def mark_asked(ledger: Ledger, run_id: int, study_uid: str, patient_id: str, iss
     with ledger.transaction() as conn:
         conn.execute(
             """INSERT INTO pull_studies (study_uid, patient_id, issuer, study_date, series, expected, state, attempts,
-                                        first_run, last_run, asked_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 1, ?, ?, ?)
-               ON CONFLICT (study_uid) DO UPDATE SET state = 'pending', attempts = attempts + 1, series = excluded.series,
+                                        first_run, last_run, asked_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)
+               ON CONFLICT (study_uid) DO UPDATE SET state = 'pending', series = excluded.series,
                    expected = excluded.expected, last_run = excluded.last_run, asked_at = excluded.asked_at,
                    finished_at = NULL, error = NULL""",
             (study_uid, patient_id, issuer, study_date, json.dumps(list(series)), expected, run_id, run_id, now),
@@ -98,13 +98,16 @@ def mark_asked(ledger: Ledger, run_id: int, study_uid: str, patient_id: str, iss
 
 
 def mark_result(ledger: Ledger, study_uid: str, state: str, completed: int, failed: int, warning: int, remaining: int,
-                error: str | None = None) -> None:
-    """The final answer of one retrieval (sub-operation counts as the PACS reported them)."""
+                error: str | None = None, *, attempt: bool = False) -> None:
+    """The final answer of one retrieval (sub-operation counts as the PACS reported them).
+    ``attempt``: the PACS failed on this study (it counts towards giving up); a refused set-up or a
+    dropped association says nothing about the study and must not use up its attempts."""
     with ledger.transaction() as conn:
         conn.execute(
             """UPDATE pull_studies SET state = ?, completed = ?, failed = ?, warning = ?, remaining = ?, error = ?,
-                   finished_at = ? WHERE study_uid = ?""",
-            (state, completed, failed, warning, remaining, (error or "")[:500] or None, utcnow(), study_uid),
+                   finished_at = ?, attempts = attempts + ? WHERE study_uid = ?""",
+            (state, completed, failed, warning, remaining, (error or "")[:500] or None, utcnow(), int(attempt),
+             study_uid),
         )
 
 
@@ -119,6 +122,17 @@ def indexed_per_series(ledger: Ledger, series_uids: Iterable[str]) -> dict[str, 
             f"""SELECT series_uid, COUNT(DISTINCT sop_instance_uid) FROM instances
                 WHERE state = 'indexed' AND series_uid IN ({marks}) GROUP BY series_uid""", chunk).fetchall())
     return out
+
+
+def last_event_id(ledger: Ledger) -> int:
+    return int(ledger.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0])
+
+
+def listener_rejections_since(ledger: Ledger, event_id: int) -> list[dict[str, Any]]:
+    """What our listener (``listen``, any process on this HOME) rejected after ``event_id``."""
+    rows = ledger.conn.execute(
+        "SELECT detail FROM events WHERE id > ? AND command = 'listen' AND action = 'reject' ORDER BY id", (event_id,))
+    return [json.loads(r[0]) for r in rows]
 
 
 def pull_runs(ledger: Ledger, limit: int = 20) -> list[dict[str, Any]]:
