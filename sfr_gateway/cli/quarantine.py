@@ -48,7 +48,7 @@ def render(data: dict[str, Any], records: str) -> None:
     if files:
         click.echo("\nfiles held back (until they change):")
         for f in files:
-            click.echo(f"- {f['path']}: {f['reason']}: same SOP Instance UID as {f['other_path']}, other content")
+            click.echo(f"- {f['path']}: {f['reason']}: {f['detail']}")
         click.echo(f"  what to do: {files[0]['meaning']}")
     if refused:
         click.echo(f"\nrefused by the engine (records in {records}):")
