@@ -21,7 +21,7 @@ sys.modules.setdefault("conformance", conformance)  # its dataclasses look their
 _spec.loader.exec_module(conformance)
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dicom3tools (dciodvfy) not installed")
+@pytest.mark.tool("dciodvfy", package="dicom3tools")
 @pytest.mark.parametrize("profile", ["basic", DEFAULT_PROFILE])
 def test_every_input_accounted_once_no_crash_no_new_dciodvfy_error(tmp_path: Path, profile: str) -> None:
     assert len(conformance.inputs()) > 250, "pydicom-data is a test extra: pip install -e '.[test]'"
