@@ -79,6 +79,8 @@ def test_every_identifying_value_of_the_instance_leaves_every_cleaned_text() -> 
     for clinical in ("tdm thorax sans injection", "nodule 12 mm lobe inferieur droit", "controle a 3 mois"):
         assert clinical in cleaned, (clinical, cleaned)
     assert out.ImageComments == "TDM THORAX 1.25 mm"  # clinical text kept byte for byte
+    # a Text Value (not in Table E.1-1) inside a sequence being cleaned is cleaned too
+    assert out.AcquisitionContextSequence[0].ContentSequence[0].TextValue == "Compte rendu"
 
 
 def test_names_ids_places_and_numbers_as_written() -> None:

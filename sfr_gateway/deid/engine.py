@@ -142,6 +142,10 @@ def _memo_for(ctx: Context) -> _Memo | None:
     return memo
 
 
+FREE_TEXT = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN"})
+_IN_CLEANED = Rule("C", "engine", "free text inside a sequence under C or D (not in PS3.15 E.1-1)", "free text")
+
+
 class Walker:
     """Applies one plan to one dataset tree for one file (see module docstring)."""
 
@@ -151,6 +155,7 @@ class Walker:
         self.values = ctx.keep_values
         self.memo = _memo_for(ctx)
         self.parents: tuple[int, ...] = ()  # tags of the sequences above the dataset being walked
+        self.cleaning = False  # inside a sequence whose code is C or D (see _recurse)
 
     def record(self, path: str, tag: int, vr: str, action: str, code: str, rule: str,
                before: Any = None, after: Any = None, creator: str | None = None) -> None:
@@ -288,6 +293,8 @@ class Walker:
     def _unlisted(self, ds: Dataset, tag: int, vr: str, path: str) -> None:
         if vr == "SQ":
             self._recurse(ds, tag, path)
+        elif self.cleaning and vr in FREE_TEXT and self.ctx.tokens is not None:
+            self._clean(ds, tag, vr, path, _IN_CLEANED)
         elif vr in ("DA", "DT") and self.plan.dates_mode == "modified":
             self._shift(ds, tag, vr, path, "C", "retain-long-modified-dates: every DA/DT shifted by the patient offset")
         elif self.ctx.record_kept:
@@ -303,7 +310,7 @@ class Walker:
                 ds[tag].value = []
                 self.record(path, tag, vr, "emptied", code, rule.text)
             else:  # K, C, U, D on a sequence: keep it, apply the profile to its items
-                self._recurse(ds, tag, path, rule.text)
+                self._recurse(ds, tag, path, rule.text, cleaning=code in ("C", "D"))
         elif code == "Z":
             before = self._value(ds, tag)
             put_empty(ds, tag, vr)
@@ -318,17 +325,21 @@ class Walker:
             self._keep(ds, tag, vr, path, rule)
 
     def _recurse(self, ds: Dataset, tag: int, path: str, rule: str = "not in PS3.15 E.1-1 (kept)",
-                 creator: str | None = None) -> None:
+                 creator: str | None = None, *, cleaning: bool = False) -> None:
+        """Walk the items of a kept sequence. Inside a sequence whose code is C or D (Content
+        Sequence, Acquisition Context...), free text the table does not list (a Text Value) is
+        cleaned like a descriptor, not kept: the sequence is being cleaned, not merely kept."""
         items = ds[tag].value or []
         if self.ctx.record_kept:  # the sequence itself (its value: the number of items)
             self.record(path, tag, "SQ", "kept", "K", rule, len(items), len(items), creator)
-        parents = self.parents
+        parents, was_cleaning = self.parents, self.cleaning
         self.parents = (*parents, int(tag))
+        self.cleaning = was_cleaning or cleaning
         try:
             for i, item in enumerate(items):
                 self.walk(item, f"{path}[{i}].")
         finally:
-            self.parents = parents
+            self.parents, self.cleaning = parents, was_cleaning
 
     def _keep(self, ds: Dataset, tag: int, vr: str, path: str, rule: Rule) -> None:
         if vr in BINARY:
