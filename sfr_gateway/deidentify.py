@@ -325,7 +325,7 @@ def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
                     other = os.fsdecode(owner) if owner is not None else os.fsdecode(spec.output / rel)
                     whose = f"input {other}" if owner is not None else f"the existing output {other}"
                     refuse(path, "duplicate-sop-instance",
-                           f"SOP Instance UID shared with {whose}, not the same instance "
+                           f"SOP Instance UID shared with {whose}, {same.words} "
                            f"({same.verdict}: {same.detail}); nothing was overwritten", other)
                     if progress:
                         progress(summary.seen)

@@ -276,7 +276,7 @@ def _deduplicated(audit: InstanceAudit, released: dict[str, str]) -> InstanceAud
         return audit
     audit.status = "quarantined"
     audit.quarantine = {"reason": "duplicate-sop-instance", "other": first,
-                        "detail": f"duplicate SOP Instance UID shared with input {first}, not the same instance "
+                        "detail": f"duplicate SOP Instance UID shared with input {first}, {same.words} "
                                   f"({same.verdict}: {same.detail})"}
     audit.attributes = []
     return audit

@@ -43,6 +43,12 @@ class Sameness:
     detail: str = ""
 
     @property
+    def words(self) -> str:
+        """The verdict for a reader: "the same instance", "not the same instance", "not shown to be"."""
+        return {"identical": "the same instance", "same-instance": "the same instance",
+                "different": "not the same instance"}.get(self.verdict, "not shown to be the same instance")
+
+    @property
     def same(self) -> bool:
         """True when the two files hold one instance."""
         return self.verdict in ("identical", "same-instance")
