@@ -114,6 +114,8 @@ class ConsentPolicy:
 
     mode: str = "explicit"
     delay_days: int = 30
+    issuers: tuple[str, ...] = ()  # [site] issuers: how a consent recorded without an issuer resolves
+    without_patient_id: str = "hold"  # instances without a Patient ID: "hold" (never released) or "release"
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,12 @@ def load_config(home: Path) -> Config:
     delay = con.get("delay_days", 30)
     if not isinstance(delay, int) or delay < 0:
         raise ConfigError("config: consent.delay_days must be a whole number of days >= 0")
+    no_pid = con.get("without_patient_id", "hold")
+    if no_pid not in ("hold", "release"):
+        raise ConfigError('config: consent.without_patient_id must be "hold" or "release"')
+    issuers = tuple(i.strip() for i in _strs(site.get("issuers", []), "site.issuers"))
+    if any(not i or len(i) > 64 for i in issuers):
+        raise ConfigError("config: site.issuers must be non-empty Issuer of Patient ID values (at most 64 characters)")
     deid = raw.get("deidentification", {})
     central = raw.get("central", {})
     batch = raw.get("batch", {})
@@ -360,7 +368,7 @@ def load_config(home: Path) -> Config:
         options=_strs(deid.get("options", []), "deidentification.options"),
         overrides=dict(raw.get("overrides", {})),
         selection=selection,
-        consent=ConsentPolicy(mode=mode, delay_days=delay),
+        consent=ConsentPolicy(mode=mode, delay_days=delay, issuers=issuers, without_patient_id=no_pid),
         transport=dict(raw.get("transport", {})),
         batch_max_bytes=int(batch.get("max_bytes", 2 * 1024**3)),
         zstd=_zstd(batch),
@@ -392,6 +400,10 @@ def render_config(
 id = {_toml_str(site_id)}
 # PACS export folders that `sfr-gateway run` scans when given none (read-only, never modified).
 exports = {_toml_list(list(exports))}
+# The Issuer of Patient ID values the exports carry (e.g. ["IPP-CHU-X"]). Optional: a consent
+# recorded without an issuer resolves to the one issuer the index holds the Patient ID under;
+# declared issuers let it resolve before the first scan and keep other issuers out.
+issuers = []
 
 [central]
 # age recipients (X25519 public keys, age1...) of the central host; two during a key rotation.
@@ -415,6 +427,10 @@ excluded_kinds = {_toml_list(list(DEFAULT_EXCLUDED_KINDS))}
 # "non-opposition": release patients informed at least delay_days ago, unless refused or withdrawn.
 mode = "explicit"
 delay_days = 30
+# Instances without a Patient ID cannot be matched to any consent: "hold" (never released, counted
+# by scan, status and coverage) or "release" (released without a consent check: the site's
+# documented choice, e.g. phantoms; each such study gets its own pseudonym).
+without_patient_id = "hold"
 
 [deidentification]
 profile = "sfr-covid"

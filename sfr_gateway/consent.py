@@ -7,8 +7,12 @@ A patient (local ID + issuer) has a current status, ``unknown`` until something 
 ``refused``    refusal / opposition
 ``withdrawn``  consent withdrawn: permanent; nothing of the patient is ever released again
 
-History is append-only (the ledger refuses UPDATE and DELETE). The current status is the record
-with the latest effective date (ties: the last recorded); a withdrawal overrides everything.
+History is append-only (the ledger refuses UPDATE and DELETE). What a record (Patient ID and
+issuer as recorded) applies to among the identities the exports carry is decided in one place,
+``sfr_gateway.consent_identity``; an identity's current status is the latest record that applies
+to it (ties: the last recorded); a withdrawal overrides everything. The gate, coverage and the
+patient list are in ``sfr_gateway.consent_gate``; what a refusal or withdrawal does to batches
+and withdrawal requests in ``sfr_gateway.consent_requests``.
 
 Release policy (``Config.consent``): ``explicit`` releases ``consented`` patients only;
 ``non-opposition`` also releases patients ``informed`` at least ``delay_days`` days before
@@ -22,19 +26,19 @@ import hashlib
 import json
 import logging
 import re
-import uuid
-from collections import Counter, defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import ConsentPolicy
+from .consent_identity import RESTRICTIONS, SCOPE_ALL, Registry, Resolution
+from .consent_requests import restrict
 from .errors import ConsentError
 from .keys import SigningKey
 from .ledger import Ledger
 from .ledger import consent as sql
-from .ledger.db import insert_event, utcnow
+from .ledger.db import insert_event
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +54,16 @@ WAITING_REASONS = {
     "informed-in-delay": "informed; the non-opposition delay has not elapsed",
     "refused": "refused",
     "withdrawn": "withdrawn (permanent)",
+    "no-patient-id": "no Patient ID (held: [consent] without_patient_id = \"hold\")",
 }
 
 PseudonymFor = Callable[[str, str], str]
 """``pseudonym_for(patient_id, issuer) -> pseudonym`` (from the de-identification engine)."""
 Signer = Callable[[bytes], tuple[str, str]]
 """``sign(payload) -> (signature_format, signature_text)``."""
-CancelBatches = Callable[[Any, str, str], int]
-"""``cancel(conn, patient_id, issuer) -> batches cancelled``, run inside the withdrawal transaction."""
+CancelBatches = Callable[[Any, str, "str | None"], int]
+"""``cancel(conn, patient_id, issuer or None for every issuer) -> batches cancelled``, run inside
+the withdrawal transaction."""
 
 
 def minisign_signer(key: SigningKey, site_id: str) -> Signer:
@@ -130,45 +136,63 @@ def check_effective(effective: dt.date | None, today: dt.date) -> dt.date:
 @dataclass(frozen=True)
 class Change:
     """What recording one status did: ``recorded``, ``unchanged`` (same as the current record),
-    ``withdrawn`` (newly withdrawn), or ``already-withdrawn`` (nothing recorded)."""
+    ``withdrawn`` (newly withdrawn), or ``already-withdrawn`` (nothing recorded); what the record
+    applies to; and, for a refusal or withdrawal, what it stopped and what had already left."""
 
     outcome: str
     status: str
     request_queued: bool = False
     batches_cancelled: int = 0
+    requests_queued: int = 0
+    resolution: Resolution | None = None
+    released_batches: tuple[str, ...] = ()
+    released_studies: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (local data: the resolution names the local patient ID)."""
+        return {"outcome": self.outcome, "status": self.status, "request_queued": self.request_queued,
+                "batches_cancelled": self.batches_cancelled, "requests_queued": self.requests_queued,
+                "applies_to": self.resolution.as_dict() if self.resolution else None,
+                "already_released": {"studies": self.released_studies, "batches": list(self.released_batches)}}
+
+
+def _withdrawn_already(reg: Registry, patient_id: str, issuer: str, status: str) -> bool:
+    """True when a withdrawal already covers everything this record would apply to."""
+    held = reg.withdrawals.get(patient_id, [])
+    if any(not i or scope == SCOPE_ALL or i == issuer for i, scope in held):
+        return True
+    if status not in RESTRICTIONS and not issuer:
+        target = reg.resolve(patient_id, "", status)
+        return target.outcome == "resolved" and reg.standing(*target.identities[0]).withdrawn
+    return False
 
 
 def _apply(conn: Any, patient_id: str, issuer: str, status: str, effective: str, source: str, reference: str,
-           operator: str, reason: str, withdrawer: Withdrawer | None) -> Change:
-    """Record one status inside the caller's write transaction."""
-    if sql.is_withdrawn(conn, patient_id, issuer):
-        return Change("already-withdrawn", "withdrawn")
-    if status == "withdrawn":
-        if withdrawer is None:
-            raise ConsentError("recording a withdrawal needs the pseudonym secret and the site signing key")
-        record_id = sql.append_record(conn, patient_id, issuer, status, effective, source, reference, operator, reason)
-        sql.add_withdrawal(conn, patient_id, issuer, effective, record_id)
-        cancelled = withdrawer.cancel_batches(conn, patient_id, issuer)
-        pseudonym = withdrawer.pseudonym_for(patient_id, issuer)
-        created = utcnow()
-        payload = canonical_json({
-            "type": "sfr-gateway/withdrawal-request", "version": 1, "site": withdrawer.site_id,
-            "pseudonym": pseudonym, "request_id": uuid.uuid4().hex, "created_at": created,
-        })
-        fmt, signature = withdrawer.signer(payload.encode("utf-8"))
-        queued = sql.queue_withdrawal_request(conn, pseudonym, created, payload, signature, fmt)
-        log.info("withdrawal recorded for pseudonym %s: %d pending batches cancelled", pseudonym, cancelled)
-        return Change("withdrawn", status, queued, cancelled)
+           operator: str, reason: str, withdrawer: Withdrawer | None, declared: Sequence[str] = (),
+           site_issuers: frozenset[str] | None = None) -> Change:
+    """Record one status inside the caller's write transaction (see ``consent_identity`` for
+    what it applies to; ``site_issuers`` saves the import one index query per line)."""
+    reg = Registry.load(conn, declared, [patient_id], site_issuers=site_issuers)
+    if _withdrawn_already(reg, patient_id, issuer, status):
+        return Change("already-withdrawn", "withdrawn", resolution=reg.resolve(patient_id, issuer, status))
+    scope = reg.restriction_scope(issuer) if status in RESTRICTIONS else ""
+    resolution = reg.resolve(patient_id, issuer, status, scope)
+    if status == "withdrawn" and withdrawer is None:
+        raise ConsentError("recording a withdrawal needs the pseudonym secret and the site signing key")
     now = sql.current(conn, patient_id, issuer)
-    if now is not None and (now.status, now.effective, now.source, now.reference) == (status, effective, source, reference):
-        return Change("unchanged", status)
-    sql.append_record(conn, patient_id, issuer, status, effective, source, reference, operator, reason)
-    return Change("recorded", status)
-
-
-def canonical_json(obj: dict[str, Any]) -> str:
-    """Sorted keys, no spaces, ASCII: the exact bytes that are signed."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    if status != "withdrawn" and now is not None and \
+            (now.status, now.effective, now.source, now.reference) == (status, effective, source, reference):
+        return Change("unchanged", status, resolution=resolution)
+    record_id = sql.append_record(conn, patient_id, issuer, status, effective, source, reference, operator, reason,
+                                  scope)
+    if status not in RESTRICTIONS:
+        return Change("recorded", status, resolution=resolution)
+    if status == "withdrawn":
+        sql.add_withdrawal(conn, patient_id, issuer, effective, record_id)
+    done = restrict(conn, reg, patient_id, issuer, status, scope, withdrawer)
+    return Change("withdrawn" if status == "withdrawn" else "recorded", status, done.requests_queued > 0,
+                  done.batches_cancelled, done.requests_queued, resolution, done.released_batches,
+                  done.released_studies)
 
 
 def set_status(
@@ -184,11 +208,15 @@ def set_status(
     reason: str = "",
     today: dt.date,
     withdrawer: Withdrawer | None = None,
+    issuers: Sequence[str] = (),
 ) -> Change:
-    """Record a status for one patient (``effective`` defaults to ``today``).
+    """Record a status for one patient (``effective`` defaults to ``today``); ``issuers`` are the
+    site's declared issuers (``[site] issuers``: how a record without an issuer resolves).
 
-    Raises ConsentError for an unknown status, an empty or invalid ID, a future date, or any
-    status other than ``withdrawn`` for a withdrawn patient (a withdrawal is permanent).
+    A refusal or withdrawal cancels what it must, reports the batches that already left, and
+    queues signed withdrawal requests (a refusal only when something left; it needs
+    ``withdrawer`` then). Raises ConsentError for an unknown status, an empty or invalid ID, a
+    future date, or any status other than ``withdrawn`` for a withdrawn patient (permanent).
     """
     if status not in STATUSES:
         raise ConsentError(f"unknown status; use one of {', '.join(STATUSES)}")
@@ -196,12 +224,15 @@ def set_status(
     issuer = check_patient_id(issuer, "issuer")
     when = check_effective(effective, today).isoformat()
     with ledger.transaction() as conn:
-        change = _apply(conn, patient_id, issuer, status, when, source, reference, operator, reason, withdrawer)
+        change = _apply(conn, patient_id, issuer, status, when, source, reference, operator, reason, withdrawer,
+                        issuers)
         if change.outcome == "already-withdrawn" and status != "withdrawn":
             raise ConsentError("the patient has withdrawn; a withdrawal is permanent and cannot be overridden")
         insert_event(conn, "consent", "withdraw" if status == "withdrawn" else "set", change.outcome, {
             "status": status, "count": 0 if change.outcome in ("unchanged", "already-withdrawn") else 1,
-            "requests_queued": int(change.request_queued), "batches_cancelled": change.batches_cancelled,
+            "requests_queued": change.requests_queued, "batches_cancelled": change.batches_cancelled,
+            "applies": change.resolution.outcome if change.resolution else "",
+            "already_released_batches": len(change.released_batches),
         })
     return change
 
@@ -218,20 +249,24 @@ def withdraw(
     reference: str = "",
     operator: str = "",
     today: dt.date,
+    issuers: Sequence[str] = (),
 ) -> Change:
     """Withdraw a patient for good: record it, cancel pending batches, queue one signed request
-    naming only the pseudonym. Withdrawing again changes nothing and queues nothing."""
+    per pseudonym (only pseudonyms, never the local ID). Without an issuer (or under one the
+    exports do not use) it covers the Patient ID under every issuer. Withdrawing again changes
+    nothing and queues nothing."""
     return set_status(ledger, patient_id, "withdrawn", issuer=issuer, effective=effective, source=source,
-                      reference=reference, operator=operator, reason=reason, today=today, withdrawer=withdrawer)
+                      reference=reference, operator=operator, reason=reason, today=today, withdrawer=withdrawer,
+                      issuers=issuers)
 
 
-def current_status(ledger: Ledger, patient_id: str, issuer: str = "") -> str:
-    """The patient's status now (``unknown`` when nothing is recorded)."""
+def current_status(ledger: Ledger, patient_id: str, issuer: str = "", issuers: Sequence[str] = ()) -> str:
+    """The registry entry's status now (``unknown`` when nothing is recorded): its own latest
+    record, unless a later record that applies to it (a refusal without issuer...) or a
+    withdrawal overrides it. What the gate decides for a scanned identity: ``consent show``."""
     with ledger.snapshot() as conn:
-        if sql.is_withdrawn(conn, patient_id, issuer):
-            return "withdrawn"
-        rec = sql.current(conn, patient_id, issuer)
-    return rec.status if rec else "unknown"
+        reg = Registry.load(conn, issuers, [patient_id])
+    return reg.standing(patient_id, issuer, entry=True).status
 
 
 def history(ledger: Ledger, patient_id: str, issuer: str = "") -> list[sql.Record]:
@@ -252,21 +287,56 @@ class ReleaseBasis:
 def release_basis(
     conn_or_ledger: Ledger | Any, patient_id: str, issuer: str, policy: ConsentPolicy, today: dt.date
 ) -> ReleaseBasis | None:
-    """The basis for releasing the patient's studies today, or None when they are not releasable.
+    """The basis for releasing the identity's studies today, or None when they are not releasable.
 
     Accepts a Ledger (reads in its own snapshot) or an open connection (the batch code calls it
     inside the transaction that creates or sends a batch, so a concurrent withdrawal cannot slip by).
     """
+    from .consent_gate import NO_PATIENT_ID, decide
+
     check_policy(policy)
     if isinstance(conn_or_ledger, Ledger):
         with conn_or_ledger.snapshot() as conn:
             return release_basis(conn, patient_id, issuer, policy, today)
-    conn = conn_or_ledger
-    withdrawn = sql.is_withdrawn(conn, patient_id, issuer)
-    rec = sql.current(conn, patient_id, issuer)
-    if rec is None or classify(rec.status, rec.effective, withdrawn, policy, today) != "releasable":
+    standing = Registry.load(conn_or_ledger, policy.issuers, [patient_id]).standing(patient_id, issuer)
+    if decide(standing, patient_id, policy, today) != "releasable":
         return None
-    return ReleaseBasis(rec.status, rec.effective, policy.mode)
+    if not (patient_id or "").strip():
+        return ReleaseBasis(NO_PATIENT_ID, "", policy.mode)
+    return ReleaseBasis(standing.status, standing.effective or "", policy.mode)
+
+
+def study_release_basis(conn: Any, study_uid: str, patient_id: str, issuer: str, policy: ConsentPolicy,
+                        today: dt.date) -> ReleaseBasis | None:
+    """The basis for releasing the identity's instances of ``study_uid``, decided in the caller's
+    transaction over every identity the study's eligible instances name (the gate's rule: all
+    of them releasable), or None. The packaging calls it when it begins and when it finishes a
+    batch, so a withdrawal of any patient of the study committed meanwhile stops the batch."""
+    from .consent_gate import NO_PATIENT_ID, decide_studies
+
+    decided = decide_studies(conn, policy, today, [study_uid]).studies
+    if not decided or any(s.decision != "releasable" for s in decided):
+        return None
+    mine = [s for s in decided if (s.patient_id or "", s.issuer) == (patient_id or "", issuer)]
+    if not mine:
+        return None
+    if not (patient_id or "").strip():
+        return ReleaseBasis(NO_PATIENT_ID, "", policy.mode)
+    return ReleaseBasis(mine[0].status, mine[0].effective or "", policy.mode)
+
+
+def batch_releasable(conn: Any, study_uid: str, policy: ConsentPolicy, today: dt.date) -> bool:
+    """Whether a packaged batch of ``study_uid`` may be sent now: every patient of the study (its
+    batches' and its eligible instances') is still releasable. Consent only, not selection: a
+    batch whose sources left the export since is still sent. ``upload`` calls it in the
+    transaction that marks the batch as being sent."""
+    from .consent_gate import decide
+
+    identities = set(sql.batch_identities(conn, study_uid))
+    identities |= {(s.patient_id or "", s.issuer) for s in sql.eligible_study_patients(conn, [study_uid])}
+    reg = Registry.load(conn, policy.issuers, [p for p, _ in identities])
+    return bool(identities) and all(decide(reg.standing(p, i), p, policy, today) == "releasable"
+                                    for p, i in identities)
 
 
 def is_releasable(ledger: Ledger, patient_id: str, issuer: str, policy: ConsentPolicy, today: dt.date) -> bool:
@@ -275,63 +345,14 @@ def is_releasable(ledger: Ledger, patient_id: str, issuer: str, policy: ConsentP
 
 
 # ---------------------------------------------------------------------------------------------
-# the gate
+# the gate (sfr_gateway.consent_gate), kept reachable from here
 
 
-@dataclass(frozen=True)
-class GateStudy:
-    """An eligible study and the gate's decision (local data: holds the local patient ID)."""
+def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Any:
+    """Decide every eligible study in one read snapshot: see ``consent_gate.gate``."""
+    from .consent_gate import gate as decide_all
 
-    study_uid: str
-    patient_id: str | None
-    issuer: str
-    status: str
-    effective: str | None
-    decision: str  # releasable, or a WAITING_REASONS key
-    instances: int
-
-
-@dataclass
-class Gate:
-    """The gate's decision over every eligible study, taken from one ledger snapshot."""
-
-    policy: ConsentPolicy
-    today: dt.date
-    studies: list[GateStudy] = field(default_factory=list)
-
-    @property
-    def releasable(self) -> list[GateStudy]:
-        return [s for s in self.studies if s.decision == "releasable"]
-
-    @property
-    def waiting(self) -> list[GateStudy]:
-        return [s for s in self.studies if s.decision != "releasable"]
-
-
-def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Gate:
-    """Decide every eligible study in one read snapshot (study list and consent together).
-
-    A study whose instances name several patients is releasable only if every one of them is.
-    """
-    check_policy(policy)
-    result = Gate(policy, today)
-    with ledger.snapshot() as conn:
-        rows = sql.eligible_studies_with_consent(conn)
-    by_study: dict[str, list[GateStudy]] = defaultdict(list)
-    for r in rows:
-        decision = classify(r.status, r.effective, r.withdrawn, policy, today)
-        if r.patient_id is None or not r.patient_id.strip():
-            decision = "unknown"
-        by_study[r.study_uid].append(GateStudy(r.study_uid, r.patient_id, r.issuer,
-                                               "withdrawn" if r.withdrawn else r.status, r.effective,
-                                               decision, r.instances))
-    for parts in by_study.values():
-        blocked = [p for p in parts if p.decision != "releasable"]
-        if blocked and len(parts) > 1:
-            parts = [GateStudy(p.study_uid, p.patient_id, p.issuer, p.status, p.effective, blocked[0].decision,
-                               p.instances) for p in parts]
-        result.studies.extend(parts)
-    return result
+    return decide_all(ledger, policy, today)
 
 
 def releasable_studies(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> list[str]:
@@ -340,53 +361,28 @@ def releasable_studies(ledger: Ledger, policy: ConsentPolicy, today: dt.date) ->
 
 
 def coverage(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
-    """Consent coverage of eligible studies: counts only, no patient values (safe for JSON/logs)."""
-    g = gate(ledger, policy, today)
-    with ledger.snapshot() as conn:
-        mismatches = sql.issuer_mismatches(conn)
-    studies = {s.study_uid for s in g.studies}
-    releasable = {s.study_uid for s in g.releasable}
-    waiting_studies: Counter[str] = Counter()
-    waiting_patients: Counter[str] = Counter()
-    upcoming: Counter[str] = Counter()
-    seen_patients: set[tuple[str | None, str]] = set()
-    for s in g.waiting:
-        waiting_studies[s.decision] += 1
-        if (s.patient_id, s.issuer) not in seen_patients:
-            seen_patients.add((s.patient_id, s.issuer))
-            waiting_patients[s.decision] += 1
-        if s.decision == "informed-in-delay" and s.effective:
-            ready = dt.date.fromisoformat(s.effective) + dt.timedelta(days=policy.delay_days)
-            upcoming[ready.isoformat()] += 1
-    n, m = len(releasable), len(studies)
-    percent = (100 * n // m) if m else 0
-    return {
-        "mode": policy.mode,
-        "delay_days": policy.delay_days,
-        "today": today.isoformat(),
-        "eligible_studies": m,
-        "releasable_studies": n,
-        "percent": percent,
-        "summary": f"{n:,} of {m:,} eligible studies ({percent}%) releasable",
-        "waiting_studies": dict(sorted(waiting_studies.items())),
-        "waiting_patients": dict(sorted(waiting_patients.items())),
-        "releasable_on": dict(sorted(upcoming.items())),
-        "issuer_mismatches": mismatches,
-    }
+    """Consent coverage of eligible studies (counts only): see ``consent_gate.coverage``."""
+    from .consent_gate import coverage as cover
+
+    return cover(ledger, policy, today)
 
 
-def known_issuers(ledger: Ledger, patient_id: str) -> list[str]:
-    """Issuers of Patient ID under which the index holds ``patient_id``."""
-    with ledger.snapshot() as conn:
-        return sql.known_issuers(conn, patient_id)
+def list_patients(ledger: Ledger, status: str | None = None, *, policy: ConsentPolicy | None = None,
+                  today: dt.date | None = None) -> list[Any]:
+    """Registry entries and identities with eligible studies (local admin use only); ``today``
+    decides ``releasable`` (default: the local date)."""
+    from .consent_gate import list_patients as rows
 
-
-def list_patients(ledger: Ledger, status: str | None = None) -> list[sql.PatientConsent]:
-    """Patients known to the registry or with eligible studies (local admin use only)."""
     if status is not None and status not in STATUSES:
         raise ConsentError(f"unknown status; use one of {', '.join(STATUSES)}")
-    with ledger.snapshot() as conn:
-        return sql.patients(conn, [status] if status else None)
+    return rows(ledger, policy or ConsentPolicy(), today or dt.date.today(), status)
+
+
+def show(ledger: Ledger, patient_id: str, issuer: str | None, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
+    """One Patient ID (``issuer`` None: under every issuer) or identity: see ``consent_gate.show``."""
+    from .consent_gate import show as view
+
+    return view(ledger, patient_id, issuer, policy, today)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,6 +431,7 @@ def import_csv(
     withdrawer: Withdrawer | None = None,
     operator: str = "",
     history: bool = False,
+    issuers: Sequence[str] = (),
 ) -> Any:
     """Import a consent CSV; see ``sfr_gateway.consent_csv`` (returns its ImportReport).
 
@@ -444,4 +441,4 @@ def import_csv(
     from .consent_csv import import_file
 
     return import_file(ledger, Path(path), today=today, all_or_nothing=all_or_nothing, withdrawer=withdrawer,
-                       operator=operator, history=history)
+                       operator=operator, history=history, issuers=issuers)

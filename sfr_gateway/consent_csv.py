@@ -39,6 +39,7 @@ import io
 import re
 import unicodedata
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from .consent import STATUSES, Withdrawer, _apply, check_patient_id
 from .errors import ConsentError, InputError
 from .faults import checkpoint
 from .ledger import Ledger
+from .ledger.consent import site_issuers
 from .ledger.db import insert_event
 
 MAX_BYTES = 64 * 1024 * 1024
@@ -164,6 +166,8 @@ class ImportReport:
     duplicates: list[int] = field(default_factory=list)
     skipped_withdrawn: list[int] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    not_applied: list[tuple[int, str]] = field(default_factory=list)
+    already_released: list[tuple[int, str]] = field(default_factory=list)
     by_status: dict[str, int] = field(default_factory=dict)
     committed: bool = False
     all_or_nothing: bool = False
@@ -177,6 +181,8 @@ class ImportReport:
             "batches_cancelled": self.batches_cancelled, "duplicate_lines": self.duplicates,
             "skipped_withdrawn_lines": self.skipped_withdrawn,
             "rejected": [{"line": n, "reason": r} for n, r in self.rejected],
+            "not_applied": [{"line": n, "reason": r} for n, r in self.not_applied],
+            "already_released": [{"line": n, "detail": r} for n, r in self.already_released],
             "by_status": self.by_status, "committed": self.committed, "all_or_nothing": self.all_or_nothing,
         }
 
@@ -330,9 +336,15 @@ def import_file(
     withdrawer: Withdrawer | None = None,
     operator: str = "",
     history: bool = False,
+    issuers: Sequence[str] = (),
 ) -> ImportReport:
     """Parse ``path`` and apply its valid lines in one transaction (none if ``all_or_nothing``
-    and any line was rejected). The event records counts only."""
+    and any line was rejected). The event records counts only.
+
+    Each applied line's record is resolved like any other (``consent_identity``, with the
+    site's declared ``issuers``): a line that applies to no scanned identity (no issuer and
+    ambiguous, or nothing scanned yet) is listed in ``not_applied`` with the reason; a refusal
+    or withdrawal of a patient whose data already left, in ``already_released``."""
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:
@@ -350,10 +362,19 @@ def import_file(
         return report
     by_status: dict[str, int] = defaultdict(int)
     with ledger.transaction() as conn:
+        site = frozenset(site_issuers(conn))
         for ln in lines:
             change = _apply(conn, ln.patient_id, ln.issuer, ln.status, ln.effective, ln.source, ln.reference,
-                            ln.operator, ln.reason, withdrawer)
+                            ln.operator, ln.reason, withdrawer, issuers, site)
             checkpoint("mid-consent-import")
+            if change.resolution is not None and change.resolution.unresolved and change.outcome != "already-withdrawn":
+                report.not_applied.append((ln.number, change.resolution.describe()))
+            if change.released_batches:
+                report.already_released.append((ln.number, f"{ln.status} after release: {change.released_studies} "
+                                                f"study(ies) already left in batch(es) "
+                                                f"{', '.join(change.released_batches)}; "
+                                                f"{change.requests_queued} withdrawal request(s) queued"))
+                report.requests_queued += change.requests_queued if change.outcome != "withdrawn" else 0
             if change.outcome == "already-withdrawn":
                 report.skipped_withdrawn.append(ln.number)
             elif change.outcome == "unchanged":
@@ -363,7 +384,7 @@ def import_file(
                 by_status[ln.status] += 1
                 if change.outcome == "withdrawn":
                     report.withdrawals += 1
-                    report.requests_queued += int(change.request_queued)
+                    report.requests_queued += change.requests_queued
                     report.batches_cancelled += change.batches_cancelled
         report.by_status = dict(sorted(by_status.items()))
         report.committed = True
@@ -377,5 +398,6 @@ def _event(report: ImportReport) -> dict[str, Any]:
         "rejected": len(report.rejected), "duplicates": len(report.duplicates),
         "skipped_withdrawn": len(report.skipped_withdrawn), "withdrawals": report.withdrawals,
         "requests_queued": report.requests_queued, "by_status": report.by_status,
+        "not_applied": len(report.not_applied), "already_released": len(report.already_released),
         "encoding": report.encoding, "committed": report.committed,
     }

@@ -8,16 +8,37 @@ unexpected exception, not a GatewayError) whenever ``text`` is part of ``subject
 path, say): deterministic in any worker process, whatever the order files are handled in.
 
 Each costs one dictionary lookup per call otherwise.
+
+For race tests, ``SFR_GATEWAY_PAUSE=point:DIR`` holds the process the first time it reaches
+``checkpoint(point)``: it creates ``DIR/point.paused`` and waits (up to 120 s) for
+``DIR/point.resume``, so another process can commit something exactly there.
+
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 ENV = "SFR_GATEWAY_FAULT"
 RAISE_ENV = "SFR_GATEWAY_RAISE"
+PAUSE_ENV = "SFR_GATEWAY_PAUSE"
 _hits: dict[str, int] = {}
+_paused: set[str] = set()
+
+
+def _pause(point: str, spec: str) -> None:
+    name, _, folder = spec.partition(":")
+    if name != point or point in _paused:
+        return
+    _paused.add(point)
+    Path(folder, f"{point}.paused").touch()
+    resume = Path(folder, f"{point}.resume")
+    deadline = time.monotonic() + 120
+    while not resume.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 class InjectedFault(RuntimeError):
@@ -25,7 +46,10 @@ class InjectedFault(RuntimeError):
 
 
 def checkpoint(point: str) -> None:
-    """Die here if the fault campaign asked for it."""
+    """Die (or pause) here if the fault campaign asked for it."""
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        _pause(point, pause)
     wanted = os.environ.get(ENV)
     if not wanted:
         return

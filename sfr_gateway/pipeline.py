@@ -58,11 +58,14 @@ class RunReport:
             would = r.get("would_release", {})
             return (f"dry run: would release {would.get('instances', 0)} instances of {would.get('studies', 0)} "
                     f"studies ({would.get('bytes', 0) / 1e6:.1f} MB); {u.get('pending', 0)} batches pending upload")
+        held = self.consent.get("without_patient_id", {})
+        nopid = (f"; {held['eligible_instances']} eligible instances without Patient ID held"
+                 if held.get("eligible_instances") and held.get("policy") != "release" else "")
         return (f"scanned {s.get('seen', 0)} files ({s.get('read', 0)} read, {s.get('unreadable', 0)} unreadable); "
                 f"released {r.get('instances', 0)} instances in {r.get('batches', 0)} batches "
                 f"({r.get('quarantined', 0)} quarantined{self._held_text()}); "
                 f"uploaded {u.get('acknowledged', 0)} batches "
-                f"to {u.get('destination', '?')}, {u.get('pending', 0)} pending")
+                f"to {u.get('destination', '?')}, {u.get('pending', 0)} pending{nopid}")
 
 
     def held_back_text(self) -> str:
@@ -126,7 +129,7 @@ def run(
         if dry_run:
             report.upload = {"pending": _pending(ledger)}
         else:
-            report.upload = upload(ledger, config).as_dict()
+            report.upload = upload(ledger, config, today=today).as_dict()
             from .dicomnet.retention import prune_incoming  # received files released long enough ago
 
             report.upload["incoming_removed"] = prune_incoming(ledger, config)

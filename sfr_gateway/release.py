@@ -243,10 +243,13 @@ def batch_id_for(site_id: str, new_study_uid: str, part: int) -> str:
 
 
 def _parts(pending: list[sql.PendingInstance], cap: int) -> list[list[sql.PendingInstance]]:
+    """Batches of at most ``cap`` bytes, each holding one identity's instances (a study naming
+    two patients makes two batches: each manifest, pseudonym and ledger row is one patient's)."""
     parts: list[list[sql.PendingInstance]] = [[]]
     size = 0
-    for inst in pending:
-        if parts[-1] and size + inst.size > cap:
+    for inst in sorted(pending, key=lambda i: (i.patient_id, i.issuer)):  # stable: the series order stays
+        if parts[-1] and (size + inst.size > cap or (inst.patient_id, inst.issuer) !=
+                          (parts[-1][0].patient_id, parts[-1][0].issuer)):
             parts.append([])
             size = 0
         parts[-1].append(inst)
@@ -290,10 +293,10 @@ def release(
     if not dry_run:
         recover(ledger, outbox)
     gate = consent.gate(ledger, config.consent, today)
-    patients = {s.study_uid: (s.patient_id or "", s.issuer) for s in gate.releasable}
+    releasable = {s.study_uid for s in gate.releasable}
     if not dry_run:
-        _settle_duplicates(ledger, config, set(patients), report)
-    todo = [(study, sql.pending_instances(ledger, study)) for study in sorted(patients)]
+        _settle_duplicates(ledger, config, releasable, report)
+    todo = [(study, sql.pending_instances(ledger, study)) for study in sorted(releasable)]
     todo = [(study, pending) for study, pending in todo if pending]
     if dry_run:
         report.studies = len(todo)
@@ -316,11 +319,12 @@ def release(
     done = 0
     withdrawn: set[str] = set()
     failed: set[str] = set()
+    checkpoint("after-gate")
     try:
         for study, part in parts:
             mine = itertools.islice(results, len(part))
             if study not in withdrawn and study not in failed:
-                patient_id, issuer = patients[study]
+                patient_id, issuer = part[0].patient_id, part[0].issuer
                 pseudonym = pz.patient(patient_key(patient_id, issuer, study))  # as the engine derives it
                 new_study = pz.uid(study)
                 counted = report.plaintext_bytes, report.quarantined.copy()
@@ -398,8 +402,8 @@ def _package_part(
 ) -> str | None:
     """Write one batch for ``part`` from the workers' ``part_results``; return its ID, '' if
     every file was refused, None if the patient is no longer releasable."""
-    with ledger.transaction() as conn:
-        basis = consent.release_basis(conn, patient_id, issuer, config.consent, today)
+    with ledger.transaction() as conn:  # every identity of the study, as the gate decided it
+        basis = consent.study_release_basis(conn, study, patient_id, issuer, config.consent, today)
         if basis is None:
             report.skipped_withdrawn += 1
             return None
@@ -466,7 +470,7 @@ def _package_part(
     checkpoint("after-batch-written")
     with ledger.transaction() as conn:
         state = conn.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
-        still = consent.release_basis(conn, patient_id, issuer, config.consent, today)
+        still = consent.study_release_basis(conn, study, patient_id, issuer, config.consent, today)
         if state is None or state[0] != "packaging" or still is None:
             cancelled = True
         else:

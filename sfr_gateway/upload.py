@@ -10,6 +10,7 @@ next run.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ class UploadReport:
     withdrawals_sent: int = 0
     announcements_sent: int = 0
     cancelled_removed: int = 0
+    consent_held: list[str] = field(default_factory=list)
     pending: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -47,7 +49,8 @@ class UploadReport:
             "destination": self.destination, "acknowledged": len(self.acknowledged),
             "acknowledged_ids": self.acknowledged, "failed": self.failed, "bytes_sent": self.bytes_sent,
             "withdrawals_sent": self.withdrawals_sent, "announcements_sent": self.announcements_sent,
-            "cancelled_removed": self.cancelled_removed,
+            "cancelled_removed": self.cancelled_removed, "consent_held": len(self.consent_held),
+            "consent_held_ids": self.consent_held,
             "pending": self.pending,
         }
 
@@ -68,8 +71,10 @@ def upload(
     config: Config,
     *,
     progress: Callable[[int, int], None] | None = None,
+    today: dt.date | None = None,
 ) -> UploadReport:
-    """Send every packaged (or previously failed) batch, then the withdrawal requests."""
+    """Send every packaged (or previously failed) batch whose patients are still releasable
+    (the others stay in the outbox: ``consent_held``), then the withdrawal requests."""
     url = config.effective_destination
     report = UploadReport(destination=redact_url(url))
     report.cancelled_removed = _remove_cancelled(ledger, config)
@@ -84,6 +89,9 @@ def upload(
         for b in todo:
             if sql.batch_state(ledger, b.batch_id) not in ("packaged", "failed"):
                 continue  # cancelled by a withdrawal since we listed it
+            if not _claim(ledger, config, b, today or dt.date.today()):
+                report.consent_held.append(b.batch_id)  # refused since it was packaged: kept until releasable
+                continue
             path = batch_path(config.home.outbox, b.batch_id)
             try:
                 receipt = dest.send(path, b.batch_id, b.sha256 or "", b.size or 0, state, progress=progress)
@@ -111,6 +119,16 @@ def upload(
     report.pending = len(sql.batches(ledger, ["packaged", "failed"]))
     ledger.record_event("upload", "upload", "ok" if not report.failed else "partial", report.as_dict())
     return report
+
+
+def _claim(ledger: Ledger, config: Config, b: sql.Batch, today: dt.date) -> bool:
+    """Re-check the batch's consent and mark it as being sent, in one transaction: a refusal
+    committed meanwhile either holds it or sees that it may have left (and queues a request)."""
+    with ledger.transaction() as conn:
+        if not consent.batch_releasable(conn, b.study_uid, config.consent, today):
+            return False
+        sql.mark_sending(conn, b.batch_id)
+        return True
 
 
 def _send_withdrawals(ledger: Ledger, config: Config, dest: Any, state: Any, requests: list[Any],

@@ -23,7 +23,10 @@ def test_set_show_list_coverage(home: Path, cli) -> None:
     ok_json(cli("--home", home, "consent", "set", "P1", "informed", "--issuer", "CHU", "--date", "01/02/2026",
                 "--source", "form", "--reference", "F-12", "--operator", "Dr Noël", "--json"))
     out = ok_json(cli("--home", home, "consent", "set", "P1", "consented", "--issuer", "CHU", "--json"))
-    assert out == {"outcome": "recorded", "status": "consented", "request_queued": False, "batches_cancelled": 0}
+    assert out == {"outcome": "recorded", "status": "consented", "request_queued": False, "batches_cancelled": 0,
+                   "requests_queued": 0, "already_released": {"studies": 0, "batches": []},
+                   "applies_to": {"outcome": "no-match-yet", "unresolved": True,  # nothing scanned yet
+                                  "identities": [{"patient_id": "P1", "issuer": "CHU"}]}}
     shown = ok_json(cli("--home", home, "consent", "show", "P1", "--issuer", "CHU", "--json"))
     assert shown["status"] == "consented" and shown["releasable"] is True
     assert [h["status"] for h in shown["history"]] == ["informed", "consented"]
@@ -101,14 +104,28 @@ def test_withdraw_command_queues_one_request(home: Path, cli) -> None:
 def test_issuer_mismatch_is_pointed_out(home: Path, cli, tmp_path: Path) -> None:
     with open_ledger(load_config(home).home.state_db) as ledger:
         add_studies(ledger, [("P7", "CHU-A", "7.1")])
-    res = cli("--home", home, "consent", "set", "P7", "consented")
-    assert res.exit_code == 0 and "issuer 'CHU-A', not ''" in res.stderr
+    res = cli("--home", home, "consent", "set", "P7", "consented", "--issuer", "CHU-B")
+    assert res.exit_code == 0 and "NOT APPLIED" in res.stderr and "issuer 'CHU-A'" in res.stderr
     cov = ok_json(cli("--home", home, "consent", "coverage", "--json"))
     assert cov["issuer_mismatches"] == 1 and cov["releasable_studies"] == 0
     res = cli("--home", home, "consent", "set", "P7", "consented", "--issuer", "CHU-A")
-    assert res.exit_code == 0 and "warning" not in res.stderr
+    assert res.exit_code == 0 and "NOT APPLIED" not in res.stderr and "applies to issuer 'CHU-A'" in res.stdout
     cov = ok_json(cli("--home", home, "consent", "coverage", "--json"))
     assert cov["issuer_mismatches"] == 0 and cov["releasable_studies"] == 1
+
+
+def test_consent_without_issuer_resolves_to_the_one_issuer_of_the_index(home: Path, cli) -> None:
+    """Before issue 14 this consent matched nothing: coverage said 0 mismatches, the study waited."""
+    with open_ledger(load_config(home).home.state_db) as ledger:
+        add_studies(ledger, [("P7", "CHU-A", "7.1")])
+    res = cli("--home", home, "consent", "set", "P7", "consented")
+    assert res.exit_code == 0 and "applies to issuer 'CHU-A'" in res.stdout and res.stderr == ""
+    cov = ok_json(cli("--home", home, "consent", "coverage", "--json"))
+    assert cov["releasable_studies"] == 1 and cov["unresolved_records"] == {}
+    shown = ok_json(cli("--home", home, "consent", "show", "P7", "--json"))
+    assert shown["releasable"] is True
+    assert [(i["issuer"], i["status"], i["eligible_studies"]) for i in shown["identities"]] == [("CHU-A", "consented", 1)]
+    assert shown["history"][0]["applies_to"]["identities"] == [{"patient_id": "P7", "issuer": "CHU-A"}]
 
 
 def test_import_with_a_withdrawal_line_queues_a_signed_request(home: Path, cli, tmp_path: Path) -> None:

@@ -31,6 +31,11 @@ from sfr_gateway.errors import DicomError
 
 log = logging.getLogger(__name__)
 
+#: A file without a Patient ID: no consent can match it (``[consent] without_patient_id``).
+NO_PATIENT_ID_FLAG = Flag("no-patient-id", "PatientID",
+                          "no Patient ID: no consent can match it; `run` holds it unless [consent] "
+                          "without_patient_id = \"release\"")
+
 #: Engine action words -> report action words (the engine says "uid" for a keyed UID).
 ACTIONS = ("removed", "emptied", "dummy", "pseudonymised", "shifted", "cleaned", "kept", "added")
 _ACTION_NAMES = {"uid": "pseudonymised"}
@@ -147,6 +152,9 @@ def _released(path: Path, result: DeidResult, masker: Masker, plan: Plan, settin
         flags.append(Flag("burned-in-unknown", "BurnedInAnnotation", "absent on a derived/secondary image"))
     if not risk.usual_sop_class(result.sop_class):
         flags.append(Flag("unusual-sop-class", "SOPClassUID", _sop_name(result.sop_class)))
+    source_id = next((c.before for c in result.changes if c.tag == 0x00100020 and c.path == "PatientID"), None)
+    if source_id is None or not str(source_id).strip():
+        flags.append(NO_PATIENT_ID_FLAG)
     audit = InstanceAudit(
         file=os.fsdecode(path), status="released", patient=result.patient_pseudonym, study=result.study_uid,
         series=result.series_uid, instance=result.sop_uid, sop_class=result.sop_class,
@@ -185,6 +193,8 @@ def _quarantined(path: Path, reason: str, detail: str, pz: Pseudonymizer, settin
             audit.modality = _text_of(ds, "Modality")[:16]
             audit.series_number = _text_of(ds, "SeriesNumber")[:12]
             audit.instance_number = _text_of(ds, "InstanceNumber")[:12]
+            if not _text_of(ds, "PatientID"):
+                audit.flags.append(NO_PATIENT_ID_FLAG)
     except Exception:  # noqa: BLE001 - no usable header: the file stays ungrouped
         return audit
     if audit.sop_class and not risk.usual_sop_class(audit.sop_class):

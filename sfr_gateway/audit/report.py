@@ -152,6 +152,9 @@ class TableSink:
         console.print(f"Audit (dry run) with profile {m.get('profile')} (options: {', '.join(m.get('options', [])) or 'none'}); "
                       f"values {m.get('values')}; {t['files']} files: {t['released']} would be released, "
                       f"{t['quarantined']} quarantined; {t['patients']} patients, {t['studies']} studies, {t['series']} series.")
+        if t["without_patient_id"]:
+            console.print(f"No Patient ID: {t['without_patient_id']} files (flag no-patient-id): no consent can match "
+                          "them; `run` holds them unless [consent] without_patient_id = \"release\".")
         studies = Table(title="Per study: attributes by action", title_justify="left")
         for col in ("patient", "study", "series", "files", "quar", *ACTIONS, "flags"):
             studies.add_column(col, justify="left" if col in ("patient", "study") else "right", no_wrap=col == "patient")

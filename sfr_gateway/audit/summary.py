@@ -80,10 +80,12 @@ class Summary:
     duplicates: int = 0
     attributes: int = 0
     actions: Counter[str] = field(default_factory=Counter)
+    without_patient_id: int = 0
 
     def add(self, inst: InstanceAudit) -> None:
         """Fold one instance in."""
         self.files += 1
+        self.without_patient_id += any(f.kind == "no-patient-id" for f in inst.flags)
         key = (inst.patient, inst.study, inst.series)
         stats = self.series.get(key)
         if stats is None:
@@ -165,4 +167,4 @@ class Summary:
                 "patients": len({k[0] for k in self.series if k[0]}),
                 "studies": len({k[:2] for k in self.series if k[1]}), "series": len(self.series),
                 "attributes": self.attributes, "actions": {a: self.actions.get(a, 0) for a in ACTIONS},
-                "flags": sum(self.flag_groups.values())}
+                "flags": sum(self.flag_groups.values()), "without_patient_id": self.without_patient_id}

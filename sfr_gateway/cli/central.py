@@ -124,4 +124,23 @@ def site_remove(home: CentralHome, site_id: str, key_id: str | None) -> None:
     click.echo(f"site {site_id}: removed key(s) {', '.join(e.key_id for e in gone)}")
 
 
+@central.command("withdrawal")
+@click.argument("request", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--site-key", required=True, metavar="SITE_PUBLIC_KEY",
+              help="The site's minisign public key: its .pub file, or the base64 key.")
+@click.option("--signature", type=click.Path(dir_okay=False, path_type=Path),
+              help="Signature file (default: REQUEST.minisig).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def withdrawal_cmd(request: Path, site_key: str, signature: Path | None, as_json: bool) -> None:
+    """Verify a delivered withdrawal request; print the pseudonym whose data must be deleted."""
+    from ..central_requests import open_withdrawal_request
+
+    payload = open_withdrawal_request(request, load_site_key(site_key), signature=signature)
+    if as_json:
+        echo_json(payload)
+    else:
+        click.echo(f"withdrawal request {payload['request_id']} from site {payload['site']} "
+                   f"({payload['created_at']}): signature verified; delete every batch of {payload['pseudonym']}")
+
+
 COMMANDS = [central]

@@ -20,7 +20,7 @@ from rich.table import Table
 from .. import consent as lib
 from ..config import Config
 from ..consent_csv import parse_date
-from ..errors import ConsentError
+from ..errors import ConsentError, GatewayError
 from ..keys import load_pseudonym_secret, load_signing_key
 from ..ledger import open_ledger
 from .common import GatewayContext, echo_json, pass_gateway
@@ -70,6 +70,15 @@ def withdrawer(config: Config) -> lib.Withdrawer:
                           signer=lib.minisign_signer(load_signing_key(config.home), config.site_id))
 
 
+def optional_withdrawer(config: Config) -> lib.Withdrawer | None:
+    """The withdrawer when the keys are there (a refusal needs it only if data already left;
+    the library says so then)."""
+    try:
+        return withdrawer(config)
+    except GatewayError:
+        return None
+
+
 @click.group()
 def consent() -> None:
     """Consent registry: record, import, list, withdraw; the release gate's coverage."""
@@ -78,7 +87,8 @@ def consent() -> None:
 @consent.command("set")
 @click.argument("patient_id")
 @click.argument("status", type=click.Choice(lib.STATUSES))
-@click.option("--issuer", default="", help="IssuerOfPatientID of the patient ID ('' when unused).")
+@click.option("--issuer", default="", help="IssuerOfPatientID of the patient ID (default: none given; see the "
+              "README's identity rules).")
 @click.option("--date", "date_", metavar="DATE", help="Effective date (default today): YYYY-MM-DD or DD/MM/YYYY.")
 @click.option("--source", default="manual", show_default=True, help="form, ehr-export, manual...")
 @click.option("--reference", default="", help="Document reference (form number, EHR document id).")
@@ -90,18 +100,18 @@ def set_cmd(gw: GatewayContext, patient_id: str, status: str, issuer: str, date_
             reference: str, operator: str | None, reason: str, as_json: bool) -> None:
     """Record STATUS for PATIENT_ID (a new history event; nothing is ever edited)."""
     config = gw.config()
-    w = withdrawer(config) if status == "withdrawn" else None
+    w = withdrawer(config) if status == "withdrawn" else optional_withdrawer(config) if status == "refused" else None
     with open_ledger(config.home.state_db) as ledger:
         change = lib.set_status(ledger, patient_id, status, issuer=issuer, effective=_date(date_), source=source,
                                 reference=reference, operator=operator or _operator(), reason=reason,
-                                today=_today(), withdrawer=w)
-        _warn_issuer(ledger, patient_id, issuer)
+                                today=_today(), withdrawer=w, issuers=config.consent.issuers)
     _report_change(change, as_json)
 
 
 @consent.command("withdraw")
 @click.argument("patient_id")
-@click.option("--issuer", default="", help="IssuerOfPatientID of the patient ID ('' when unused).")
+@click.option("--issuer", default="", help="IssuerOfPatientID of the patient ID (default: none given, which "
+              "withdraws the Patient ID under every issuer).")
 @click.option("--reason", default="", help="Why (kept locally, never sent).")
 @click.option("--date", "date_", metavar="DATE", help="Effective date (default today).")
 @click.option("--reference", default="", help="Document reference.")
@@ -110,28 +120,33 @@ def set_cmd(gw: GatewayContext, patient_id: str, status: str, issuer: str, date_
 @pass_gateway
 def withdraw_cmd(gw: GatewayContext, patient_id: str, issuer: str, reason: str, date_: str | None, reference: str,
                  operator: str | None, as_json: bool) -> None:
-    """Withdraw PATIENT_ID for good: cancel pending batches, queue a signed withdrawal request."""
+    """Withdraw PATIENT_ID for good: cancel pending batches, queue signed withdrawal requests."""
     config = gw.config()
     w = withdrawer(config)
     with open_ledger(config.home.state_db) as ledger:
         change = lib.withdraw(ledger, patient_id, w, issuer=issuer, reason=reason, effective=_date(date_),
-                              reference=reference, operator=operator or _operator(), today=_today())
-        _warn_issuer(ledger, patient_id, issuer)
+                              reference=reference, operator=operator or _operator(), today=_today(),
+                              issuers=config.consent.issuers)
     _report_change(change, as_json)
 
 
 def _report_change(change: lib.Change, as_json: bool) -> None:
-    data = {"outcome": change.outcome, "status": change.status, "request_queued": change.request_queued,
-            "batches_cancelled": change.batches_cancelled}
     if as_json:
-        echo_json(data)
+        echo_json(change.as_dict())
         return
     text = {"recorded": f"recorded: {change.status}", "unchanged": f"unchanged: already {change.status}",
             "withdrawn": "withdrawn (permanent)", "already-withdrawn": "already withdrawn: nothing to do"}
     click.echo(text.get(change.outcome, change.outcome))
+    if change.resolution is not None and change.outcome != "already-withdrawn":
+        line = f"  {change.resolution.describe()}"
+        click.echo(line, err=change.resolution.unresolved)
+    if change.released_batches:
+        click.echo(f"  ALREADY RELEASED: {change.released_studies} study(ies) left the site before this "
+                   f"{change.status}, in batch(es) {', '.join(change.released_batches)}", err=True)
     if change.outcome == "withdrawn":
         click.echo(f"  pending batches cancelled: {change.batches_cancelled}")
-        click.echo(f"  withdrawal request queued for the central host: {'yes' if change.request_queued else 'no'}")
+    if change.outcome == "withdrawn" or change.released_batches:
+        click.echo(f"  withdrawal requests queued for the central host: {change.requests_queued}")
 
 
 @consent.command("import")
@@ -147,13 +162,10 @@ def import_cmd(gw: GatewayContext, file: Path, all_or_nothing: bool, history: bo
     Exits 9 when any line was rejected (the report lists each with its number and reason).
     """
     config = gw.config()
-    try:
-        w: lib.Withdrawer | None = withdrawer(config)
-    except ConsentError:
-        w = None  # only a file that withdraws patients needs it; import_csv says so
+    w = optional_withdrawer(config)  # only withdrawals and late refusals need it; the library says so
     with open_ledger(config.home.state_db) as ledger:
         report = lib.import_csv(ledger, file, today=_today(), all_or_nothing=all_or_nothing, withdrawer=w,
-                                operator=_operator(), history=history)
+                                operator=_operator(), history=history, issuers=config.consent.issuers)
     data = report.as_dict()
     if as_json:
         echo_json(data)
@@ -181,63 +193,84 @@ def _render_import(d: dict[str, Any]) -> None:
         click.echo("  ignored columns: " + ", ".join(d["ignored_columns"]))
     for r in d["rejected"]:
         click.echo(f"  line {r['line']}: {r['reason']}")
+    for r in d["not_applied"]:
+        click.echo(f"  line {r['line']}: recorded, {r['reason']}", err=True)
+    for r in d["already_released"]:
+        click.echo(f"  line {r['line']}: {r['detail']}", err=True)
 
 
 @consent.command("list")
-@click.option("--status", type=click.Choice(lib.STATUSES), help="Only patients with this status.")
+@click.option("--status", type=click.Choice(lib.STATUSES), help="Only rows with this status.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_gateway
 def list_cmd(gw: GatewayContext, status: str | None, as_json: bool) -> None:
-    """Patients in the registry or with eligible studies (local IDs: local admin use only)."""
+    """Registry entries and patients with eligible studies, with the identities each resolves to
+    (local IDs: local admin use only)."""
     config = gw.config()
     with open_ledger(config.home.state_db) as ledger:
-        rows = lib.list_patients(ledger, status)
-        releasable = {(s.patient_id, s.issuer) for s in lib.gate(ledger, config.consent, _today()).releasable}
+        rows = lib.list_patients(ledger, status, policy=config.consent, today=_today())
     data = [{"patient_id": p.patient_id, "issuer": p.issuer, "status": p.status, "date": p.effective,
-             "records": p.records, "eligible_studies": p.eligible_studies,
-             "releasable": (p.patient_id, p.issuer) in releasable} for p in rows]
+             "records": p.records, "eligible_studies": p.eligible_studies, "releasable": p.releasable,
+             "applies_to": p.applies_to} for p in rows]
     if as_json:
         echo_json(data)
         return
     table = Table(title=f"Consent ({config.consent.mode})")
-    for col in ("patient_id", "issuer", "status", "date", "records", "eligible studies", "releasable"):
+    for col in ("patient_id", "issuer", "status", "date", "records", "eligible studies", "releasable", "applies to"):
         table.add_column(col)
     for d in data:
         table.add_row(str(d["patient_id"]), str(d["issuer"]), str(d["status"]), str(d["date"] or ""),
-                      str(d["records"]), str(d["eligible_studies"]), "yes" if d["releasable"] else "no")
+                      str(d["records"]), str(d["eligible_studies"]), "yes" if d["releasable"] else "no",
+                      _applies(d["applies_to"]))
     Console().print(table)
+
+
+def _applies(res: dict[str, Any]) -> str:
+    """Short text of a resolution for a table cell."""
+    ids = ", ".join(f"{i['issuer'] or '(no issuer)'}" for i in res["identities"])
+    if res["outcome"] == "ambiguous":
+        return "NOT APPLIED: ambiguous (" + ", ".join(res.get("candidate_issuers", [])) + ")"
+    if res["outcome"] == "all-issuers":
+        return f"every issuer ({ids or 'none scanned yet'})"
+    if res["unresolved"]:
+        return f"not scanned yet ({ids})" if ids else "NOT APPLIED: no match yet"
+    return ids
 
 
 @consent.command("show")
 @click.argument("patient_id")
-@click.option("--issuer", default="", help="IssuerOfPatientID of the patient ID.")
+@click.option("--issuer", default=None, help="IssuerOfPatientID: show that identity only (default: the Patient "
+              "ID under every issuer).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_gateway
-def show_cmd(gw: GatewayContext, patient_id: str, issuer: str, as_json: bool) -> None:
-    """A patient's current status, whether releasable today, and full history."""
+def show_cmd(gw: GatewayContext, patient_id: str, issuer: str | None, as_json: bool) -> None:
+    """A patient's identities, what applies to each, whether the gate releases them, and the history."""
     config = gw.config()
     with open_ledger(config.home.state_db) as ledger:
-        status = lib.current_status(ledger, patient_id, issuer)
-        basis = lib.release_basis(ledger, patient_id, issuer, config.consent, _today())
-        records = lib.history(ledger, patient_id, issuer)
-        _warn_issuer(ledger, patient_id, issuer)
-    data = {"patient_id": patient_id, "issuer": issuer, "status": status, "releasable": basis is not None,
-            "mode": config.consent.mode,
-            "history": [{"effective": r.effective, "status": r.status, "recorded_at": r.recorded_at,
-                         "source": r.source, "reference": r.reference, "operator": r.operator, "reason": r.reason}
-                        for r in records]}
+        data = lib.show(ledger, patient_id.strip(), None if issuer is None else issuer.strip(), config.consent,
+                        _today())
     if as_json:
         echo_json(data)
         return
-    click.echo(f"status: {status} ({'releasable' if basis else 'not releasable'} under {config.consent.mode})")
-    if not records:
+    click.echo(f"status: {data['status']} ({'releasable' if data['releasable'] else 'not releasable'} "
+               f"under {config.consent.mode})")
+    if not data["identities"]:
+        click.echo("no scanned study holds this Patient ID yet")
+    for ident in data["identities"]:
+        where = ident["issuer"] or "(no issuer)"
+        scanned = f"{ident['eligible_studies']} eligible studies" if ident["scanned"] else "no scanned study yet"
+        click.echo(f"  issuer {where}: {ident['status']}, {'releasable' if ident['releasable'] else 'not releasable'}"
+                   f" ({scanned})")
+    if not data["history"]:
         click.echo("no consent recorded")
         return
     table = Table(title="History (oldest first)")
-    for col in ("effective", "status", "recorded at", "source", "reference", "operator", "reason"):
+    for col in ("effective", "status", "issuer", "applies to", "recorded at", "source", "reference", "operator",
+                "reason"):
         table.add_column(col)
-    for r in records:
-        table.add_row(r.effective, r.status, r.recorded_at, r.source, r.reference, r.operator, r.reason)
+    for r in data["history"]:
+        table.add_row(r["effective"], r["status"], r["issuer"] or "(none)", _applies(r["applies_to"]), r["recorded_at"],
+                      r["source"], r["reference"], r["operator"], r["reason"])
     Console().print(table)
 
 
@@ -264,18 +297,21 @@ def render_coverage(data: dict[str, Any]) -> None:
         click.echo(f"  waiting: {count} studies of {patients} patients: {lib.WAITING_REASONS.get(reason, reason)}")
     for day, count in data["releasable_on"].items():
         click.echo(f"  becomes releasable on {day}: {count} studies")
-    if data.get("issuer_mismatches"):
-        click.echo(f"  warning: {data['issuer_mismatches']} patients have consent recorded under an issuer the "
+    unresolved = data.get("unresolved_records", {})
+    if unresolved.get("ambiguous"):
+        click.echo(f"  NOT APPLIED: {unresolved['ambiguous']} consent records without an issuer are ambiguous (the "
+                   "exports hold the Patient ID under several issuers): record them again with the issuer")
+    if unresolved.get("issuer-mismatch"):
+        click.echo(f"  warning: {unresolved['issuer-mismatch']} patients have consent recorded under an issuer the "
                    "index does not use for them (check --issuer / the issuer column)")
-
-
-def _warn_issuer(ledger: Any, patient_id: str, issuer: str) -> None:
-    """Say so when the index knows this ID only under other issuers (the record would match nothing)."""
-    issuers = lib.known_issuers(ledger, patient_id.strip())
-    if issuers and issuer.strip() not in issuers:
-        shown = ", ".join(repr(i) for i in issuers)
-        click.echo(f"warning: the scanned exports hold this patient ID with issuer {shown}, not {issuer.strip()!r}; "
-                   "pass --issuer to match them", err=True)
+    if unresolved.get("no-match-yet"):
+        click.echo(f"  not applied yet: {unresolved['no-match-yet']} consent records match no scanned study")
+    nopid = data.get("without_patient_id", {})
+    if nopid.get("eligible_instances"):
+        verdict = "not released" if nopid.get("policy") != "release" else "released without a consent check"
+        click.echo(f"  no Patient ID: {nopid['eligible_instances']} eligible instances of "
+                   f"{nopid['eligible_studies']} studies, {verdict} ([consent] without_patient_id = "
+                   f"\"{nopid.get('policy', 'hold')}\")")
 
 
 COMMANDS = [consent]

@@ -128,6 +128,15 @@ def status(gw: GatewayContext, as_json: bool) -> None:
     console.print(f"index: {idx['instances']} instances, {idx['studies']} studies; eligible: "
                   f"{idx['eligible']['studies']} studies")
     console.print(f"consent ({con['mode']}): {con['summary']}")
+    nopid = con.get("without_patient_id", {})
+    if nopid.get("eligible_instances"):
+        verdict = "held" if nopid.get("policy") != "release" else "released without a consent check"
+        console.print(f"no Patient ID: {nopid['eligible_instances']} eligible instances of {nopid['eligible_studies']} "
+                      f"studies, {verdict} ([consent] without_patient_id = \"{nopid.get('policy')}\")")
+    unresolved = con.get("unresolved_records", {})
+    if unresolved:
+        console.print("consent records applied to no scanned patient: "
+                      + ", ".join(f"{n} {kind}" for kind, n in unresolved.items()) + " (see `consent list`)")
     table = Table(title="Batches")
     for col in ("state", "batches", "files", "bytes"):
         table.add_column(col, justify="right" if col != "state" else "left")

@@ -81,6 +81,11 @@ def render_summary(data: dict[str, Any]) -> None:
     _reasons(console, "Excluded instances by reason", "instances", data["excluded"], EXCLUSION_REASONS)
     _reasons(console, "Unreadable files by reason", "files", data["unreadable"], UNREADABLE_REASONS)
     _shared(console, data)
+    nopid = data.get("without_patient_id", {})
+    if nopid.get("instances"):
+        console.print(f"No Patient ID: {nopid['instances']} instances ({nopid['eligible_instances']} eligible, of "
+                      f"{nopid['eligible_studies']} studies): no consent can match them; `run` holds them unless "
+                      "[consent] without_patient_id = \"release\".")
     if "consent" in data:
         from .consent import render_coverage
 

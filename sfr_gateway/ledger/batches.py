@@ -18,6 +18,8 @@ class PendingInstance:
     path: bytes
     size: int
     series_uid: str
+    patient_id: str = ""  # the identity the instance names: a batch holds one identity's instances
+    issuer: str = ""
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,8 @@ def pending_instances(ledger: Ledger, study_uid: str) -> list[PendingInstance]:
     Of files sharing a SOP Instance UID, only the first indexed eligible one, wherever it is (see
     ``duplicates``): the same UID is never offered twice, even across studies or patients."""
     rows = ledger.conn.execute(
-        """SELECT i.sop_instance_uid, MIN(i.path), i.size, i.series_uid FROM instances i
+        """SELECT i.sop_instance_uid, MIN(i.path), i.size, i.series_uid, COALESCE(i.patient_id, ''), i.issuer
+           FROM instances i
            LEFT JOIN releases r ON r.sop_instance_uid = i.sop_instance_uid
            WHERE i.study_uid = ? AND i.state = 'indexed' AND i.eligible = 1 AND r.sop_instance_uid IS NULL
              AND (NOT EXISTS (SELECT 1 FROM shared_uids s WHERE s.sop_instance_uid = i.sop_instance_uid)
@@ -55,7 +58,7 @@ def pending_instances(ledger: Ledger, study_uid: str) -> list[PendingInstance]:
            ORDER BY i.series_number, i.series_uid, MIN(i.path)""",
         (study_uid,),
     ).fetchall()
-    return [PendingInstance(r[0], bytes(r[1]), r[2], r[3] or "") for r in rows]
+    return [PendingInstance(r[0], bytes(r[1]), r[2], r[3] or "", r[4], r[5] or "") for r in rows]
 
 
 def next_part(ledger: Ledger, study_uid: str) -> int:
@@ -133,6 +136,11 @@ def mark_acknowledged(ledger: Ledger, batch_id: str) -> bool:
             (now, now, batch_id),
         )
         return cur.rowcount == 1
+
+
+def mark_sending(conn: sqlite3.Connection, batch_id: str) -> None:
+    """An upload of the batch starts now (in the caller's transaction, with its consent check)."""
+    conn.execute("UPDATE batches SET sending_at = ? WHERE batch_id = ?", (utcnow(), batch_id))
 
 
 def mark_failed(ledger: Ledger, batch_id: str, error: str) -> None:

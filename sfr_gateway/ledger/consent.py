@@ -28,9 +28,10 @@ class Record:
     reference: str
     operator: str
     reason: str
+    scope: str = ""  # refused/withdrawn: 'issuer' or 'all-issuers' (see sfr_gateway.consent_identity)
 
 
-_RECORD_COLS = "id, patient_id, issuer, status, effective, recorded_at, source, reference, operator, reason"
+_RECORD_COLS = "id, patient_id, issuer, status, effective, recorded_at, source, reference, operator, reason, scope"
 
 
 def append_record(
@@ -43,12 +44,13 @@ def append_record(
     reference: str = "",
     operator: str = "",
     reason: str = "",
+    scope: str = "",
 ) -> int:
     """Append one history record; returns its id."""
     cur = conn.execute(
         """INSERT INTO consent_records (patient_id, issuer, status, effective, recorded_at, source, reference,
-                                        operator, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        (patient_id, issuer, status, effective, utcnow(), source, reference, operator, reason),
+                                        operator, reason, scope) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        (patient_id, issuer, status, effective, utcnow(), source, reference, operator, reason, scope),
     )
     return int(cur.lastrowid or 0)
 
@@ -88,12 +90,56 @@ def add_withdrawal(conn: sqlite3.Connection, patient_id: str, issuer: str, effec
     return cur.rowcount == 1
 
 
-def patient_studies(conn: sqlite3.Connection, patient_id: str, issuer: str) -> list[str]:
-    """Study UIDs of the patient's indexed instances (eligible or not)."""
+def _in(column: str, values: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
+    """``AND column IN (...)`` for a list of values (nothing for None)."""
+    if values is None:
+        return "", ()
+    return f" AND {column} IN ({','.join('?' for _ in values)})", tuple(values)
+
+
+def records(conn: sqlite3.Connection, patient_ids: Sequence[str] | None = None) -> list[Record]:
+    """Every consent record (or those of ``patient_ids``), by patient, effective date and id."""
+    where, args = _in("patient_id", patient_ids)
     rows = conn.execute(
-        """SELECT DISTINCT study_uid FROM instances WHERE patient_id = ? AND issuer = ? AND study_uid IS NOT NULL
-           ORDER BY study_uid""",
-        (patient_id, issuer),
+        f"SELECT {_RECORD_COLS} FROM consent_records WHERE 1{where} ORDER BY patient_id, effective, id", args)
+    return [Record(*r) for r in rows.fetchall()]
+
+
+def withdrawals(conn: sqlite3.Connection, patient_ids: Sequence[str] | None = None) -> list[tuple[str, str, str]]:
+    """(patient ID, issuer as recorded, scope) of every permanent withdrawal."""
+    where, args = _in("w.patient_id", patient_ids)
+    rows = conn.execute(
+        f"""SELECT w.patient_id, w.issuer, COALESCE(r.scope, '') FROM consent_withdrawals w
+            LEFT JOIN consent_records r ON r.id = w.record_id WHERE 1{where}""", args)
+    return [(r[0], r[1], r[2]) for r in rows.fetchall()]
+
+
+def index_issuers(conn: sqlite3.Connection, patient_ids: Sequence[str] | None = None) -> dict[str, set[str]]:
+    """Patient ID -> the issuers under which the index holds it (indexed instances, eligible or not)."""
+    where, args = _in("patient_id", patient_ids)
+    out: dict[str, set[str]] = {}
+    rows = conn.execute(
+        f"""SELECT DISTINCT patient_id, issuer FROM instances
+            WHERE state = 'indexed' AND patient_id IS NOT NULL AND patient_id != ''{where}""", args)
+    for pid, issuer in rows.fetchall():
+        out.setdefault(pid, set()).add(issuer)
+    return out
+
+
+def site_issuers(conn: sqlite3.Connection) -> set[str]:
+    """Every issuer the index holds (the issuers the exports use)."""
+    rows = conn.execute(
+        "SELECT DISTINCT issuer FROM instances WHERE state = 'indexed' AND patient_id IS NOT NULL AND patient_id != ''")
+    return {r[0] for r in rows.fetchall()}
+
+
+def patient_studies(conn: sqlite3.Connection, patient_id: str, issuer: str | None) -> list[str]:
+    """Study UIDs of the identity's indexed instances and batches (``issuer`` None: every issuer)."""
+    where, args = ("", ()) if issuer is None else (" AND issuer = ?", (issuer,))
+    rows = conn.execute(
+        f"""SELECT study_uid FROM instances WHERE patient_id = ?{where} AND study_uid IS NOT NULL
+            UNION SELECT study_uid FROM batches WHERE patient_id = ?{where} ORDER BY 1""",
+        (patient_id, *args, patient_id, *args),
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -102,17 +148,10 @@ def patient_studies(conn: sqlite3.Connection, patient_id: str, issuer: str) -> l
 PENDING_BATCH_STATES = ("created", "pending", "packaging", "packaged", "queued", "uploading", "failed")
 
 
-def cancel_pending_batches(conn: sqlite3.Connection, patient_id: str, issuer: str) -> int:
-    """Cancel the patient's batches that are not yet delivered; returns how many.
-
-    The batch table belongs to migration 0003 (upload issue). Until it exists this returns 0.
-    When it exists with ``study_uid`` and ``state`` columns, batches of the patient's studies in
-    one of ``PENDING_BATCH_STATES`` become ``cancelled``. The batch code should also re-check
-    ``sfr_gateway.consent.release_basis`` in the transaction that packages or sends a batch.
-    """
-    cols = {r[1] for r in conn.execute("PRAGMA table_info(batches)").fetchall()}
-    if not {"study_uid", "state"} <= cols:
-        return 0
+def cancel_pending_batches(conn: sqlite3.Connection, patient_id: str, issuer: str | None) -> int:
+    """Cancel the batches not yet delivered of every study of the identity (``issuer`` None:
+    the Patient ID under every issuer); returns how many. A study naming several patients is
+    cancelled whole, as the gate holds it whole."""
     studies = patient_studies(conn, patient_id, issuer)
     if not studies:
         return 0
@@ -125,16 +164,75 @@ def cancel_pending_batches(conn: sqlite3.Connection, patient_id: str, issuer: st
     return cur.rowcount
 
 
+@dataclass(frozen=True)
+class ReleasedBatch:
+    """A batch of the patient that left the site, or may have (local data)."""
+
+    batch_id: str
+    study_uid: str
+    issuer: str
+    pseudonym: str
+    state: str
+    created_at: str
+
+
+def released_batches(conn: sqlite3.Connection, patient_id: str, issuer: str | None) -> list[ReleasedBatch]:
+    """Batches of the identity (``issuer`` None: every issuer) that left or may have left: acknowledged
+    by the destination, or whose upload started (a run killed after the last byte and before the
+    acknowledgement leaves the central host holding it)."""
+    where, args = ("", ()) if issuer is None else (" AND b.issuer = ?", (issuer,))
+    rows = conn.execute(
+        f"""SELECT b.batch_id, b.study_uid, b.issuer, b.pseudonym, b.state, b.created_at FROM batches b
+            WHERE b.patient_id = ?{where}
+              AND (b.state = 'acknowledged' OR b.acknowledged_at IS NOT NULL OR b.sending_at IS NOT NULL
+                   OR EXISTS (SELECT 1 FROM uploads u WHERE u.batch_id = b.batch_id))
+            ORDER BY b.created_at, b.batch_id""",
+        (patient_id, *args),
+    ).fetchall()
+    return [ReleasedBatch(*r) for r in rows]
+
+
+def batch_pseudonyms(conn: sqlite3.Connection, patient_id: str, issuer: str | None) -> list[str]:
+    """Pseudonyms of every batch ever made for the identity (``issuer`` None: every issuer)."""
+    where, args = ("", ()) if issuer is None else (" AND issuer = ?", (issuer,))
+    rows = conn.execute(f"SELECT DISTINCT pseudonym FROM batches WHERE patient_id = ?{where} ORDER BY 1",
+                        (patient_id, *args)).fetchall()
+    return [r[0] for r in rows]
+
+
+def needs_request(conn: sqlite3.Connection, pseudonym: str) -> bool:
+    """True unless a request for the pseudonym was queued after its last batch was made and
+    after the last one was sent (a pseudonym released again after an earlier request needs a
+    new one)."""
+    row = conn.execute(
+        """SELECT 1 FROM withdrawal_requests w WHERE w.pseudonym = ?
+             AND w.created_at > COALESCE((SELECT MAX(MAX(created_at, COALESCE(sending_at, ''),
+                                                         COALESCE(acknowledged_at, '')))
+                                          FROM batches WHERE pseudonym = ?), '')""",
+        (pseudonym, pseudonym),
+    ).fetchone()
+    return row is None
+
+
+def batch_identities(conn: sqlite3.Connection, study_uid: str) -> list[tuple[str, str]]:
+    """(patient ID, issuer) of the study's batches that are not cancelled."""
+    rows = conn.execute("SELECT DISTINCT patient_id, issuer FROM batches WHERE study_uid = ? AND state != 'cancelled'",
+                        (study_uid,)).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
 def queue_withdrawal_request(
     conn: sqlite3.Connection, pseudonym: str, created_at: str, payload: str, signature: str, signature_format: str
 ) -> bool:
-    """Queue a request for the pseudonym unless one exists. True if queued now."""
-    cur = conn.execute(
+    """Queue a request for the pseudonym unless :func:`needs_request` says one covers it. True if queued now."""
+    if not needs_request(conn, pseudonym):
+        return False
+    conn.execute(
         """INSERT INTO withdrawal_requests (pseudonym, created_at, payload, signature, signature_format)
-           VALUES (?, ?, ?, ?, ?) ON CONFLICT (pseudonym) DO NOTHING""",
+           VALUES (?, ?, ?, ?, ?)""",
         (pseudonym, created_at, payload, signature, signature_format),
     )
-    return cur.rowcount == 1
+    return True
 
 
 @dataclass(frozen=True)
@@ -174,98 +272,43 @@ def mark_request(conn: sqlite3.Connection, request_id: int, state: str, error: s
 
 
 @dataclass(frozen=True)
-class StudyConsent:
-    """One eligible study and its patient's consent (local data)."""
+class StudyPatient:
+    """The eligible instances of one study that name one identity (local data)."""
 
     study_uid: str
     patient_id: str | None
     issuer: str
-    status: str
-    effective: str | None
-    withdrawn: bool
     instances: int
 
 
-def eligible_studies_with_consent(conn: sqlite3.Connection) -> list[StudyConsent]:
-    """Every eligible indexed study with its patient's current consent and withdrawal flag.
-
-    One statement; call it inside ``Ledger.snapshot()`` with any other read of the same decision.
-    """
+def eligible_study_patients(conn: sqlite3.Connection, study_uids: Sequence[str] | None = None) -> list[StudyPatient]:
+    """Every eligible indexed study (or those of ``study_uids``), one row per identity its
+    instances name. Call it in the same snapshot as the consent it is decided with."""
+    where, args = _in("study_uid", study_uids)
     rows = conn.execute(
-        """WITH s AS (
-               SELECT study_uid, patient_id, issuer, COUNT(*) AS n FROM instances
-               WHERE state = 'indexed' AND eligible = 1 AND study_uid IS NOT NULL
-               GROUP BY study_uid, patient_id, issuer
-           )
-           SELECT s.study_uid, s.patient_id, s.issuer, COALESCE(c.status, 'unknown'), c.effective,
-                  w.patient_id IS NOT NULL, s.n
-           FROM s
-           LEFT JOIN consent_current c ON c.patient_id = s.patient_id AND c.issuer = s.issuer
-           LEFT JOIN consent_withdrawals w ON w.patient_id = s.patient_id AND w.issuer = s.issuer
-           ORDER BY s.study_uid"""
-    ).fetchall()
-    return [StudyConsent(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in rows]
+        f"""SELECT study_uid, patient_id, issuer, COUNT(*) FROM instances
+            WHERE state = 'indexed' AND eligible = 1 AND study_uid IS NOT NULL{where}
+            GROUP BY study_uid, patient_id, issuer ORDER BY study_uid""", args).fetchall()
+    return [StudyPatient(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-@dataclass(frozen=True)
-class PatientConsent:
-    """A patient known to the registry or to the index, with counts (local data)."""
-
-    patient_id: str
-    issuer: str
-    status: str
-    effective: str | None
-    withdrawn: bool
-    records: int
-    eligible_studies: int
-
-
-def patients(conn: sqlite3.Connection, statuses: Sequence[str] | None = None) -> list[PatientConsent]:
-    """Patients with a consent record or an eligible study, with current status and counts."""
+def registry_entries(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    """(Patient ID, issuer as recorded, number of records) of every registry entry."""
     rows = conn.execute(
-        """WITH rec AS (
-               SELECT patient_id, issuer, COUNT(*) AS n FROM consent_records GROUP BY patient_id, issuer
-           ), st AS (
-               SELECT patient_id, issuer, COUNT(DISTINCT study_uid) AS n FROM instances
-               WHERE state = 'indexed' AND eligible = 1 AND patient_id IS NOT NULL GROUP BY patient_id, issuer
-           ), known AS (
-               SELECT patient_id, issuer FROM rec UNION SELECT patient_id, issuer FROM st
-           )
-           SELECT k.patient_id, k.issuer,
-                  CASE WHEN w.patient_id IS NOT NULL THEN 'withdrawn' ELSE COALESCE(c.status, 'unknown') END,
-                  c.effective, w.patient_id IS NOT NULL, COALESCE(rec.n, 0), COALESCE(st.n, 0)
-           FROM known k
-           LEFT JOIN rec ON rec.patient_id = k.patient_id AND rec.issuer = k.issuer
-           LEFT JOIN st ON st.patient_id = k.patient_id AND st.issuer = k.issuer
-           LEFT JOIN consent_current c ON c.patient_id = k.patient_id AND c.issuer = k.issuer
-           LEFT JOIN consent_withdrawals w ON w.patient_id = k.patient_id AND w.issuer = k.issuer
-           ORDER BY k.issuer, k.patient_id"""
-    ).fetchall()
-    out = [PatientConsent(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
-    if statuses:
-        out = [p for p in out if p.status in statuses]
-    return out
+        "SELECT patient_id, issuer, COUNT(*) FROM consent_records GROUP BY patient_id, issuer ORDER BY issuer, patient_id")
+    return [(r[0], r[1], r[2]) for r in rows.fetchall()]
 
 
-def known_issuers(conn: sqlite3.Connection, patient_id: str) -> list[str]:
-    """Issuers under which the index holds this patient ID (to catch a consent recorded under
-    the wrong issuer)."""
-    rows = conn.execute(
-        "SELECT DISTINCT issuer FROM instances WHERE patient_id = ? AND state = 'indexed' ORDER BY issuer",
-        (patient_id,),
-    ).fetchall()
-    return [r[0] for r in rows]
+def records_of_entry(conn: sqlite3.Connection, patient_id: str) -> list[Record]:
+    """Every record of the Patient ID, under any issuer, in the order recorded."""
+    rows = conn.execute(f"SELECT {_RECORD_COLS} FROM consent_records WHERE patient_id = ? ORDER BY id", (patient_id,))
+    return [Record(*r) for r in rows.fetchall()]
 
 
-def issuer_mismatches(conn: sqlite3.Connection) -> int:
-    """Patient IDs the index holds under an issuer that has no consent record, while the registry
-    has records for the same ID under another issuer: almost always a consent recorded with the
-    wrong issuer (recording it again with the right one clears the warning)."""
-    return int(conn.execute(
-        """SELECT COUNT(DISTINCT i.patient_id)
-           FROM (SELECT DISTINCT patient_id, issuer FROM instances WHERE state = 'indexed') i
-           JOIN (SELECT DISTINCT patient_id, issuer FROM consent_records) r
-                ON r.patient_id = i.patient_id AND r.issuer != i.issuer
-           WHERE NOT EXISTS (SELECT 1 FROM consent_records c WHERE c.patient_id = i.patient_id
-                                 AND c.issuer = i.issuer)"""
-    ).fetchone()[0])
+def without_patient_id(conn: sqlite3.Connection) -> dict[str, int]:
+    """Indexed instances that carry no Patient ID: all, eligible, and their eligible studies."""
+    row = conn.execute(
+        """SELECT COUNT(*), COALESCE(SUM(eligible = 1), 0),
+                  COUNT(DISTINCT CASE WHEN eligible = 1 THEN study_uid END)
+           FROM instances WHERE state = 'indexed' AND (patient_id IS NULL OR trim(patient_id) = '')""").fetchone()
+    return {"instances": row[0], "eligible_instances": row[1], "eligible_studies": row[2]}

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..dicomio import HeaderFacts
+from .consent import without_patient_id
 from .db import Ledger, utcnow
 
 _FACT_COLUMNS = tuple(HeaderFacts.__dataclass_fields__)
@@ -181,6 +182,7 @@ def summary(ledger: Ledger) -> dict[str, Any]:
                       ON i.sop_instance_uid = s.sop_instance_uid AND +i.state = 'indexed'
                       GROUP BY s.sop_instance_uid HAVING COUNT(*) > 1)""").fetchone()
     out["shared_uids"] = {"uids": shared[0], "files": shared[1]}
+    out["without_patient_id"] = without_patient_id(ledger.conn)  # no consent can match them: held by default
     return out
 
 
