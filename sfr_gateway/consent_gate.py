@@ -185,8 +185,16 @@ def list_patients(ledger: Ledger, policy: ConsentPolicy, today: dt.date, status:
         shown = reg.standing(pid, issuer, entry=key not in studies)
         resolution = (reg.resolve(pid, issuer, latest.status, latest.scope) if latest
                       else Resolution("identity", (key,)))
+        if key in decisions:  # an identity with eligible studies: what the gate does with them
+            releasable = decisions[key]
+        elif resolution.outcome == "ambiguous" or resolution.elsewhere:
+            releasable = False  # applies to no scanned identity: never claim otherwise
+        elif resolution.identities and all(i in decisions for i in resolution.identities):
+            releasable = all(decisions[i] for i in resolution.identities)
+        else:  # nothing scanned yet: whether its consent allows release
+            releasable = decide(shown, pid, policy, today) == "releasable"
         rows.append(PatientRow(pid, issuer, shown.status, shown.effective, shown.withdrawn, counts.get(key, 0),
-                               len(studies.get(key, ())), decisions.get(key, False), resolution.as_dict()))
+                               len(studies.get(key, ())), releasable, resolution.as_dict()))
     if status:
         rows = [r for r in rows if r.status == status]
     return rows

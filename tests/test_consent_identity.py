@@ -250,7 +250,7 @@ def test_list_shows_what_each_entry_resolves_to(ledger: Ledger) -> None:
     assert rows[("P1", "")].applies_to["identities"] == [{"patient_id": "P1", "issuer": "CHU-A"}]
     assert rows[("P1", "CHU-A")].status == "consented" and rows[("P1", "CHU-A")].releasable
     assert rows[("P1", "CHU-A")].records == 0  # applies through the entry without issuer
-    assert rows[("P2", "")].applies_to["outcome"] == "ambiguous"
+    assert rows[("P2", "")].applies_to["outcome"] == "ambiguous" and not rows[("P2", "")].releasable
     assert rows[("P2", "CHU-A")].status == "unknown" and not rows[("P2", "CHU-A")].releasable
     assert rows[("P3", "")].applies_to["outcome"] == "no-match-yet"
 

@@ -308,6 +308,13 @@ def test_a_two_patient_study_makes_one_batch_per_patient(site: Site, cli) -> Non
         assert {ds.PatientID for ds in datasets} == {patient["pseudonym"]}
     assert len(patients_of(opened)) == 2
     assert len({ds.StudyInstanceUID for _, datasets in opened.values() for ds in datasets}) == 1
+    # the local mapping knows both patients of the study under the pseudonyms that left
+    found = set()
+    for p in site.patients[:2]:
+        res = cli("--home", site.home, "mapping", "lookup", "--patient-id", p.patient_id, "--json")
+        assert res.exit_code == 0, res.stderr
+        found |= {m["pseudonym"] for m in json.loads(res.stdout)["matches"]}
+    assert found == patients_of(opened)
 
 
 # --- patients without a Patient ID ------------------------------------------------------------------

@@ -216,25 +216,29 @@ def list_cmd(gw: GatewayContext, status: str | None, as_json: bool) -> None:
         echo_json(data)
         return
     table = Table(title=f"Consent ({config.consent.mode})")
-    for col in ("patient_id", "issuer", "status", "date", "records", "eligible studies", "releasable", "applies to"):
-        table.add_column(col)
+    for col in ("patient_id", "issuer", "status", "date", "records", "studies", "releasable", "applies to"):
+        table.add_column(col, no_wrap=col != "applies to")
     for d in data:
         table.add_row(str(d["patient_id"]), str(d["issuer"]), str(d["status"]), str(d["date"] or ""),
                       str(d["records"]), str(d["eligible_studies"]), "yes" if d["releasable"] else "no",
-                      _applies(d["applies_to"]))
-    Console().print(table)
+                      _applies(d["applies_to"], str(d["issuer"])))
+    Console(width=max(Console().width, 120)).print(table)  # wide enough never to cut a local ID
 
 
-def _applies(res: dict[str, Any]) -> str:
+def _applies(res: dict[str, Any], own_issuer: str | None = None) -> str:
     """Short text of a resolution for a table cell."""
-    ids = ", ".join(f"{i['issuer'] or '(no issuer)'}" for i in res["identities"])
+    ids = ", ".join(i["issuer"] or "(no issuer)" for i in res["identities"])
     if res["outcome"] == "ambiguous":
         return "NOT APPLIED: ambiguous (" + ", ".join(res.get("candidate_issuers", [])) + ")"
     if res["outcome"] == "all-issuers":
-        return f"every issuer ({ids or 'none scanned yet'})"
+        return "every issuer"
+    if res.get("index_issuers"):
+        return "NOT APPLIED: scanned under " + ", ".join(res["index_issuers"])
     if res["unresolved"]:
-        return f"not scanned yet ({ids})" if ids else "NOT APPLIED: no match yet"
-    return ids
+        return "no match yet"
+    if own_issuer is not None and [i["issuer"] for i in res["identities"]] == [own_issuer]:
+        return "itself"
+    return f"-> {ids}"
 
 
 @consent.command("show")

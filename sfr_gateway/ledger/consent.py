@@ -74,12 +74,6 @@ def history(conn: sqlite3.Connection, patient_id: str, issuer: str) -> list[Reco
     return [Record(*r) for r in rows]
 
 
-def is_withdrawn(conn: sqlite3.Connection, patient_id: str, issuer: str) -> bool:
-    return conn.execute(
-        "SELECT 1 FROM consent_withdrawals WHERE patient_id = ? AND issuer = ?", (patient_id, issuer)
-    ).fetchone() is not None
-
-
 def add_withdrawal(conn: sqlite3.Connection, patient_id: str, issuer: str, effective: str, record_id: int) -> bool:
     """Mark the patient withdrawn for good. False if they already were."""
     cur = conn.execute(
