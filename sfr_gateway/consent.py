@@ -172,7 +172,8 @@ def _apply(conn: Any, patient_id: str, issuer: str, status: str, effective: str,
            site_issuers: frozenset[str] | None = None) -> Change:
     """Record one status inside the caller's write transaction (see ``consent_identity`` for
     what it applies to; ``site_issuers`` saves the import one index query per line)."""
-    reg = Registry.load(conn, declared, [patient_id], site_issuers=site_issuers)
+    site = sql.site_issuers(conn) if site_issuers is None else site_issuers
+    reg = Registry.load(conn, declared, [patient_id], site_issuers=site)
     if _withdrawn_already(reg, patient_id, issuer, status):
         return Change("already-withdrawn", "withdrawn", resolution=reg.resolve(patient_id, issuer, status))
     scope = reg.restriction_scope(issuer) if status in RESTRICTIONS else ""

@@ -129,16 +129,18 @@ class Registry:
     @classmethod
     def load(cls, conn: Any, declared: Iterable[str] = (), patient_ids: Iterable[str] | None = None, *,
              site_issuers: Iterable[str] | None = None) -> Registry:
-        """Read what resolution needs (every patient, or only ``patient_ids``); ``site_issuers``
-        when the caller already has them (an import reads them once for all its lines)."""
+        """Read what resolution needs (every patient, or only ``patient_ids``). ``site_issuers``
+        (``ledger.consent.site_issuers``, a pass over the index) is needed only to record a
+        refusal or withdrawal (:meth:`restriction_scope`); deciding reads the scope kept with it."""
         pids = None if patient_ids is None else sorted({p for p in patient_ids if p})
-        site = sql.site_issuers(conn) if site_issuers is None else site_issuers
-        return cls(sql.records(conn, pids), sql.withdrawals(conn, pids), sql.index_issuers(conn, pids), site, declared)
+        return cls(sql.records(conn, pids), sql.withdrawals(conn, pids), sql.index_issuers(conn, pids),
+                   site_issuers or (), declared)
 
     # -- what a record applies to -------------------------------------------------------------
 
     def restriction_scope(self, issuer: str) -> str:
-        """The scope a refusal or withdrawal recorded now under ``issuer`` gets (kept for good)."""
+        """The scope a refusal or withdrawal recorded now under ``issuer`` gets (kept for good);
+        the Registry must have been loaded with the site issuers."""
         return SCOPE_ISSUER if issuer and issuer in self.site_issuers else SCOPE_ALL
 
     def _no_issuer_target(self, patient_id: str) -> Resolution:
