@@ -190,6 +190,12 @@ def _apply(conn: Any, patient_id: str, issuer: str, status: str, effective: str,
         return Change("recorded", status, resolution=resolution)
     if status == "withdrawn":
         sql.add_withdrawal(conn, patient_id, issuer, effective, record_id)
+    else:  # a refusal older than a later consent (an old sheet re-imported) changes nothing today
+        after = Registry.load(conn, declared, [patient_id], site_issuers=site)
+        scanned = [(patient_id, i) for i in sorted(after.index.get(patient_id, ()))]
+        targets = scanned if scope == SCOPE_ALL and scanned else after.restriction_targets(patient_id, issuer, scope)
+        if not any(after.standing(p, i).status == "refused" for p, i in targets):
+            return Change("recorded", status, resolution=resolution)
     done = restrict(conn, reg, patient_id, issuer, status, scope, withdrawer)
     return Change("withdrawn" if status == "withdrawn" else "recorded", status, done.requests_queued > 0,
                   done.batches_cancelled, done.requests_queued, resolution, done.released_batches,

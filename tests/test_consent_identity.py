@@ -211,6 +211,11 @@ def test_refusal_after_release_reports_the_batches_and_queues_the_request(
     released(ledger, "B3", "1.2", "P1", "CHU-A", test_pseudonym("P1", "CHU-A"), state="packaged")
     with pytest.raises(lib.ConsentError, match="already left"):  # the request needs the keys
         lib.set_status(ledger, "P1", "refused", today=TODAY)
+    # an old refusal (older than the consent) re-imported changes nothing: no request
+    stale = lib.set_status(ledger, "P1", "refused", effective=D1 - dt.timedelta(days=5), today=TODAY,
+                           withdrawer=withdrawer)
+    assert stale.outcome == "recorded" and stale.requests_queued == 0 and stale.released_batches == ()
+    assert lib.withdrawal_requests(ledger) == []
     change = lib.set_status(ledger, "P1", "refused", today=TODAY, withdrawer=withdrawer)
     assert change.outcome == "recorded" and change.released_batches == ("B1", "B2")
     assert change.released_studies == 2 and change.requests_queued >= 1
