@@ -61,6 +61,10 @@ class RunReport:
         held = self.consent.get("without_patient_id", {})
         nopid = (f"; {held['eligible_instances']} eligible instances without Patient ID held"
                  if held.get("eligible_instances") and held.get("policy") != "release" else "")
+        unresolved = self.consent.get("unresolved_records", {})
+        stuck = unresolved.get("ambiguous", 0) + unresolved.get("issuer-mismatch", 0)
+        if stuck:  # consent recorded for a scanned patient but applied to none: say it every run
+            nopid += f"; {stuck} consent records applied to no scanned patient (see `consent list`)"
         return (f"scanned {s.get('seen', 0)} files ({s.get('read', 0)} read, {s.get('unreadable', 0)} unreadable); "
                 f"released {r.get('instances', 0)} instances in {r.get('batches', 0)} batches "
                 f"({r.get('quarantined', 0)} quarantined{self._held_text()}); "

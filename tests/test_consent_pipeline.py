@@ -56,15 +56,20 @@ class Site:
         out: dict[str, tuple[dict, list[pydicom.Dataset]]] = {}
         target = self.central / f"opened-{time.monotonic_ns()}"
         for batch in sorted(self.dropbox.glob("*.tar.zst.age")):
-            got = open_batch(batch, [self.identity], PublicKey.load(self.site_key), target)
+            got = open_batch(batch, [self.identity], {"TEST01": PublicKey.load(self.site_key)}, target)
             out[got.batch_id] = (got.manifest, [pydicom.dcmread(p) for p in sorted(got.directory.rglob("*.dcm"))])
         return out
 
     def requests(self, cli) -> list[dict]:
-        """Every delivered withdrawal request, checked by `central withdrawal` as the central host does."""
+        """Every delivered withdrawal request, checked by `central withdrawal` as the central host does
+        (the site's key registered on the central host first, as for batches)."""
+        central_home = self.central / "home"
+        if not (central_home / "sites.json").exists():
+            res = cli("central", "--central-home", central_home, "site", "add", "TEST01", self.site_key)
+            assert res.exit_code == 0, res.stderr
         payloads = []
         for path in sorted(self.dropbox.glob("withdrawal-*.json")):
-            res = cli("central", "withdrawal", path, "--site-key", self.site_key, "--json")
+            res = cli("central", "--central-home", central_home, "withdrawal", path, "--json")
             assert res.exit_code == 0, res.stderr
             payloads.append(json.loads(res.stdout))
         return payloads
@@ -147,6 +152,16 @@ def test_his_csv_without_issuer_column_is_released_by_the_next_run(site: Site, c
     assert site.run()["release"]["instances"] == 6
 
 
+def test_a_consent_applied_to_no_scanned_patient_is_said_by_every_run(site: Site, cli) -> None:
+    site.run()  # scanned: the exports carry one issuer
+    res = cli("--home", site.home, "consent", "set", site.patients[0].patient_id, "consented", "--issuer", "OTHER")
+    assert res.exit_code == 0 and "NOT APPLIED" in res.stderr and ISSUER in res.stderr
+    line = site.gateway("run")
+    assert line.returncode == 0 and "1 consent records applied to no scanned patient" in line.stdout
+    shown = site.gateway("consent", "show", site.patients[0].patient_id)
+    assert "not releasable" in shown.stdout and "NOT APPLIED" in shown.stdout
+
+
 def test_declared_issuer_resolves_a_consent_recorded_before_the_first_scan(site: Site, cli) -> None:
     site.set_config("site", f'issuers = ["{ISSUER}"]')
     res = cli("--home", site.home, "consent", "set", site.patients[0].patient_id, "consented", "--json")
@@ -200,10 +215,13 @@ def test_central_refuses_a_tampered_withdrawal_request(site: Site, cli) -> None:
     site.run()
     assert site.gateway("consent", "withdraw", site.patients[0].patient_id).returncode == 0
     site.run()
+    assert len(site.requests(cli)) == 2  # the ID without issuer and under the exports' issuer; registers the key
     (path, *_) = sorted(site.dropbox.glob("withdrawal-*.json"))
     path.write_text(path.read_text().replace('"site":"TEST01"', '"site":"TEST02"'))
-    res = cli("central", "withdrawal", path, "--site-key", site.site_key)
-    assert res.exit_code == 12
+    res = cli("central", "--central-home", site.central / "home", "withdrawal", path)
+    assert res.exit_code == 12 and "signature" in res.stderr
+    unregistered = cli("central", "--central-home", site.central / "other", "withdrawal", path)
+    assert unregistered.exit_code == 12 and "not registered" in unregistered.stderr
 
 
 # --- late refusal: what left is reported and withdrawn, what did not is held -------------------------

@@ -7,11 +7,13 @@ that tells the truth.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
 import requests
 
+from sfr_gateway import consent
 from sfr_gateway.config import load_config
 from sfr_gateway.errors import TransportError
 from sfr_gateway.ledger import batches as sql
@@ -119,6 +121,7 @@ def test_upload_keeps_the_local_batch_when_the_server_only_claims_completion(hom
                             new_study_uid="2.25.1", part=1, consent_status="consented", consent_date="2026-01-01")
             sql.finish_batch(conn, "B-0001", file_name=path.name, sha256=made.sha256, size=made.size, files=1,
                              plaintext_bytes=made.size, released=[], study_uid="1.2.3", quarantined=[])
+        consent.set_status(led, "P", "consented", today=dt.date.today())  # upload sends only releasable batches
         renamed = type(made)(path, "B-0001", made.sha256, made.size)
         _created_then_killed(server, renamed, led)
         report = upload(led, config)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from .home import CentralHome, OpenLimits, default_central_home
 from .identity import keygen, load_identities
 from .opener import OpenedBatch, open_batch
+from .requests import open_withdrawal_request
 from .sites import SiteKey, SiteRegistry, add_site, parse_public_key, remove_site
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "keygen",
     "load_identities",
     "open_batch",
+    "open_withdrawal_request",
     "parse_public_key",
     "remove_site",
 ]

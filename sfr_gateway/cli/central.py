@@ -17,6 +17,7 @@ from ..central import (
     default_central_home,
     load_identities,
     open_batch,
+    open_withdrawal_request,
     parse_public_key,
     remove_site,
 )
@@ -126,16 +127,14 @@ def site_remove(home: CentralHome, site_id: str, key_id: str | None) -> None:
 
 @central.command("withdrawal")
 @click.argument("request", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--site-key", required=True, metavar="SITE_PUBLIC_KEY",
-              help="The site's minisign public key: its .pub file, or the base64 key.")
 @click.option("--signature", type=click.Path(dir_okay=False, path_type=Path),
               help="Signature file (default: REQUEST.minisig).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def withdrawal_cmd(request: Path, site_key: str, signature: Path | None, as_json: bool) -> None:
-    """Verify a delivered withdrawal request; print the pseudonym whose data must be deleted."""
-    from ..central_requests import open_withdrawal_request
-
-    payload = open_withdrawal_request(request, load_site_key(site_key), signature=signature)
+@pass_central
+def withdrawal_cmd(home: CentralHome, request: Path, signature: Path | None, as_json: bool) -> None:
+    """Verify a delivered withdrawal request with the key registered for the site it names;
+    print the pseudonym whose data must be deleted. Exit 12 when anything does not verify."""
+    payload = open_withdrawal_request(request, SiteRegistry.load(home), signature=signature)
     if as_json:
         echo_json(payload)
     else:

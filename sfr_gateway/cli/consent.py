@@ -275,7 +275,10 @@ def show_cmd(gw: GatewayContext, patient_id: str, issuer: str | None, as_json: b
     for r in data["history"]:
         table.add_row(r["effective"], r["status"], r["issuer"] or "(none)", _applies(r["applies_to"]), r["recorded_at"],
                       r["source"], r["reference"], r["operator"], r["reason"])
-    Console().print(table)
+    Console(width=max(Console().width, 160)).print(table)
+    for r in data["history"]:  # never silently ineffective: each record that reaches no scanned patient, in words
+        if r["applies_to"]["unresolved"]:
+            click.echo(f"record of {r['effective']} ({r['status']}, issuer {r['issuer'] or '(none)'}): {r['describe']}")
 
 
 @consent.command("coverage")

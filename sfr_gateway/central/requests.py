@@ -2,9 +2,10 @@
 
 A site delivers each request as ``withdrawal-<site>-<n>.json`` (canonical JSON naming one
 pseudonym) with its detached minisign signature ``.json.minisig`` by the site key. Nothing is
-trusted before the signature verifies with the site's public key, the trusted comment names the
-payload's SHA-256 and the request kind, and the payload is a well-formed request of the site
-the comment names. Every failure is an IntegrityError (exit code 12).
+trusted before the signature verifies with the key registered for the site it names (the site
+registry, as for batches), the trusted comment names the payload's SHA-256 and the request kind,
+and the payload is a well-formed request of that site. Every failure is an IntegrityError (exit
+code 12).
 """
 
 from __future__ import annotations
@@ -12,21 +13,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .crypto.sign import PublicKey, Signature, parse_trusted_comment, verify_bytes
-from .errors import InputError, IntegrityError
-from .package import signature_path
+from ..crypto.sign import ALG_PREHASHED, PublicKey, parse_trusted_comment, verify_bytes
+from ..errors import InputError, IntegrityError
+from ..package import signature_path
+from .opener import _read_signature, _registry, _site_key
+from .sites import SiteRegistry
 
 REQUEST_TYPE = "sfr-gateway/withdrawal-request"
 MAX_REQUEST_BYTES = 64 * 1024
 _PSEUDONYM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,23}-[A-Z0-9]{4,32}$")
 
 
-def open_withdrawal_request(path: Path, site_key: PublicKey, *, signature: Path | None = None) -> dict[str, Any]:
+def open_withdrawal_request(path: Path, sites: SiteRegistry | Mapping[str, PublicKey | Sequence[PublicKey]], *,
+                            signature: Path | None = None) -> dict[str, Any]:
     """Verify a delivered withdrawal request and return its payload (``site``, ``pseudonym``,
-    ``request_id``, ``created_at``...). The signature is ``<file>.minisig`` unless given."""
+    ``request_id``, ``created_at``...). ``sites``: the registry (or ``{site: key}``); the
+    signature is ``<file>.minisig`` unless given."""
     path = Path(path)
     sig_file = Path(signature) if signature else signature_path(path)
     try:
@@ -37,15 +43,12 @@ def open_withdrawal_request(path: Path, site_key: PublicKey, *, signature: Path 
         raise InputError(f"no withdrawal request at {path}") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    try:
-        sig = Signature.parse(sig_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise IntegrityError(f"no signature beside the request ({sig_file.name}): refusing it") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise IntegrityError(f"cannot read signature {sig_file.name}: {exc.__class__.__name__}") from None
-    verify_bytes(data, sig, site_key)  # IntegrityError when it does not verify
+    sig = _read_signature(sig_file)
+    if sig.algorithm != ALG_PREHASHED:
+        raise IntegrityError("signature: legacy minisign (Ed) signature refused: sites sign prehashed (ED)")
+    fields = parse_trusted_comment(sig.trusted_comment)  # not trusted yet: it only chooses the key
+    verify_bytes(data, sig, _site_key(sig, fields.get("site", ""), _registry(sites)))  # IntegrityError if not
     comment = sig.trusted_comment.split("\t")
-    fields = parse_trusted_comment(sig.trusted_comment)
     if "withdrawal-request" not in comment or fields.get("sha256") != hashlib.sha256(data).hexdigest():
         raise IntegrityError("signature: the trusted comment does not name this withdrawal request")
     try:
