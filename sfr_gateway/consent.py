@@ -385,6 +385,13 @@ def list_patients(ledger: Ledger, status: str | None = None, *, policy: ConsentP
     return rows(ledger, policy or ConsentPolicy(), today or dt.date.today(), status)
 
 
+def releasable_identities(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> list[tuple[str, str]]:
+    """Every identity whose consent lets it through today: see ``consent_gate.releasable_identities``."""
+    from .consent_gate import releasable_identities as identities
+
+    return identities(ledger, policy, today)
+
+
 def show(ledger: Ledger, patient_id: str, issuer: str | None, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
     """One Patient ID (``issuer`` None: under every issuer) or identity: see ``consent_gate.show``."""
     from .consent_gate import show as view

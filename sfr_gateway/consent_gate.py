@@ -200,6 +200,22 @@ def list_patients(ledger: Ledger, policy: ConsentPolicy, today: dt.date, status:
     return rows
 
 
+def releasable_identities(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> list[tuple[str, str]]:
+    """(Patient ID, issuer) of every identity whose consent lets it through today, scanned or
+    not: the identities the index holds for a recorded Patient ID and those its records resolve
+    to (``pull`` asks the PACS for these). Same rule as the gate."""
+    with ledger.snapshot() as conn:
+        reg = Registry.load(conn, policy.issuers)
+    out: set[tuple[str, str]] = set()
+    for pid, recs in reg.records.items():
+        candidates = {(pid, i) for i in reg.index.get(pid, set())}
+        for rec in recs:
+            if rec.status not in RESTRICTIONS:
+                candidates |= set(reg.resolve(pid, rec.issuer, rec.status, rec.scope).identities)
+        out |= {c for c in candidates if decide(reg.standing(*c), pid, policy, today) == "releasable"}
+    return sorted(out)
+
+
 def show(ledger: Ledger, patient_id: str, issuer: str | None, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
     """One Patient ID (``issuer`` None: under every issuer) or one identity: the identities and
     what applies to each, whether the gate releases their studies today, and the history with
@@ -258,4 +274,4 @@ def _worst(statuses: Any) -> str:
 
 
 __all__ = ["Gate", "GateStudy", "NO_PATIENT_ID", "PatientRow", "RESTRICTIONS", "coverage", "decide",
-           "decide_studies", "gate", "list_patients", "show"]
+           "decide_studies", "gate", "list_patients", "releasable_identities", "show"]

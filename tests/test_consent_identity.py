@@ -315,3 +315,17 @@ def test_registry_is_the_one_place_the_gate_and_show_agree_on(ledger: Ledger) ->
         shown = lib.show(ledger, study.patient_id or "", study.issuer, EXPLICIT, TODAY)
         assert shown["releasable"] == (study.decision == "releasable"), study
         assert reg.standing(study.patient_id or "", study.issuer).status == study.status
+
+
+def test_releasable_identities_follow_the_same_rule_for_pull(ledger: Ledger) -> None:
+    """What `pull` asks the PACS for: the identities the records resolve to, scanned or not."""
+    site = ConsentPolicy("explicit", 30, issuers=("CHU-A",))
+    add_studies(ledger, [("P2", "CHU-A", "2.1"), ("P4", "CHU-A", "4.1"), ("P4", "CHU-B", "4.2")])
+    lib.set_status(ledger, "P1", "consented", today=TODAY, issuers=site.issuers)  # nothing scanned
+    lib.set_status(ledger, "P2", "consented", today=TODAY, issuers=site.issuers)
+    lib.set_status(ledger, "P3", "consented", issuer="CHU-A", effective=D1, today=TODAY, issuers=site.issuers)
+    lib.set_status(ledger, "P3", "refused", effective=D2, today=TODAY, issuers=site.issuers)  # every issuer
+    lib.set_status(ledger, "P4", "consented", issuer="CHU-B", today=TODAY, issuers=site.issuers)
+    assert lib.releasable_identities(ledger, site, TODAY) == [("P1", "CHU-A"), ("P2", "CHU-A"), ("P4", "CHU-B")]
+    # without the declaration, the consent of P1 stands for P1 without issuer until scanned
+    assert ("P1", "") in lib.releasable_identities(ledger, EXPLICIT, TODAY)

@@ -1,6 +1,7 @@
 """``pull``: fetch from the PACS only what may leave (GDPR data minimisation).
 
-1. The consent registry names the releasable patients (``consent.classify``, as the gate does).
+1. The consent registry names the releasable patients (``consent.releasable_identities``: the
+   gate's identity rule; a consent without an issuer is asked under the issuer it resolves to).
 2. One study-level C-FIND per patient (Patient ID, the collection's date window); answers of
    another patient or issuer are dropped.
 3. One series-level C-FIND per study; the selection rules keep the eligible series (a PACS that
@@ -94,8 +95,7 @@ class PullReport:
 
 def releasable_patients(ledger: Ledger, config: Config, today: dt.date) -> list[tuple[str, str]]:
     """(Patient ID, issuer) of every patient the consent policy lets through today."""
-    return sorted((p.patient_id, p.issuer) for p in consent.list_patients(ledger)
-                  if consent.classify(p.status, p.effective, p.withdrawn, config.consent, today) == "releasable")
+    return consent.releasable_identities(ledger, config.consent, today)
 
 
 def pull(config: Config, *, today: dt.date | None = None, dry_run: bool = False) -> PullReport:
