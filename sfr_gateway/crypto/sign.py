@@ -10,7 +10,8 @@ Format facts (minisign's documentation): a signature file has four lines::
 ``ED`` (prehashed with BLAKE2b-512) is what current minisign writes and what we write, so a file
 is hashed in one streaming pass; ``Ed`` (the legacy algorithm, signature over the whole file, up
 to 256 MiB read into memory) is accepted by ``verify_file``/``verify_bytes`` for interoperability
-with ``minisign -l``, but never by ``central open``, which takes batches from the network. A public key file is ``untrusted comment: ...`` then
+with ``minisign -l``, but never by ``central open``, which takes batches from the network.
+A public key file is ``untrusted comment: ...`` then
 ``base64("Ed" || key id || public key)``; the key id is shown as the hex of its bytes reversed.
 
 The site's private key is stored as unencrypted PKCS#8 PEM, 0600 (``sfr_gateway.keys`` manages
