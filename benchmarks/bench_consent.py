@@ -18,10 +18,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine
 
-from sfr_gateway import consent
-from sfr_gateway.config import ConsentPolicy
-from sfr_gateway.dicomio import HeaderFacts
+from sfr_gateway.consent import registry as consent
+from sfr_gateway.home.config import ConsentPolicy
 from sfr_gateway.ledger import instances, open_ledger
+from sfr_gateway.scan.header import HeaderFacts
 
 
 def main() -> int:

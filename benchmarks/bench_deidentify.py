@@ -32,7 +32,7 @@ from common import byte_compile  # noqa: E402
 DEID = r"""
 import os, sys
 from pathlib import Path
-from sfr_gateway.deidentify import RunSpec, run
+from sfr_gateway.deid.folder import RunSpec, run
 src, dst, workers, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 spec = RunSpec(profile=profile, options=(), site_overrides=(), site_private_keep=(), output=Path(dst),
                quarantine=Path(dst + ".quarantine"), keep_copies=False, secret=b"\x07" * 32, site_id="BENCH")

@@ -51,8 +51,8 @@ def _ct_corpus(workdir: Path, target_mb: int) -> list[bytes]:
 
 def child_encrypt_sign(size_mb: int, workdir: str) -> dict[str, float]:
     """age-encrypt ``size_mb`` MB of pseudo-random stream to a file, hashing it, then sign."""
+    from sfr_gateway.batch.write import hash_file
     from sfr_gateway.crypto import age, sign
-    from sfr_gateway.package import hash_file
 
     recipients = [age.Identity.generate().recipient, age.Identity.generate().recipient]
     key = sign.generate_signing_key()
@@ -79,7 +79,7 @@ def child_encrypt_sign(size_mb: int, workdir: str) -> dict[str, float]:
 
 def child_batch(size_mb: int, workdir: str, level: int, threads: int) -> dict[str, float]:
     """write_batch of ``size_mb`` MB of synthetic CT DICOM files (corpus cycled, unique names)."""
-    from sfr_gateway import package
+    from sfr_gateway.batch import write as package
     from sfr_gateway.crypto import age, sign
 
     corpus = _ct_corpus(Path(workdir), min(size_mb, 64))
@@ -127,7 +127,7 @@ def child_batch(size_mb: int, workdir: str, level: int, threads: int) -> dict[st
 
 def child_ratio(workdir: str, level: int, threads: int) -> dict[str, float]:
     """zstd alone on the CT corpus: ratio and MB/s (no tar, no encryption)."""
-    from sfr_gateway.package import compressor
+    from sfr_gateway.batch.write import compressor
 
     corpus = b"".join(_ct_corpus(Path(workdir), 64))
     cctx = compressor(level, threads, *_tuning(level))
@@ -140,7 +140,7 @@ def child_ratio(workdir: str, level: int, threads: int) -> dict[str, float]:
 
 def _tuning(level: int) -> tuple[int, int]:
     """The shipped ``[batch]`` zstd_min_match/zstd_hash_log at the shipped level, the level's own otherwise."""
-    from sfr_gateway.config import ZstdSettings
+    from sfr_gateway.home.config import ZstdSettings
 
     shipped = ZstdSettings()
     return (shipped.min_match, shipped.hash_log) if level == shipped.level else (0, 0)

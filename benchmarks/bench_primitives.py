@@ -49,9 +49,9 @@ def main() -> int:
 
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    from sfr_gateway.config import ZstdSettings
-    from sfr_gateway.package import compressor
-    from sfr_gateway.tarzst import PIECE_BYTES
+    from sfr_gateway.batch.tarzst import PIECE_BYTES
+    from sfr_gateway.batch.write import compressor
+    from sfr_gateway.home.config import ZstdSettings
 
     files = [p.read_bytes() for p in sorted(args.export.rglob("*")) if p.is_file()]
     raw = sum(map(len, files))

@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sfr_gateway.deidentify import RunSpec, iter_inputs, run
+from sfr_gateway.deid.folder import RunSpec, iter_inputs, run
 from tests.independent_data import folders
 
 # values in dciodvfy's lines (after "=", "values are", "value"): dates and UIDs change by design;

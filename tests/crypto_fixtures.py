@@ -10,9 +10,9 @@ from pathlib import Path
 import zstandard
 from tool_fixtures import require_tool
 
+from sfr_gateway.batch.write import trusted_comment
 from sfr_gateway.crypto import age
 from sfr_gateway.crypto.sign import SigningKey, generate_signing_key, sign_digest
-from sfr_gateway.package import trusted_comment
 
 CHUNK = age.CHUNK_SIZE
 # Sizes around the 64 KiB STREAM chunk, where off-by-one errors live.

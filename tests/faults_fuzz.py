@@ -334,7 +334,7 @@ def _child_init(verify: bool) -> None:
 
 
 def _scan_one(path: str) -> str:
-    from sfr_gateway.scan import read_chunk
+    from sfr_gateway.scan.walk import read_chunk
 
     (outcome,) = read_chunk([(os.fsencode(path), 0, 0)])
     if isinstance(outcome[3], str):

@@ -15,15 +15,15 @@ from pathlib import Path
 import pydicom
 from crypto_fixtures import require_binary, run  # noqa: F401  (re-exported for the mapping/keys tests)
 
-from sfr_gateway.config import HomePaths, load_config
 from sfr_gateway.crypto import age
 from sfr_gateway.deid import compile_plan, deidentify_file, load_profile
 from sfr_gateway.deid.pseudonym import PseudonymKeys
 from sfr_gateway.errors import DicomError
-from sfr_gateway.keys import load_pseudonym_secret
+from sfr_gateway.home.config import HomePaths, load_config
+from sfr_gateway.keys.files import load_pseudonym_secret
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.mapping import MappingStore, record_released, record_study
-from sfr_gateway.scan import scan
+from sfr_gateway.mapping.store import MappingStore, record_released, record_study
+from sfr_gateway.scan.walk import scan
 
 
 def age_identity(folder: Path, name: str = "dpo") -> tuple[Path, str]:

@@ -16,7 +16,7 @@ import pytest
 from audit_fixtures import KEYS, SECRET, audit_json, plan_for
 from pydicom.dataset import Dataset
 
-from sfr_gateway.deidentify import RunSpec, run
+from sfr_gateway.deid.folder import RunSpec, run
 from sfr_gateway.sample import SampleExport
 
 _BINARY = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from sfr_gateway import logfile
-from sfr_gateway.bulkhead import study_failure
 from sfr_gateway.errors import (
     ConfigError,
     DicomError,
@@ -26,6 +24,8 @@ from sfr_gateway.errors import (
     from_exception,
     is_storage_failure,
 )
+from sfr_gateway.home import logfile
+from sfr_gateway.run.bulkhead import study_failure
 
 
 def _raised(fn) -> BaseException:
@@ -184,7 +184,7 @@ def test_tracebacks_in_the_log_keep_the_stack_and_withhold_data() -> None:
 
 
 def test_an_internal_error_goes_to_the_log_file_not_the_terminal(cli, home: Path, monkeypatch) -> None:
-    from sfr_gateway import pipeline
+    from sfr_gateway.run import pipeline
 
     value = "".join(reversed("TNOPUD"))
 

@@ -74,12 +74,12 @@ def test_a_real_move_is_still_a_move_and_keeps_its_place(cli, home: Path, tmp_pa
 def test_the_listing_names_files_the_engine_refused(tmp_path: Path) -> None:
     from sfr_gateway.ledger import open_ledger
     from sfr_gateway.ledger.batches import record_quarantined
-    from sfr_gateway.quarantine import held_back
+    from sfr_gateway.run.held import held_back
 
     export = generate_export(tmp_path / "export", patients=1, slices=2, extras=False, seed=2)
     with open_ledger(tmp_path / "state.db") as ledger:
-        from sfr_gateway.config import SelectionRules
-        from sfr_gateway.scan import scan
+        from sfr_gateway.home.config import SelectionRules
+        from sfr_gateway.scan.walk import scan
 
         scan(ledger, [export.root], SelectionRules(), workers=1)
         (uid, study), = ledger.conn.execute("SELECT sop_instance_uid, study_uid FROM instances ORDER BY id LIMIT 1")
@@ -95,9 +95,9 @@ def test_shared_uid_queries_go_through_the_uid_index_not_the_whole_index(tmp_pat
     """Without statistics SQLite picked the state index for a UID lookup, reading every indexed
     row once per file: a 50,000-file first scan took minutes. Every statement of the shared-UID
     bookkeeping must look instances up by UID or path, never scan them."""
-    from sfr_gateway.config import SelectionRules
+    from sfr_gateway.home.config import SelectionRules
     from sfr_gateway.ledger import batches, held, instances, open_ledger
-    from sfr_gateway.scan import scan
+    from sfr_gateway.scan.walk import scan
 
     export = generate_export(tmp_path / "export", patients=2, slices=4, extras=False, seed=2)
     shutil.copy2(sorted(export.files)[0], tmp_path / "export" / "copy.dcm")

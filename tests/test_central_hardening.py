@@ -17,7 +17,7 @@ import pytest
 import zstandard
 from crypto_fixtures import reg, resign, seal_raw_batch, tar_bytes
 
-from sfr_gateway import package
+from sfr_gateway.batch import write as package
 from sfr_gateway.central import CentralHome, OpenLimits, SiteRegistry, open_batch, opener
 from sfr_gateway.cli import main
 from sfr_gateway.crypto import age, sign

@@ -22,7 +22,8 @@ from crypto_fixtures import (
     tar_bytes,
 )
 
-from sfr_gateway import central, package
+from sfr_gateway import central
+from sfr_gateway.batch import write as package
 from sfr_gateway.cli import cli, main
 from sfr_gateway.crypto import age, sign
 from sfr_gateway.errors import IntegrityError

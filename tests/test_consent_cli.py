@@ -8,9 +8,9 @@ from pathlib import Path
 
 from consent_fixtures import add_studies
 
-from sfr_gateway import consent as lib
-from sfr_gateway.config import load_config
+from sfr_gateway.consent import registry as lib
 from sfr_gateway.crypto.sign import PublicKey
+from sfr_gateway.home.config import load_config
 from sfr_gateway.ledger import open_ledger
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from consent_fixtures import add_studies
 
-from sfr_gateway import consent as lib
-from sfr_gateway.config import ConsentPolicy, load_config
+from sfr_gateway.consent import registry as lib
+from sfr_gateway.home.config import ConsentPolicy, load_config
 from sfr_gateway.ledger import open_ledger
 
 PATIENTS = 20
@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from sfr_gateway import consent as lib
     from sfr_gateway.cli import main
-    from sfr_gateway.keys import SigningKey
+    from sfr_gateway.keys.files import SigningKey
     from sfr_gateway.ledger import open_ledger
 
     home, rounds, marker = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])

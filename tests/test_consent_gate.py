@@ -17,11 +17,11 @@ from consent_fixtures import (  # noqa: F401
     withdrawer_fixture,
 )
 
-from sfr_gateway import consent as lib
-from sfr_gateway.config import ConsentPolicy
+from sfr_gateway.consent import registry as lib
 from sfr_gateway.crypto.sign import PublicKey
 from sfr_gateway.errors import ConsentError
-from sfr_gateway.keys import SigningKey
+from sfr_gateway.home.config import ConsentPolicy
+from sfr_gateway.keys.files import SigningKey
 from sfr_gateway.ledger import Ledger
 
 EXPLICIT = ConsentPolicy("explicit", 30)

@@ -16,8 +16,8 @@ from consent_fixtures import (  # noqa: F401
     withdrawer_fixture,
 )
 
-from sfr_gateway import consent as lib
-from sfr_gateway.consent_csv import parse_date, status_word
+from sfr_gateway.consent import registry as lib
+from sfr_gateway.consent.csvimport import parse_date, status_word
 from sfr_gateway.errors import ConsentError
 from sfr_gateway.ledger import Ledger
 

@@ -16,9 +16,9 @@ import pytest
 from pydicom.uid import generate_uid
 
 from sfr_gateway.central import open_batch
-from sfr_gateway.config import load_config
 from sfr_gateway.crypto.age import Identity
 from sfr_gateway.crypto.sign import PublicKey
+from sfr_gateway.home.config import load_config
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.sample import FakePatient, generate_export
 
@@ -228,7 +228,7 @@ def test_central_refuses_a_tampered_withdrawal_request(site: Site, cli) -> None:
 
 
 def test_refusal_after_release_reports_and_requests_and_holds_what_was_not_sent(site: Site, cli) -> None:
-    from sfr_gateway.release import release
+    from sfr_gateway.run.release import release
 
     p0, p1, _ = site.patients
     for p in (p0, p1):
@@ -249,7 +249,7 @@ def test_refusal_after_release_reports_and_requests_and_holds_what_was_not_sent(
     import datetime as dt
 
     with open_ledger(config.home.state_db) as ledger:
-        from sfr_gateway.scan import scan
+        from sfr_gateway.scan.walk import scan
 
         scan(ledger, [site.export], config.selection)
         assert release(ledger, config, today=dt.date.today(), workers=0).instances == 6

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from consent_fixtures import ledger_fixture  # noqa: F401
 
-from sfr_gateway import consent as lib
 from sfr_gateway.cli.consent import consent as consent_group
-from sfr_gateway.consent_csv import STATUS_WORDS, status_word
+from sfr_gateway.consent import registry as lib
+from sfr_gateway.consent.csvimport import STATUS_WORDS, status_word
 from sfr_gateway.ledger import Ledger
 
 README = Path(__file__).resolve().parent.parent / "README.md"

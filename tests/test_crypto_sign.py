@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sfr_gateway.config import HomePaths
 from sfr_gateway.crypto import sign
 from sfr_gateway.errors import IntegrityError, KeyFileError
-from sfr_gateway.keys import create_signing_key, load_signing_key
+from sfr_gateway.home.config import HomePaths
+from sfr_gateway.keys.files import create_signing_key, load_signing_key
 
 KEY = sign.generate_signing_key()
 PUB = sign.PublicKey.of(KEY)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from sfr_gateway.deid.folder import RunSpec, quarantine_id, run
 from sfr_gateway.deid.sameness import compare_files
-from sfr_gateway.deidentify import RunSpec, quarantine_id, run
 from tests.deid_fixtures import SECRET_A, minimal_ct, write_file
 from tests.independent_data import data_file
 

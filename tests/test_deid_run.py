@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sfr_gateway.deidentify import RunSpec, iter_inputs, quarantine_id, run
+from sfr_gateway.deid.folder import RunSpec, iter_inputs, quarantine_id, run
 from sfr_gateway.errors import InputError, ProfileError
 from tests.deid_fixtures import SECRET_A, minimal_ct, write_file
 

@@ -23,12 +23,12 @@ from dicomnet_fixtures import (
 )
 from pipeline_fixtures import Site
 
-from sfr_gateway.config import SelectionRules
 from sfr_gateway.crypto.age import Identity
-from sfr_gateway.dicomio import read_header
+from sfr_gateway.home.config import SelectionRules
 from sfr_gateway.sample import SampleExport, generate_export
-from sfr_gateway.scan import _facts_for_selection
-from sfr_gateway.select import eligibility
+from sfr_gateway.scan.eligibility import eligibility
+from sfr_gateway.scan.header import read_header
+from sfr_gateway.scan.walk import _facts_for_selection
 
 
 @pytest.fixture(scope="module")

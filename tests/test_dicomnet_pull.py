@@ -23,11 +23,11 @@ from dicomnet_fixtures import (
     set_config,
 )
 
-from sfr_gateway.config import SelectionRules
-from sfr_gateway.dicomio import read_header
+from sfr_gateway.home.config import SelectionRules
 from sfr_gateway.sample import SampleExport
-from sfr_gateway.scan import _facts_for_selection
-from sfr_gateway.select import eligibility
+from sfr_gateway.scan.eligibility import eligibility
+from sfr_gateway.scan.header import read_header
+from sfr_gateway.scan.walk import _facts_for_selection
 
 CONSENTED = (0, 1)
 

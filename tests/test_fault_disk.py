@@ -137,9 +137,9 @@ def test_read_only_home_fails_clearly_and_a_later_run_completes(site: Site, cli,
 
 
 def test_sources_vanishing_mid_scan_are_recorded_and_the_scan_completes(export_copy: Path, tmp_path: Path) -> None:
-    from sfr_gateway.config import SelectionRules
+    from sfr_gateway.home.config import SelectionRules
     from sfr_gateway.ledger import open_ledger
-    from sfr_gateway.scan import scan
+    from sfr_gateway.scan.walk import scan
 
     files = sorted(p for p in export_copy.rglob("*") if p.is_file())
     doomed = files[len(files) // 2:]

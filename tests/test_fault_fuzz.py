@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from faults_fuzz import Tally, elements, inputs_for, mutations, run_campaign, seeds
 
-from sfr_gateway.config import SelectionRules
+from sfr_gateway.home.config import SelectionRules
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.scan import scan
+from sfr_gateway.scan.walk import scan
 
 SEED = 20261129
 KINDS = {"truncate-at-header", "truncate-in-header", "truncate-in-value", "truncate-preamble", "flip-length",

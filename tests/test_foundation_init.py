@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sfr_gateway.config import HomePaths, load_config
 from sfr_gateway.crypto.sign import PublicKey
 from sfr_gateway.errors import EXIT_CODES, ConfigError
-from sfr_gateway.keys import load_pseudonym_secret, load_signing_key
+from sfr_gateway.home.config import HomePaths, load_config
+from sfr_gateway.keys.files import load_pseudonym_secret, load_signing_key
 
 
 def mode(path: Path) -> int:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from sfr_gateway.errors import LockHeldError
-from sfr_gateway.lock import exclusive
+from sfr_gateway.home.lock import exclusive
 
 
 def _holder(path: Path, ready: Path) -> subprocess.Popen[bytes]:
     code = textwrap.dedent(f"""
         import time, pathlib
-        from sfr_gateway.lock import exclusive
+        from sfr_gateway.home.lock import exclusive
         with exclusive(pathlib.Path({str(path)!r})):
             pathlib.Path({str(ready)!r}).touch()
             time.sleep(60)
@@ -47,7 +47,7 @@ def test_second_holder_is_refused_at_once_and_lock_dies_with_its_process(tmp_pat
 
 
 def test_fault_checkpoint_kills_only_at_the_named_point(tmp_path: Path) -> None:
-    code = "from sfr_gateway.faults import checkpoint\ncheckpoint('a')\ncheckpoint('b')\ncheckpoint('b')\nprint('survived')"
+    code = "from sfr_gateway.home.faults import checkpoint\ncheckpoint('a')\ncheckpoint('b')\ncheckpoint('b')\nprint('survived')"
     env = {**os.environ, "SFR_GATEWAY_FAULT": "b:2"}
     killed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL and "survived" not in killed.stdout

@@ -16,9 +16,9 @@ from pydicom.data import get_testdata_file
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
-from sfr_gateway.config import SelectionRules, load_config
+from sfr_gateway.home.config import SelectionRules, load_config
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.scan import scan
+from sfr_gateway.scan.walk import scan
 
 
 def scan_json(cli, home: Path, *sources: Path) -> dict:
@@ -258,7 +258,8 @@ def test_scan_output_has_no_patient_values(home: Path, sample_export, cli) -> No
 
 def test_header_facts_same_from_the_lean_reader_and_from_pydicom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan's fast path (raw ASCII values, lean reader) indexes exactly what pydicom's gives."""
-    from sfr_gateway import dicomio, sample
+    from sfr_gateway import sample
+    from sfr_gateway.scan import header as dicomio
 
     export = sample.generate_export(tmp_path / "export", patients=3, seed=21, rows=8, cols=8, slices=2)
     fast = {p: dicomio.read_header(str(p)) for p in export.files}

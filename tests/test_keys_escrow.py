@@ -9,11 +9,11 @@ from pathlib import Path
 import pydicom
 from mapping_fixtures import age_identity, require_binary, run
 
-from sfr_gateway.config import HomePaths
 from sfr_gateway.crypto.sign import PublicKey
 from sfr_gateway.deid import compile_plan, deidentify_file, load_profile
 from sfr_gateway.deid.pseudonym import PseudonymKeys
-from sfr_gateway.keys import load_pseudonym_secret, load_signing_key, secret_fingerprint
+from sfr_gateway.home.config import HomePaths
+from sfr_gateway.keys.files import load_pseudonym_secret, load_signing_key, secret_fingerprint
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.sample import SampleExport
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from mapping_fixtures import require_binary, run
 
-from sfr_gateway.config import HomePaths
 from sfr_gateway.crypto.sign import PublicKey, verify_file
 from sfr_gateway.errors import IntegrityError
-from sfr_gateway.keys import load_pseudonym_secret, load_signing_key, secret_fingerprint
+from sfr_gateway.home.config import HomePaths
+from sfr_gateway.keys.files import load_pseudonym_secret, load_signing_key, secret_fingerprint
 from sfr_gateway.ledger import open_ledger
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from mapping_fixtures import age_identity, pipeline_record, require_binary, run
 
-from sfr_gateway.config import HomePaths
+from sfr_gateway.home.config import HomePaths
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.mapping_export import CSV_COLUMNS
+from sfr_gateway.mapping.export import CSV_COLUMNS
 from sfr_gateway.sample import SampleExport
 
 

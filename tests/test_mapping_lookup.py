@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from mapping_fixtures import pipeline_record
 
-from sfr_gateway.config import HomePaths
 from sfr_gateway.errors import MappingError
+from sfr_gateway.home.config import HomePaths
 from sfr_gateway.ledger import mapping as sql
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.mapping import MappingStore, lookup, record_study
+from sfr_gateway.mapping.store import MappingStore, lookup, record_study
 from sfr_gateway.sample import SampleExport
 
 

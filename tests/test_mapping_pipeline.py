@@ -8,8 +8,8 @@ from pathlib import Path
 from mapping_fixtures import stored_entries
 from pipeline_fixtures import Site, site  # noqa: F401 - the fixture
 
-from sfr_gateway.config import HomePaths
-from sfr_gateway.keys import encode_secret
+from sfr_gateway.home.config import HomePaths
+from sfr_gateway.keys.files import encode_secret
 from sfr_gateway.ledger import mapping as sql
 from sfr_gateway.ledger import open_ledger
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from mapping_fixtures import pipeline_record, stored_entries
 
-from sfr_gateway.config import HomePaths
 from sfr_gateway.errors import MappingError
-from sfr_gateway.keys import encode_secret, load_pseudonym_secret, secret_fingerprint
+from sfr_gateway.home.config import HomePaths
+from sfr_gateway.keys.files import encode_secret, load_pseudonym_secret, secret_fingerprint
 from sfr_gateway.ledger import mapping as sql
 from sfr_gateway.ledger import open_ledger
 
@@ -103,7 +103,7 @@ def test_changed_site_id_is_detected(home: Path, recorded: set[tuple], cli) -> N
 
 
 def test_verify_catches_an_altered_entry(home: Path, recorded: set[tuple], cli) -> None:
-    from sfr_gateway.mapping import MappingEntry, MappingStore
+    from sfr_gateway.mapping.store import MappingEntry, MappingStore
 
     paths = HomePaths(home)
     with open_ledger(paths.state_db) as ledger:
@@ -155,8 +155,8 @@ def test_regenerate_all_studies_maps_more_than_eligible(home: Path, export_copy:
 def test_pipeline_helper_records_what_the_engine_produced(home: Path, tmp_path: Path, export_copy: Path,
                                                           recorded: set[tuple]) -> None:
     """record_index_studies (what `run` calls with study UIDs only) gives the engine-derived mapping."""
-    from sfr_gateway.config import load_config
-    from sfr_gateway.mapping_regen import record_index_studies
+    from sfr_gateway.home.config import load_config
+    from sfr_gateway.mapping.regenerate import record_index_studies
 
     paths = HomePaths(home)
     with open_ledger(paths.state_db) as ledger:

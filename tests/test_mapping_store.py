@@ -9,18 +9,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sfr_gateway.config import HomePaths
 from sfr_gateway.errors import KeyFileError
+from sfr_gateway.home.config import HomePaths
 from sfr_gateway.ledger import mapping as sql
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.mapping import MappingEntry, MappingStore, load_mapping_key
+from sfr_gateway.mapping.store import MappingEntry, MappingStore, load_mapping_key
 
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\\"), min_size=1, max_size=24)
 
 
 @pytest.fixture(scope="module")
 def store_home(tmp_path_factory: pytest.TempPathFactory) -> HomePaths:
-    from sfr_gateway.site import init_site
+    from sfr_gateway.home.init import init_site
 
     paths = HomePaths(tmp_path_factory.mktemp("store") / "home")
     init_site(paths, "TEST01")

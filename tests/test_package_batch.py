@@ -18,7 +18,9 @@ from crypto_fixtures import CHUNK, require_binary, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sfr_gateway import __version__, package, tarzst
+from sfr_gateway import __version__
+from sfr_gateway.batch import tarzst
+from sfr_gateway.batch import write as package
 from sfr_gateway.central import open_batch
 from sfr_gateway.crypto import age, sign
 from sfr_gateway.errors import IntegrityError, KeyFileError

@@ -11,7 +11,8 @@ from typing import BinaryIO
 import pytest
 import zstandard
 
-from sfr_gateway import package, tarzst
+from sfr_gateway.batch import tarzst
+from sfr_gateway.batch import write as package
 from sfr_gateway.errors import IntegrityError
 
 MTIME = 1_700_000_000

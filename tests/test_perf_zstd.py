@@ -10,9 +10,10 @@ import pytest
 import zstandard
 from crypto_fixtures import require_binary, run
 
-from sfr_gateway import package, sample
-from sfr_gateway.config import ConfigError, ZstdSettings, load_config, render_config
+from sfr_gateway import sample
+from sfr_gateway.batch import write as package
 from sfr_gateway.crypto import age, sign
+from sfr_gateway.home.config import ConfigError, ZstdSettings, load_config, render_config
 
 CENTRAL = age.Identity.generate()
 KEY = sign.generate_signing_key()
@@ -21,7 +22,7 @@ INFO = package.BatchInfo(site="CHU-TEST", batch_id="b-zstd", profile="sfr-covid"
 
 def _home(tmp_path: Path, batch_lines: str = "") -> Path:
     """A HOME whose config.toml is the template, with ``batch_lines`` replacing its zstd keys."""
-    from sfr_gateway.config import HomePaths
+    from sfr_gateway.home.config import HomePaths
 
     home = tmp_path / "home"
     home.mkdir()

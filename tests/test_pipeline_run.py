@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pipeline_fixtures import Site, site  # noqa: F401
 
-from sfr_gateway.config import load_config
 from sfr_gateway.errors import LockHeldError
-from sfr_gateway.lock import exclusive
+from sfr_gateway.home.config import load_config
+from sfr_gateway.home.lock import exclusive
 
 ELIGIBLE = 84  # instances of the sample export that selection keeps (see test_foundation_scan)
 

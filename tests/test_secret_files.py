@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sfr_gateway import central
-from sfr_gateway.config import HomePaths
 from sfr_gateway.crypto import age
 from sfr_gateway.errors import KeyFileError
+from sfr_gateway.home.config import HomePaths
 from sfr_gateway.transport import TransportSettings
 
 

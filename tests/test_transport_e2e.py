@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sfr_gateway import package
+from sfr_gateway.batch import write as package
 from sfr_gateway.central import open_batch, parse_public_key
 from sfr_gateway.crypto import age, sign
 from sfr_gateway.ledger.uploads import SqliteUploadState

@@ -158,7 +158,7 @@ def test_a_batch_written_by_this_process_is_not_hashed_again_unless_touched(tmp_
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """write_batch notes the SHA-256 it computed; the upload's integrity check trusts it only for
     the very same, untouched file (a rewrite in place, even with its mtime put back, is caught)."""
-    from sfr_gateway import package
+    from sfr_gateway.batch import write as package
     from sfr_gateway.crypto import age, sign
     from sfr_gateway.transport import base
 

@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from sfr_gateway import consent
-from sfr_gateway.config import load_config
+from sfr_gateway.batch.write import batch_path
+from sfr_gateway.consent import registry as consent
 from sfr_gateway.errors import TransportError
+from sfr_gateway.home.config import load_config
 from sfr_gateway.ledger import batches as sql
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.ledger.uploads import SqliteUploadState
-from sfr_gateway.package import batch_path
+from sfr_gateway.run.upload import upload
 from sfr_gateway.transport import TransportSettings
 from sfr_gateway.transport.tus import TusDestination
-from sfr_gateway.upload import upload
 
 pytest_plugins = ["transport_fixtures", "tus_liars"]
 

@@ -23,10 +23,10 @@ from sfr_gateway.audit.risk import Flag
 from sfr_gateway.audit.thumbs import thumbnail_of_dataset
 from sfr_gateway.deid.engine import Change
 from sfr_gateway.deid.files import DeidResult, deidentify_file
+from sfr_gateway.deid.folder import iter_inputs
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from sfr_gateway.deid.sameness import compare_files
-from sfr_gateway.deidentify import iter_inputs
 from sfr_gateway.errors import DicomError
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ def _quarantined(path: Path, reason: str, detail: str, pz: Pseudonymizer, settin
 def audit_file(path: Path, plan: Plan, pz: Pseudonymizer, masker: Masker, settings: AuditSettings) -> InstanceAudit:
     """Audit one file through the de-identification engine (dry run); never raises for a bad file.
 
-    Refusals are mapped exactly as ``sfr_gateway.deidentify`` maps them.
+    Refusals are mapped exactly as ``sfr_gateway.deid.folder`` maps them.
     """
     try:
         result = deidentify_file(path, plan, pz, write=False, record_kept=True, keep_values=True)

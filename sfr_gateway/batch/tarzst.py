@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
 
-from .errors import IntegrityError
+from ..errors import IntegrityError
 
 BLOCK = 512
 RECORD = 20 * BLOCK

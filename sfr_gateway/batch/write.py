@@ -42,13 +42,13 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from . import __version__
-from .cpus import usable_cpus
-from .crypto.age import CHUNK_SIZE, TAG_SIZE, ChunkWriter, Recipient, chunk_nonce, stream_header
-from .crypto.sign import SigningKey, sign_digest
-from .errors import IntegrityError, KeyFileError
-from .faults import checkpoint
-from .fsutil import atomic_write_text, fsync_dir, remember_sha256
+from .. import __version__
+from ..crypto.age import CHUNK_SIZE, TAG_SIZE, ChunkWriter, Recipient, chunk_nonce, stream_header
+from ..crypto.sign import SigningKey, sign_digest
+from ..errors import IntegrityError, KeyFileError
+from ..home.cpus import usable_cpus
+from ..home.faults import checkpoint
+from ..home.fsutil import atomic_write_text, fsync_dir, remember_sha256
 from .tarzst import BLOCK, RECORD, FileMember, tar_member, write_members
 
 log = logging.getLogger(__name__)

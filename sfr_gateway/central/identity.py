@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..crypto.age import Identity, identity_file_text, parse_identities
 from ..errors import KeyFileError
-from ..keys import read_secret_file
+from ..keys.files import read_secret_file
 
 
 def keygen(output: Path | None = None) -> tuple[Identity, str]:

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..crypto.sign import PublicKey, key_id_hex
 from ..errors import ConfigError, InputError, KeyFileError
-from ..fsutil import atomic_write_text
+from ..home.fsutil import atomic_write_text
 from .home import CentralHome
 
 FORMAT = "sfr-central-sites/1"

@@ -15,18 +15,19 @@ from pathlib import Path
 
 import click
 
-from .. import __version__, logfile
+from .. import __version__
 from ..errors import GatewayError, from_exception, is_storage_failure
+from ..home import logfile
 from .common import GatewayContext
 
 COMMAND_MODULES: dict[str, str] = {
     "init": "sfr_gateway.cli.init",
     "scan": "sfr_gateway.cli.scan",
     "consent": "sfr_gateway.cli.consent",
-    "deidentify": "sfr_gateway.cli.deid",
-    "profile": "sfr_gateway.cli.deid",
+    "deidentify": "sfr_gateway.cli.deidentify",
+    "profile": "sfr_gateway.cli.deidentify",
     "audit": "sfr_gateway.cli.audit",
-    "destination": "sfr_gateway.cli.transport",
+    "destination": "sfr_gateway.cli.destination",
     "central": "sfr_gateway.cli.central",
     "mapping": "sfr_gateway.cli.mapping",
     "keys": "sfr_gateway.cli.keys",

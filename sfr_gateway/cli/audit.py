@@ -34,8 +34,8 @@ def audit(gw: GatewayContext, sources: tuple[Path, ...], profile_name: str | Non
     from ..audit import AuditSettings, run_audit
     from ..deid.profile import compile_plan, load_profile
     from ..deid.pseudonym import PseudonymKeys
-    from ..fsutil import atomic_writer
-    from ..keys import load_pseudonym_secret
+    from ..home.fsutil import atomic_writer
+    from ..keys.files import load_pseudonym_secret
 
     config = gw.config()
     overrides: dict[str, Any] = config.overrides

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import Config, HomePaths, default_home, load_config
+from ..home.config import Config, HomePaths, default_home, load_config
 
 
 @dataclass
@@ -27,8 +27,8 @@ class GatewayContext:
     def config(self) -> Config:
         """Load config.toml and refuse to go on if key permissions are unsafe."""
         if self._config is None:
-            from ..keys import check_key_permissions
-            from ..logfile import attach
+            from ..home.logfile import attach
+            from ..keys.files import check_key_permissions
 
             self._config = load_config(self.home.root)
             attach(self._config.home.root)  # HOME/logs/sfr-gateway.log, when HOME can take it

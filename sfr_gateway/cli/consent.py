@@ -17,11 +17,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .. import consent as lib
-from ..config import Config
-from ..consent_csv import parse_date
+from ..consent import registry as lib
+from ..consent.csvimport import parse_date
 from ..errors import ConsentError, GatewayError
-from ..keys import load_pseudonym_secret, load_signing_key
+from ..home.config import Config
+from ..keys.files import load_pseudonym_secret, load_signing_key
 from ..ledger import open_ledger
 from .common import GatewayContext, echo_json, pass_gateway
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
+from ..deid.folder import RunSpec, run
 from ..deid.profile import DEFAULT_PROFILE, compile_plan, load_profile
-from ..deidentify import RunSpec, run
 from ..ledger import open_ledger
 from .common import GatewayContext, echo_json, interactive, pass_gateway
 
@@ -33,7 +33,7 @@ def _site_overrides(gw: GatewayContext) -> tuple[tuple[dict[str, Any], ...], tup
 def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, profile_name: str | None,
                options: tuple[str, ...], workers: int, as_json: bool) -> None:
     """De-identify the DICOM files under SOURCES into OUTPUT (sources are never modified)."""
-    from ..keys import load_pseudonym_secret
+    from ..keys.files import load_pseudonym_secret
 
     config = gw.config()
     attr, private = _site_overrides(gw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..site import init_site
+from ..home.init import init_site
 from .common import GatewayContext, echo_json, pass_gateway
 
 

@@ -24,7 +24,7 @@ def keys() -> None:
 @pass_gateway
 def show_cmd(gw: GatewayContext, public_only: bool, as_json: bool) -> None:
     """The site's public signing key (minisign format) and key fingerprints."""
-    from ..keyadmin import show
+    from ..keys.admin import show
 
     facts = show(gw.home)
     if public_only:
@@ -46,7 +46,7 @@ def show_cmd(gw: GatewayContext, public_only: bool, as_json: bool) -> None:
 @pass_gateway
 def escrow_cmd(gw: GatewayContext, recipient: str, output: Path | None) -> None:
     """Encrypt the pseudonym secret with age for safe keeping off this machine."""
-    from ..keyadmin import escrow
+    from ..keys.admin import escrow
 
     out, fp = escrow(gw.home, recipient, output)
     click.echo(f"pseudonym secret {fp} encrypted to {recipient}: {out}")
@@ -60,7 +60,7 @@ def escrow_cmd(gw: GatewayContext, recipient: str, output: Path | None) -> None:
 @pass_gateway
 def restore_cmd(gw: GatewayContext, escrow_file: Path, identity: Path) -> None:
     """Restore an escrowed pseudonym secret into this HOME's keys/ (never over a different one)."""
-    from ..keyadmin import restore
+    from ..keys.admin import restore
 
     fp, written = restore(gw.home, escrow_file, identity)
     click.echo(f"pseudonym secret {fp} " + ("restored into " if written else "already present in ")
@@ -71,7 +71,7 @@ def restore_cmd(gw: GatewayContext, escrow_file: Path, identity: Path) -> None:
 @pass_gateway
 def rotate_signing_cmd(gw: GatewayContext) -> None:
     """New site signing key; its public key is announced in a statement signed by the old key."""
-    from ..keyadmin import rotate_signing
+    from ..keys.admin import rotate_signing
 
     cfg = gw.config()
     r = rotate_signing(gw.home, cfg.site_id)
@@ -86,7 +86,7 @@ def rotate_signing_cmd(gw: GatewayContext) -> None:
 @pass_gateway
 def rotate_pseudonym_cmd(gw: GatewayContext, acknowledged: bool) -> None:
     """New pseudonym secret (refused without --i-understand-linkage-breaks); the old one is archived."""
-    from ..keyadmin import rotate_pseudonym
+    from ..keys.admin import rotate_pseudonym
 
     gw.config()
     old_fp, new_fp, archived = rotate_pseudonym(gw.home, acknowledged=acknowledged)

@@ -27,8 +27,8 @@ def listen(gw: GatewayContext, port: int | None, ae_title: str | None, allow: tu
     allowed calling AE titles may associate; each instance is answered success only once its
     file is durable. One line on stdout when ready: "listening on HOST:PORT as AE".
     """
-    from ..config import check_ae_title
     from ..dicomnet.listen import Listener, ListenSettings, serve
+    from ..home.config import check_ae_title
 
     config = gw.config()
     allow = tuple(check_ae_title(a, "--allow") for a in allow)

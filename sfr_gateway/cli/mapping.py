@@ -27,7 +27,7 @@ def lookup_cmd(gw: GatewayContext, pseudonym: str | None, patient_id: str | None
                as_json: bool) -> None:
     """Who is PSEUDONYM, or what is the pseudonym of --patient-id ID. Each lookup is recorded."""
     from ..ledger import open_ledger
-    from ..mapping import lookup
+    from ..mapping.store import lookup
 
     if (pseudonym is None) == (patient_id is None):
         raise click.UsageError("give a PSEUDONYM or --patient-id ID (one of them)")
@@ -65,7 +65,7 @@ def regenerate_cmd(gw: GatewayContext, sources: tuple[Path, ...], all_studies: b
     pseudonym secret changed) is named and nothing is written (exit 14).
     """
     from ..ledger import open_ledger
-    from ..mapping_regen import regenerate
+    from ..mapping.regenerate import regenerate
 
     cfg = gw.config()
     with open_ledger(gw.home.state_db) as ledger:
@@ -91,7 +91,7 @@ def verify_cmd(gw: GatewayContext, as_json: bool) -> None:
     """Check the stored mapping against a recomputation with the pseudonym secret (exit 14 if not)."""
     from ..errors import MappingError
     from ..ledger import open_ledger
-    from ..mapping_regen import CheckReport, verify
+    from ..mapping.regenerate import CheckReport, verify
 
     cfg = gw.config()
     report: CheckReport | None = None
@@ -119,7 +119,7 @@ def verify_cmd(gw: GatewayContext, as_json: bool) -> None:
 def export_cmd(gw: GatewayContext, recipient: str, fmt: str, output: Path | None) -> None:
     """Export the mapping for the data-protection officer, encrypted to their age key only."""
     from ..ledger import open_ledger
-    from ..mapping_export import export_mapping
+    from ..mapping.export import export_mapping
 
     cfg = gw.config()
     with open_ledger(gw.home.state_db) as ledger:

@@ -20,7 +20,7 @@ def quarantine() -> None:
 def list_(gw: GatewayContext, as_json: bool) -> None:
     """Every held-back study and file with its reason and what to do, then the refused files."""
     from ..ledger import open_ledger
-    from ..quarantine import held_back
+    from ..run.held import held_back
 
     config = gw.config()
     with open_ledger(config.home.state_db) as ledger:

@@ -24,7 +24,7 @@ def run(gw: GatewayContext, sources: tuple[Path, ...], dry_run: bool, workers: i
     Exports come from SOURCES or from [site] exports in config.toml. One run at a time:
     a second one exits at once with code 7. Quiet when all is well (one line).
     """
-    from ..pipeline import run as run_pipeline
+    from ..run.pipeline import run as run_pipeline
 
     config = gw.config()
     if interactive() and not as_json:
@@ -65,7 +65,7 @@ SHOWN = 20  # held-back files named on stderr; `quarantine list` names them all
 
 def _attention(report: Any, config: Any) -> None:
     """What a human should look at, on stderr (cron mails it)."""
-    from ..logfile import current
+    from ..home.logfile import current
 
     logfile = current()
     if report.needs_attention:
@@ -96,7 +96,7 @@ def _attention(report: Any, config: Any) -> None:
 @pass_gateway
 def upload(gw: GatewayContext, as_json: bool) -> None:
     """Send pending batches and withdrawal requests (nothing is de-identified)."""
-    from ..pipeline import upload_only
+    from ..run.pipeline import upload_only
 
     data = upload_only(gw.config())
     if as_json:
@@ -113,7 +113,7 @@ def upload(gw: GatewayContext, as_json: bool) -> None:
 @pass_gateway
 def status(gw: GatewayContext, as_json: bool) -> None:
     """Pending, sent, acknowledged and failed batches; consent coverage; last success and error."""
-    from ..pipeline import status as get_status
+    from ..run.pipeline import status as get_status
 
     data = get_status(gw.config())
     if as_json:

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..consent import coverage
-from ..dicomio import UNREADABLE_REASONS
+from ..consent.registry import coverage
 from ..errors import ConfigError
 from ..ledger import open_ledger
-from ..scan import scan as run_scan
-from ..select import EXCLUSION_REASONS
+from ..scan.eligibility import EXCLUSION_REASONS
+from ..scan.header import UNREADABLE_REASONS
+from ..scan.walk import scan as run_scan
 from .common import GatewayContext, echo_json, interactive, pass_gateway
 
 if TYPE_CHECKING:

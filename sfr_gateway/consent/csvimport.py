@@ -44,12 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .consent import STATUSES, Withdrawer, _apply, check_patient_id
-from .errors import ConsentError, InputError
-from .faults import checkpoint
-from .ledger import Ledger
-from .ledger.consent import site_issuers
-from .ledger.db import insert_event
+from ..errors import ConsentError, InputError
+from ..home.faults import checkpoint
+from ..ledger import Ledger
+from ..ledger.consent import site_issuers
+from ..ledger.db import insert_event
+from .registry import STATUSES, Withdrawer, _apply, check_patient_id
 
 MAX_BYTES = 64 * 1024 * 1024
 

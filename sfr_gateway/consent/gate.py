@@ -1,6 +1,6 @@
 """The release gate and what it reports: the decision per eligible study, coverage, the patient
 list and one patient's view, all from one ledger snapshot and one identity rule
-(:mod:`sfr_gateway.consent_identity`).
+(:mod:`sfr_gateway.consent.identity`).
 
 A study whose instances name several identities is releasable only if every one of them is.
 Instances without a Patient ID follow ``[consent] without_patient_id``: ``hold`` (default: never
@@ -14,23 +14,23 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ConsentPolicy
-from .consent_identity import RESTRICTIONS, Registry, Resolution, Standing
-from .ledger import Ledger
-from .ledger import consent as sql
+from ..home.config import ConsentPolicy
+from ..ledger import Ledger
+from ..ledger import consent as sql
+from .identity import RESTRICTIONS, Registry, Resolution, Standing
 
 NO_PATIENT_ID = "no-patient-id"
 
 
 def check_policy(policy: ConsentPolicy) -> None:
-    from .consent import check_policy as check
+    from .registry import check_policy as check
 
     check(policy)
 
 
 def decide(standing: Standing, patient_id: str | None, policy: ConsentPolicy, today: dt.date) -> str:
     """``releasable`` or the waiting reason of one identity."""
-    from .consent import classify
+    from .registry import classify
 
     if patient_id is None or not patient_id.strip():
         return "releasable" if policy.without_patient_id == "release" else NO_PATIENT_ID
@@ -220,7 +220,7 @@ def show(ledger: Ledger, patient_id: str, issuer: str | None, policy: ConsentPol
     """One Patient ID (``issuer`` None: under every issuer) or one identity: the identities and
     what applies to each, whether the gate releases their studies today, and the history with
     what each record applies to. Local data (holds the local ID)."""
-    from .consent import classify
+    from .registry import classify
 
     with ledger.snapshot() as conn:
         reg = Registry.load(conn, policy.issuers, [patient_id])

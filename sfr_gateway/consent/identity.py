@@ -31,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .ledger import consent as sql
+from ..ledger import consent as sql
 
 RESTRICTIONS = frozenset({"refused", "withdrawn"})
 SCOPE_ISSUER = "issuer"

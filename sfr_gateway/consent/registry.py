@@ -9,10 +9,10 @@ A patient (local ID + issuer) has a current status, ``unknown`` until something 
 
 History is append-only (the ledger refuses UPDATE and DELETE). What a record (Patient ID and
 issuer as recorded) applies to among the identities the exports carry is decided in one place,
-``sfr_gateway.consent_identity``; an identity's current status is the latest record that applies
+``sfr_gateway.consent.identity``; an identity's current status is the latest record that applies
 to it (ties: the last recorded); a withdrawal overrides everything. The gate, coverage and the
-patient list are in ``sfr_gateway.consent_gate``; what a refusal or withdrawal does to batches
-and withdrawal requests in ``sfr_gateway.consent_requests``.
+patient list are in ``sfr_gateway.consent.gate``; what a refusal or withdrawal does to batches
+and withdrawal requests in ``sfr_gateway.consent.withdrawal``.
 
 Release policy (``Config.consent``): ``explicit`` releases ``consented`` patients only;
 ``non-opposition`` also releases patients ``informed`` at least ``delay_days`` days before
@@ -31,14 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import ConsentPolicy
-from .consent_identity import RESTRICTIONS, SCOPE_ALL, Registry, Resolution
-from .consent_requests import restrict
-from .errors import ConsentError
-from .keys import SigningKey
-from .ledger import Ledger
-from .ledger import consent as sql
-from .ledger.db import insert_event
+from ..errors import ConsentError
+from ..home.config import ConsentPolicy
+from ..keys.files import SigningKey
+from ..ledger import Ledger
+from ..ledger import consent as sql
+from ..ledger.db import insert_event
+from .identity import RESTRICTIONS, SCOPE_ALL, Registry, Resolution
+from .withdrawal import restrict
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def minisign_signer(key: SigningKey, site_id: str) -> Signer:
     """Sign with the site key in minisign format (``ED``, BLAKE2b-prehashed): ``minisign -V`` and
     ``sfr_gateway.crypto.sign.verify_bytes`` check it with the site's public key. The trusted
     comment names the site and the payload's SHA-256."""
-    from .crypto.sign import sign_bytes
+    from ..crypto.sign import sign_bytes
 
     def sign(payload: bytes) -> tuple[str, str]:
         comment = f"site:{site_id}\twithdrawal-request\tsha256:{hashlib.sha256(payload).hexdigest()}"
@@ -299,7 +299,7 @@ def release_basis(
     Accepts a Ledger (reads in its own snapshot) or an open connection (the batch code calls it
     inside the transaction that creates or sends a batch, so a concurrent withdrawal cannot slip by).
     """
-    from .consent_gate import NO_PATIENT_ID, decide
+    from .gate import NO_PATIENT_ID, decide
 
     check_policy(policy)
     if isinstance(conn_or_ledger, Ledger):
@@ -319,7 +319,7 @@ def study_release_basis(conn: Any, study_uid: str, patient_id: str, issuer: str,
     transaction over every identity the study's eligible instances name (the gate's rule: all
     of them releasable), or None. The packaging calls it when it begins and when it finishes a
     batch, so a withdrawal of any patient of the study committed meanwhile stops the batch."""
-    from .consent_gate import NO_PATIENT_ID, decide_studies
+    from .gate import NO_PATIENT_ID, decide_studies
 
     decided = decide_studies(conn, policy, today, [study_uid]).studies
     if not decided or any(s.decision != "releasable" for s in decided):
@@ -337,7 +337,7 @@ def batch_releasable(conn: Any, study_uid: str, policy: ConsentPolicy, today: dt
     batches' and its eligible instances') is still releasable. Consent only, not selection: a
     batch whose sources left the export since is still sent. ``upload`` calls it in the
     transaction that marks the batch as being sent."""
-    from .consent_gate import decide
+    from .gate import decide
 
     identities = set(sql.batch_identities(conn, study_uid))
     identities |= {(s.patient_id or "", s.issuer) for s in sql.eligible_study_patients(conn, [study_uid])}
@@ -352,12 +352,12 @@ def is_releasable(ledger: Ledger, patient_id: str, issuer: str, policy: ConsentP
 
 
 # ---------------------------------------------------------------------------------------------
-# the gate (sfr_gateway.consent_gate), kept reachable from here
+# the gate (sfr_gateway.consent.gate), kept reachable from here
 
 
 def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Any:
     """Decide every eligible study in one read snapshot: see ``consent_gate.gate``."""
-    from .consent_gate import gate as decide_all
+    from .gate import gate as decide_all
 
     return decide_all(ledger, policy, today)
 
@@ -369,7 +369,7 @@ def releasable_studies(ledger: Ledger, policy: ConsentPolicy, today: dt.date) ->
 
 def coverage(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
     """Consent coverage of eligible studies (counts only): see ``consent_gate.coverage``."""
-    from .consent_gate import coverage as cover
+    from .gate import coverage as cover
 
     return cover(ledger, policy, today)
 
@@ -378,7 +378,7 @@ def list_patients(ledger: Ledger, status: str | None = None, *, policy: ConsentP
                   today: dt.date | None = None) -> list[Any]:
     """Registry entries and identities with eligible studies (local admin use only); ``today``
     decides ``releasable`` (default: the local date)."""
-    from .consent_gate import list_patients as rows
+    from .gate import list_patients as rows
 
     if status is not None and status not in STATUSES:
         raise ConsentError(f"unknown status; use one of {', '.join(STATUSES)}")
@@ -387,14 +387,14 @@ def list_patients(ledger: Ledger, status: str | None = None, *, policy: ConsentP
 
 def releasable_identities(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> list[tuple[str, str]]:
     """Every identity whose consent lets it through today: see ``consent_gate.releasable_identities``."""
-    from .consent_gate import releasable_identities as identities
+    from .gate import releasable_identities as identities
 
     return identities(ledger, policy, today)
 
 
 def show(ledger: Ledger, patient_id: str, issuer: str | None, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
     """One Patient ID (``issuer`` None: under every issuer) or identity: see ``consent_gate.show``."""
-    from .consent_gate import show as view
+    from .gate import show as view
 
     return view(ledger, patient_id, issuer, policy, today)
 
@@ -421,8 +421,8 @@ def mark_withdrawal_request(ledger: Ledger, request_id: int, state: str, error: 
 def verify_withdrawal_request(request: sql.WithdrawalRequest, public: Any) -> dict[str, Any]:
     """Check a request's minisign signature with the site's public key
     (``sfr_gateway.crypto.sign.PublicKey``); return the payload. ConsentError if it does not verify."""
-    from .crypto.sign import verify_bytes
-    from .errors import IntegrityError
+    from ..crypto.sign import verify_bytes
+    from ..errors import IntegrityError
 
     if request.signature_format != "minisign":
         raise ConsentError(f"unsupported withdrawal signature format {request.signature_format}")
@@ -447,12 +447,12 @@ def import_csv(
     history: bool = False,
     issuers: Sequence[str] = (),
 ) -> Any:
-    """Import a consent CSV; see ``sfr_gateway.consent_csv`` (returns its ImportReport).
+    """Import a consent CSV; see ``sfr_gateway.consent.csvimport`` (returns its ImportReport).
 
     ``history``: a patient may have several lines with different dates (applied in date order);
     by default any two lines of one patient with different statuses are rejected.
     """
-    from .consent_csv import import_file
+    from .csvimport import import_file
 
     return import_file(ledger, Path(path), today=today, all_or_nothing=all_or_nothing, withdrawer=withdrawer,
                        operator=operator, history=history, issuers=issuers)

@@ -21,13 +21,13 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .consent_identity import SCOPE_ALL, Registry
-from .errors import ConsentError
-from .ledger import consent as sql
-from .ledger.db import utcnow
+from ..errors import ConsentError
+from ..ledger import consent as sql
+from ..ledger.db import utcnow
+from .identity import SCOPE_ALL, Registry
 
 if TYPE_CHECKING:
-    from .consent import Withdrawer
+    from .registry import Withdrawer
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ with ``minisign -l``, but never by ``central open``, which takes batches from th
 A public key file is ``untrusted comment: ...`` then
 ``base64("Ed" || key id || public key)``; the key id is shown as the hex of its bytes reversed.
 
-The site's private key is stored as unencrypted PKCS#8 PEM, 0600 (``sfr_gateway.keys`` manages
+The site's private key is stored as unencrypted PKCS#8 PEM, 0600 (``sfr_gateway.keys.files`` manages
 ``HOME/keys/site-signing.key``; ``write_signing_key``/``read_signing_key`` do the same for any
 path). minisign's own scrypt-encrypted secret-key format is deliberately not used: only the
 PUBLIC key file and the signatures need to be minisign-compatible.
@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from ..errors import IntegrityError, KeyFileError
-from ..keys import SigningKey, key_id_for, minisign_public_text
+from ..keys.files import SigningKey, key_id_for, minisign_public_text
 
 ALG_PREHASHED = b"ED"
 ALG_LEGACY = b"Ed"

@@ -45,7 +45,7 @@ from sfr_gateway.deid.rawwrite import can_write_fast, write_fast
 from sfr_gateway.deid.tokens import check_decoded
 from sfr_gateway.deid.tokens import collect as collect_tokens
 from sfr_gateway.errors import DicomError
-from sfr_gateway.faults import raise_at
+from sfr_gateway.home.faults import raise_at
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"

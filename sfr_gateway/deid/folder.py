@@ -36,8 +36,8 @@ from sfr_gateway.deid.profile import compile_plan, load_profile
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
 from sfr_gateway.deid.sameness import compare_files
 from sfr_gateway.errors import DicomError, GatewayError, InputError
-from sfr_gateway.faults import checkpoint
-from sfr_gateway.fsutil import atomic_write_bytes, fsync_dir
+from sfr_gateway.home.faults import checkpoint
+from sfr_gateway.home.fsutil import atomic_write_bytes, fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ class PseudonymKeys:
     def fingerprint(self) -> str:
         """A short public fingerprint of the secret (never the secret itself): the same one
         ``init``, ``keys show`` and the mapping print."""
-        from sfr_gateway.keys import secret_fingerprint
+        from sfr_gateway.keys.files import secret_fingerprint
 
         return secret_fingerprint(self.secret)
 

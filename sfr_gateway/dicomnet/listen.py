@@ -39,9 +39,9 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from ..config import Config
 from ..errors import ConfigError, DicomNetError
-from ..fsutil import atomic_write_bytes
+from ..home.config import Config
+from ..home.fsutil import atomic_write_bytes
 from ..ledger import Ledger, open_ledger
 from ..ledger import dicomnet as sql
 from . import statuses

@@ -24,8 +24,8 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from ..config import PacsSettings
 from ..errors import ConfigError, DicomNetError, DicomRefusedError
+from ..home.config import PacsSettings
 from . import statuses
 
 log = logging.getLogger(__name__)

@@ -28,12 +28,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from .. import consent
-from ..config import Config
+from ..consent import registry as consent
 from ..errors import ConfigError, DicomNetError, DicomRefusedError
+from ..home.config import Config
+from ..home.lock import exclusive
 from ..ledger import Ledger, open_ledger
 from ..ledger import dicomnet as sql
-from ..lock import exclusive
 from . import query, statuses
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from ..config import SelectionRules
-from ..select import InstanceFacts, eligibility
+from ..home.config import SelectionRules
+from ..scan.eligibility import InstanceFacts, eligibility
 
 _WILDCARDS = set("*?\\")
 

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import os
 
-from ..config import Config
+from ..home.config import Config
 from ..ledger import Ledger
 from ..ledger import dicomnet as sql
 

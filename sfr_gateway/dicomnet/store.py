@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dicomio import read_header
 from ..errors import ConfigError, DicomError
-from ..faults import checkpoint
-from ..fsutil import fsync_dir
+from ..home.faults import checkpoint
+from ..home.fsutil import fsync_dir
+from ..scan.header import read_header
 from . import statuses
 
 log = logging.getLogger(__name__)

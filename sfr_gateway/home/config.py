@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ENV_HOME = "SFR_GATEWAY_HOME"
 DEFAULT_DESTINATION_DIRNAME = "dropbox"

@@ -7,10 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULT_DESTINATION_DIRNAME, HomePaths, render_config
-from .errors import ConfigError
-from .fsutil import atomic_write_text
-from .keys import (
+from ..errors import ConfigError
+from ..keys.files import (
     check_key_permissions,
     create_pseudonym_secret,
     create_signing_key,
@@ -18,7 +16,9 @@ from .keys import (
     load_signing_key,
     secret_fingerprint,
 )
-from .ledger import open_ledger
+from ..ledger import open_ledger
+from .config import DEFAULT_DESTINATION_DIRNAME, HomePaths, render_config
+from .fsutil import atomic_write_text
 
 SITE_ID = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,31}$")
 AGE_RECIPIENT = re.compile(r"^age1[02-9ac-hj-np-z]{58}$")
@@ -65,7 +65,7 @@ def init_site(
     created_secret = create_pseudonym_secret(home)
     created_key = create_signing_key(home)
     # The mapping's key (keys/mapping.key); imported here: the module pulls the deid package.
-    from .mapping import create_mapping_key
+    from ..mapping.store import create_mapping_key
 
     create_mapping_key(home)
     with open_ledger(home.state_db) as ledger:

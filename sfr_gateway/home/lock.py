@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import LockHeldError
+from ..errors import LockHeldError
 
 
 @contextlib.contextmanager

@@ -15,13 +15,13 @@ import sqlite3
 import traceback
 from pathlib import Path
 
-from .errors import GatewayError
+from ..errors import GatewayError
 
 LOG_NAME = Path("logs") / "sfr-gateway.log"
 FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 # Records for the file only (tracebacks): this logger never propagates to the terminal.
-file_only = logging.getLogger("sfr_gateway.logfile")
+file_only = logging.getLogger("sfr_gateway.home.logfile")
 file_only.propagate = False
 file_only.setLevel(logging.INFO)
 file_only.addHandler(logging.NullHandler())  # no log file (read-only HOME): dropped, never on the terminal

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import HomePaths
-from .crypto.age import Recipient, decrypt_bytes, encrypt_bytes, parse_identities
-from .crypto.sign import PublicKey, generate_signing_key, key_id_hex, sign_file
-from .errors import KeyFileError
-from .fsutil import atomic_write_bytes, atomic_write_text
-from .keys import (
+from ..crypto.age import Recipient, decrypt_bytes, encrypt_bytes, parse_identities
+from ..crypto.sign import PublicKey, generate_signing_key, key_id_hex, sign_file
+from ..errors import KeyFileError
+from ..home.config import HomePaths
+from ..home.fsutil import atomic_write_bytes, atomic_write_text
+from ..ledger import open_ledger
+from .files import (
     SECRET_BYTES,
     SigningKey,
     check_key_permissions,
@@ -40,7 +41,6 @@ from .keys import (
     read_secret_file,
     secret_fingerprint,
 )
-from .ledger import open_ledger
 
 ARCHIVE_DIR = "archive"
 ROTATION_STATEMENT = "sfr-gateway/signing-key-rotation/1"

@@ -17,9 +17,9 @@ import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import HomePaths
-from .errors import KeyFileError
-from .fsutil import atomic_write_bytes, atomic_write_text
+from ..errors import KeyFileError
+from ..home.config import HomePaths
+from ..home.fsutil import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:  # cryptography is imported where keys are made or used: `deidentify` needs only the secret
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -174,7 +174,7 @@ def create_signing_key(home: HomePaths) -> bool:
 
 def load_signing_key(home: HomePaths) -> SigningKey:
     """The site's signing key; KeyFileError if missing, malformed or exposed."""
-    from .crypto.sign import read_signing_key
+    from ..crypto.sign import read_signing_key
 
     check_key_permissions(home)
     if not home.signing_key.exists():

@@ -1,7 +1,7 @@
 """SQL of the consent registry: append-only history, permanent withdrawals, withdrawal requests,
 and the gate's view of eligible studies with their patients' consent.
 
-Every function takes an open ``sqlite3.Connection``: the caller (``sfr_gateway.consent``) decides
+Every function takes an open ``sqlite3.Connection``: the caller (``sfr_gateway.consent.registry``) decides
 the transaction (``Ledger.transaction()`` to write, ``Ledger.snapshot()`` to read consistently).
 """
 
@@ -28,7 +28,7 @@ class Record:
     reference: str
     operator: str
     reason: str
-    scope: str = ""  # refused/withdrawn: 'issuer' or 'all-issuers' (see sfr_gateway.consent_identity)
+    scope: str = ""  # refused/withdrawn: 'issuer' or 'all-issuers' (see sfr_gateway.consent.identity)
 
 
 _RECORD_COLS = "id, patient_id, issuer, status, effective, recorded_at, source, reference, operator, reason, scope"

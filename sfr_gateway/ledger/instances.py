@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..dicomio import HeaderFacts
+from ..scan.header import HeaderFacts
 from .consent import without_patient_id
 from .db import Ledger, utcnow
 

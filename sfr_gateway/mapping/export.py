@@ -12,12 +12,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
-from .crypto.age import Recipient, encrypt_bytes
-from .fsutil import atomic_write_bytes
-from .ledger import Ledger
-from .ledger.db import utcnow
-from .mapping import MappingStore, StoredEntry
+from ..crypto.age import Recipient, encrypt_bytes
+from ..home.config import Config
+from ..home.fsutil import atomic_write_bytes
+from ..ledger import Ledger
+from ..ledger.db import utcnow
+from .store import MappingStore, StoredEntry
 
 CSV_COLUMNS = ("pseudonym", "patient_id", "issuer", "accession", "new_accession", "study_uid",
                "new_study_uid", "date_offset", "secret_fingerprint", "current_secret")
@@ -72,7 +72,7 @@ def export_mapping(ledger: Ledger, cfg: Config, recipient: str, *, fmt: str = "c
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     rcpt = Recipient.parse(recipient)
     store = MappingStore.open(ledger, cfg.home)
-    from .mapping_sync import sync_from_batches
+    from .sync import sync_from_batches
 
     sync_from_batches(ledger, cfg, store)
     rows = _rows(list(store.entries()), store.secret_fp)

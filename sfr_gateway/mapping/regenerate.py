@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, HomePaths
-from .deid.pseudonym import Pseudonymizer, PseudonymKeys
-from .errors import KeyFileError, MappingError
-from .keys import decode_secret, load_pseudonym_secret, secret_fingerprint
-from .ledger import Ledger
-from .ledger import mapping as sql
-from .mapping import MappingEntry, MappingStore
+from ..deid.pseudonym import Pseudonymizer, PseudonymKeys
+from ..errors import KeyFileError, MappingError
+from ..home.config import Config, HomePaths
+from ..keys.files import decode_secret, load_pseudonym_secret, secret_fingerprint
+from ..ledger import Ledger
+from ..ledger import mapping as sql
+from .store import MappingEntry, MappingStore
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Derivation:
 
     @classmethod
     def for_config(cls, cfg: Config, secret: bytes) -> Derivation:
-        from .deid.profile import compile_plan, load_profile
+        from ..deid.profile import compile_plan, load_profile
 
         plan = compile_plan(load_profile(cfg.profile, options=cfg.options))
         pz = Pseudonymizer(PseudonymKeys(secret=secret, site_id=cfg.site_id), offset_range=plan.offset_range)
@@ -261,7 +261,7 @@ def regenerate(
     """
     home = cfg.home
     if sources:
-        from .scan import scan
+        from ..scan.walk import scan
 
         scan(ledger, list(sources), cfg.selection)
     secret = load_pseudonym_secret(home)
@@ -275,7 +275,7 @@ def regenerate(
     if foreign and not dry_run:
         report.discarded = sql.delete_rows_of_other_keys(ledger, store.key_id)
     if not dry_run:
-        from .mapping_sync import sync_from_batches
+        from .sync import sync_from_batches
 
         synced = sync_from_batches(ledger, cfg, store)
         if synced.mismatched:
@@ -337,7 +337,7 @@ def verify(ledger: Ledger, cfg: Config) -> CheckReport:
     secret = load_pseudonym_secret(home)
     store = MappingStore.open(ledger, home)
     report = CheckReport(secret_fingerprint=store.secret_fp)
-    from .mapping_sync import sync_from_batches
+    from .sync import sync_from_batches
 
     synced = sync_from_batches(ledger, cfg, store)
     if synced.mismatched:

@@ -7,7 +7,7 @@ At rest every row is sealed with AES-256-GCM under a key derived from ``HOME/key
 lookup decrypts only the rows it finds and the table reveals nothing without the key file.
 
 The pipeline calls :func:`record_study` when a study is de-identified and :func:`record_released`
-when its batch is sent; ``mapping regenerate`` (:mod:`sfr_gateway.mapping_regen`) rebuilds the
+when its batch is sent; ``mapping regenerate`` (:mod:`sfr_gateway.mapping.regenerate`) rebuilds the
 table from the exports and the pseudonym secret and compares it with what was released.
 
 Nothing here logs or raises with a patient value; pseudonyms and counts only.
@@ -27,18 +27,18 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .config import Config, HomePaths
-from .errors import KeyFileError, MappingError
-from .fsutil import atomic_write_text
-from .keys import (
+from ..errors import KeyFileError, MappingError
+from ..home.config import Config, HomePaths
+from ..home.fsutil import atomic_write_text
+from ..keys.files import (
     check_key_permissions,
     ensure_keys_dir,
     load_pseudonym_secret,
     secret_fingerprint,
 )
-from .ledger import Ledger
-from .ledger import mapping as sql
-from .ledger.db import utcnow
+from ..ledger import Ledger
+from ..ledger import mapping as sql
+from ..ledger.db import utcnow
 
 MAPPING_KEY_HEADER = "sfr-gateway mapping key v1"
 ENTRY_FORMAT = 1
@@ -94,7 +94,7 @@ class PatientMatch:
 
 def _patient_key(patient_id: str, issuer: str, fallback: str) -> str:
     """The engine's canonical patient key (imported on use: the deid package pulls pydicom)."""
-    from .deid.pseudonym import patient_key
+    from ..deid.pseudonym import patient_key
 
     return patient_key(patient_id, issuer, fallback)
 
@@ -328,7 +328,7 @@ def lookup(
         raise ValueError("look up by a pseudonym or by a patient ID, not both")
     store = MappingStore.open(ledger, home)
     if config is not None:
-        from .mapping_sync import sync_from_batches
+        from .sync import sync_from_batches
 
         sync_from_batches(ledger, config, store)
     if pseudonym is not None:

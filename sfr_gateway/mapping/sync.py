@@ -14,13 +14,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
-from .errors import GatewayError
-from .keys import load_pseudonym_secret
-from .ledger import Ledger
-from .ledger import mapping as sql
-from .ledger.db import utcnow
-from .mapping import MappingEntry, MappingStore
+from ..errors import GatewayError
+from ..home.config import Config
+from ..keys.files import load_pseudonym_secret
+from ..ledger import Ledger
+from ..ledger import mapping as sql
+from ..ledger.db import utcnow
+from .store import MappingEntry, MappingStore
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def sync_from_batches(ledger: Ledger, cfg: Config, store: MappingStore | None = 
     pending = sql.unsynced_batches(ledger)
     if not pending:
         return report
-    from .mapping_regen import Derivation, archived_secrets, compute
+    from .regenerate import Derivation, archived_secrets, compute
 
     store = store or MappingStore.open(ledger, cfg.home)
     secrets_by_fp = {store.secret_fp: load_pseudonym_secret(cfg.home), **archived_secrets(cfg.home)}

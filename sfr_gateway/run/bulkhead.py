@@ -13,8 +13,8 @@ from __future__ import annotations
 import errno
 import sqlite3
 
-from .errors import DicomError, GatewayError, IntegrityError, is_storage_failure
-from .logfile import safe_traceback, where
+from ..errors import DicomError, GatewayError, IntegrityError, is_storage_failure
+from ..home.logfile import safe_traceback, where
 
 HELD_REASONS = {
     "engine-error": "an unexpected error in the de-identification engine (a bug): the study is retried at "

@@ -19,10 +19,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ledger import Ledger
-from .ledger import held as sql
-from .ledger.db import utcnow
-from .logfile import file_only
+from ..home.logfile import file_only
+from ..ledger import Ledger
+from ..ledger import held as sql
+from ..ledger.db import utcnow
 
 CONFLICT = "duplicate-uid-conflict"
 CONFLICT_VERDICT = "conflict"
@@ -65,7 +65,7 @@ def compare(owner: bytes, other: bytes) -> tuple[bool | None, str]:
     same = same_bytes(owner, other)
     if same is None or same:
         return same, "same bytes"
-    from .deid.sameness import compare_files  # pydicom: only for files that differ
+    from ..deid.sameness import compare_files  # pydicom: only for files that differ
 
     verdict = compare_files(os.fsdecode(owner), os.fsdecode(other))
     if verdict.same:
@@ -119,7 +119,7 @@ def settle(ledger: Ledger, studies: set[str]) -> DuplicateReport:
 
 def quarantine_records(quarantine: Path, profile: str, decisions: list[sql.Decision], keep_copies: bool) -> None:
     """A record in HOME/quarantine for each newly held-back file, as for refused files."""
-    from .deidentify import RunSpec, _quarantine
+    from ..deid.folder import RunSpec, _quarantine
 
     spec = RunSpec(profile=profile, options=(), site_overrides=(), site_private_keep=(), output=quarantine,
                    quarantine=quarantine, keep_copies=keep_copies, secret=b"", site_id="")

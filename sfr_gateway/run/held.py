@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..ledger import Ledger
+from ..ledger import held as sql
 from .bulkhead import HELD_REASONS
 from .duplicates import CONFLICT
-from .ledger import Ledger
-from .ledger import held as sql
 
 MEANINGS = {
     **HELD_REASONS,

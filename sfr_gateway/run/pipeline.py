@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config
-from .errors import ConfigError
-from .faults import checkpoint
-from .ledger import Ledger, open_ledger
-from .lock import exclusive
-from .scan import scan
+from ..errors import ConfigError
+from ..home.config import Config
+from ..home.faults import checkpoint
+from ..home.lock import exclusive
+from ..ledger import Ledger, open_ledger
+from ..scan.walk import scan
 
 
 @dataclass
@@ -95,7 +95,7 @@ def run(
     progress: Callable[[str, int], None] | None = None,
 ) -> RunReport:
     """One whole pipeline run under the HOME lock (LockHeldError if another run holds it)."""
-    from . import consent
+    from ..consent import registry as consent
     from .release import release
     from .upload import upload
 
@@ -126,7 +126,7 @@ def run(
                                  progress=step("release")).as_dict()
         lap("release")
         if not dry_run:  # the local mapping: every packaged study, and its pseudonym as released
-            from .mapping_sync import sync_for_run
+            from ..mapping.sync import sync_for_run
 
             sync_for_run(ledger, config)
             lap("mapping")
@@ -134,7 +134,7 @@ def run(
             report.upload = {"pending": _pending(ledger)}
         else:
             report.upload = upload(ledger, config, today=today).as_dict()
-            from .dicomnet.retention import prune_incoming  # received files released long enough ago
+            from ..dicomnet.retention import prune_incoming  # received files released long enough ago
 
             report.upload["incoming_removed"] = prune_incoming(ledger, config)
         lap("upload")
@@ -148,7 +148,7 @@ def run(
 
 
 def _pending(ledger: Ledger) -> int:
-    from .ledger import batches as sql
+    from ..ledger import batches as sql
 
     return len(sql.batches(ledger, ["packaged", "failed"]))
 
@@ -163,10 +163,10 @@ def upload_only(config: Config) -> dict[str, Any]:
 
 def status(config: Config, today: dt.date | None = None) -> dict[str, Any]:
     """What is pending, sent, acknowledged or failed; consent coverage; last success and error."""
-    from . import consent
-    from .ledger import batches as sql
-    from .ledger import instances
-    from .quarantine import held_back
+    from ..consent import registry as consent
+    from ..ledger import batches as sql
+    from ..ledger import instances
+    from .held import held_back
 
     with open_ledger(config.home.state_db) as ledger:
         return {
@@ -186,6 +186,6 @@ STATUS_LIMIT = 20  # held-back items `status` names; `quarantine list` names the
 
 
 def _redacted(url: str) -> str:
-    from .transport.base import redact_url
+    from ..transport.base import redact_url
 
     return redact_url(url)

@@ -29,23 +29,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import consent, duplicates
+from ..batch.tarzst import FileMember
+from ..batch.write import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
+from ..consent import registry as consent
+from ..deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
+from ..deid.tables import PS315_EDITION
+from ..errors import DicomError, GatewayError
+from ..home.config import Config
+from ..home.faults import checkpoint
+from ..home.logfile import file_only, safe_traceback, where
+from ..keys.files import load_pseudonym_secret, load_signing_key
+from ..ledger import Ledger, held
+from ..ledger import batches as sql
+from . import duplicates
 from .bulkhead import StudyFailure, study_failure
-from .config import Config
-from .deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
-from .deid.tables import PS315_EDITION
-from .errors import DicomError, GatewayError
-from .faults import checkpoint
-from .keys import load_pseudonym_secret, load_signing_key
-from .ledger import Ledger, held
-from .ledger import batches as sql
-from .logfile import file_only, safe_traceback, where
-from .package import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
-from .tarzst import FileMember
 
 if TYPE_CHECKING:
-    from .deid.files import PixelRef
-    from .deidentify import RunSpec
+    from ..deid.files import PixelRef
+    from ..deid.folder import RunSpec
 
 # The de-identification engine (pydicom, numpy) is imported only when there is something to
 # release: a cron run that finds nothing new stays light. ``run_spec`` imports it in this
@@ -85,7 +86,7 @@ class ReleaseReport:
 
 def run_spec(config: Config) -> RunSpec:
     """The de-identification settings of this site (profile, options, overrides, secret)."""
-    from .deidentify import RunSpec
+    from ..deid.folder import RunSpec
 
     overrides = config.overrides
     return RunSpec(
@@ -100,8 +101,8 @@ def _release_one(path: bytes) -> tuple[str, Any]:
     """Worker: de-identify one source file (nothing written). Returns the output's bytes, or its
     de-identified header and a reference to the pixel bytes left in the source (the packaging
     process reads them straight into the batch: they never cross between processes)."""
-    from .deid.files import deidentify_file  # loaded in the parent before the fork
-    from .deidentify import _WORKER
+    from ..deid.files import deidentify_file  # loaded in the parent before the fork
+    from ..deid.folder import _WORKER
 
     try:
         result = deidentify_file(Path(os.fsdecode(path)), _WORKER["plan"], _WORKER["pz"], record=False,
@@ -138,7 +139,7 @@ def _init_release_worker(spec: RunSpec, parent: int) -> None:
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the run died before prctl took effect
         os._exit(1)
-    from .deidentify import _init_worker
+    from ..deid.folder import _init_worker
 
     _init_worker(spec)
 
@@ -161,7 +162,7 @@ class _Workers:
             self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_release_worker,
                                             initargs=(spec, os.getpid()))
         else:
-            from .deidentify import _init_worker
+            from ..deid.folder import _init_worker
 
             _init_worker(spec, quiet=True)
 
@@ -286,7 +287,7 @@ def release(
     progress: Callable[[int], None] | None = None,
 ) -> ReleaseReport:
     """De-identify and package every releasable study's unreleased instances."""
-    from .crypto.age import parse_recipients
+    from ..crypto.age import parse_recipients
 
     report = ReleaseReport()
     outbox = config.home.outbox
@@ -434,7 +435,7 @@ def _package_part(
                     if len(released) == 2:
                         checkpoint("mid-package")
                     continue
-            from .deidentify import _quarantine
+            from ..deid.folder import _quarantine
 
             reason, detail = payload  # refused by the worker, or its source changed since
             if reason == "changed-while-read" or not os.path.exists(inst.path):

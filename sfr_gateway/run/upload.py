@@ -16,16 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import consent
-from .config import DEFAULT_DESTINATION_DIRNAME, Config
-from .errors import AuthError, IntegrityError, TransportError
-from .faults import checkpoint
-from .fsutil import atomic_write_bytes, atomic_write_text
-from .ledger import Ledger
-from .ledger import batches as sql
-from .ledger.uploads import SqliteUploadState
-from .package import batch_path, signature_path
-from .transport.base import destination_for, redact_url
+from ..batch.write import batch_path, signature_path
+from ..consent import registry as consent
+from ..errors import AuthError, IntegrityError, TransportError
+from ..home.config import DEFAULT_DESTINATION_DIRNAME, Config
+from ..home.faults import checkpoint
+from ..home.fsutil import atomic_write_bytes, atomic_write_text
+from ..ledger import Ledger
+from ..ledger import batches as sql
+from ..ledger.uploads import SqliteUploadState
+from ..transport.base import destination_for, redact_url
 
 log = logging.getLogger(__name__)
 

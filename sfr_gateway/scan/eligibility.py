@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-from .config import SelectionRules
+from ..home.config import SelectionRules
 
 # SOP Class UID prefixes by kind (facts of PS3.4 Annex B).
 _SR_PREFIX = "1.2.840.10008.5.1.4.1.1.88."

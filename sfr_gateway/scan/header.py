@@ -13,7 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from .errors import DicomError
+from ..errors import DicomError
 
 # pydicom is imported on first use: an unchanged rescan never opens a file and never needs it.
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -185,7 +185,7 @@ def read_header(path: bytes | str) -> tuple[HeaderFacts, int, int]:
 def _read_lean(path: bytes | str) -> tuple[HeaderFacts, int, int] | None:
     """The common file (see ``deid.rawread``): facts without pydicom's reader; None otherwise
     (or on any error: the pydicom path then gives the reason)."""
-    from .deid.rawread import pixel_element, read_lean
+    from ..deid.rawread import pixel_element, read_lean
 
     try:
         lean = read_lean(path)

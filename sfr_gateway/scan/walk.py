@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import SelectionRules
-from .dicomio import HeaderFacts, read_header
-from .errors import DicomError, InputError
-from .ledger import Ledger
-from .ledger import instances as sql
-from .select import InstanceFacts, eligibility
+from ..errors import DicomError, InputError
+from ..home.config import SelectionRules
+from ..ledger import Ledger
+from ..ledger import instances as sql
+from .eligibility import InstanceFacts, eligibility
+from .header import HeaderFacts, read_header
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def scan(
     })
     log.info("scan %s: %d files seen, %d read, %d unreadable", status, result.seen, result.read, result.unreadable)
     if result.shared_uid:
-        from .logfile import file_only
+        from ..home.logfile import file_only
 
         file_only.info("scan: %d file(s) read now share their SOP Instance UID with another file "
                        "(`sfr-gateway scan` lists them)", result.shared_uid)

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
+from ..batch.write import signature_path  # noqa: F401  (one naming rule for batch signatures; re-exported)
 from ..errors import ConfigError, IntegrityError
-from ..fsutil import known_sha256
-from ..keys import check_secret_file, read_secret_file
-from ..package import signature_path  # noqa: F401  (one naming rule for batch signatures; re-exported)
+from ..home.fsutil import known_sha256
+from ..keys.files import check_secret_file, read_secret_file
 
 DATA = "data"
 SIGNATURE = "signature"

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import IntegrityError, TransportError
-from ..faults import checkpoint
-from ..fsutil import fsync_dir
+from ..home.faults import checkpoint
+from ..home.fsutil import fsync_dir
 from .base import (
     DATA,
     SIGNATURE,

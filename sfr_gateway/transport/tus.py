@@ -52,7 +52,7 @@ import requests
 
 from .. import __version__
 from ..errors import AuthError, IntegrityError, TransportError
-from ..faults import checkpoint
+from ..home.faults import checkpoint
 from .base import (
     DATA,
     SIGNATURE,

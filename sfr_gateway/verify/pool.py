@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from ..cpus import usable_cpus
+from ..home.cpus import usable_cpus
 from . import tokens as tk
 from .scan import OutputScan, scan_output
 from .sources import read_source

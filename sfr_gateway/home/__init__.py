@@ -1,0 +1,6 @@
+"""The gateway's HOME and the process around it: settings, folders, the run lock, atomic file
+writes, crash checkpoints, the log file, CPU count.
+
+The lowest layer after ``errors``: it imports nothing else of the gateway (``init`` excepted,
+which creates keys, ledger and mapping key, and so sits above them; see docs/architecture.md).
+"""
