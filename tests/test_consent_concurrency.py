@@ -30,7 +30,7 @@ CHILD = textwrap.dedent("""
     sys.path.insert(0, sys.argv[4])
     from consent_fixtures import test_pseudonym
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from sfr_gateway import consent as lib
+    from sfr_gateway.consent import registry as lib
     from sfr_gateway.cli import main
     from sfr_gateway.keys.files import SigningKey
     from sfr_gateway.ledger import open_ledger
