@@ -11,7 +11,7 @@ from pathlib import Path
 import pydicom
 
 from sfr_gateway.audit import AuditSettings, iter_audits
-from sfr_gateway.deid.rules import BINARY_RULE, EMPTY_RULE, TEXT_CLEAN, UN_READ
+from sfr_gateway.deid.rules import BINARY_RULE, DUPLICATE_RULE, EMPTY_RULE, TEXT_CLEAN, UN_READ
 from tests.deid_fixtures import KEYS_A, minimal_ct, plan_for, write_file
 from tests.independent_data import data_file
 
@@ -29,7 +29,8 @@ def test_profile_show_names_each_rule(cli) -> None:
     assert "IOD Type resolution" in rows["DeviceSerialNumber"] and "Z in" in rows["AcquisitionContextSequence"]
     assert BINARY_RULE in rows["MakerNote"] and BINARY_RULE in rows["DeviceSettingDescription"]
     assert "whole overlay (60xx) group is removed" in rows["(60xx,3000)"]
-    assert {"IOD Type resolution", UN_READ, BINARY_RULE, EMPTY_RULE, "Clean Graphics", TEXT_CLEAN} <= set(engine)
+    assert {"IOD Type resolution", UN_READ, BINARY_RULE, EMPTY_RULE, "Clean Graphics", TEXT_CLEAN,
+            DUPLICATE_RULE} <= set(engine)
     covid, _ = _rows(cli, "sfr-covid")
     assert EMPTY_RULE in covid["AccessionNumber"]
     assert "Clean Graphics: the whole overlay (60xx) group is removed" in covid["(60xx,3000)"]
@@ -65,10 +66,12 @@ def test_the_audit_names_each_rule(tmp_path: Path) -> None:
     assert EMPTY_RULE in rules["AccessionNumber"]
     assert any("Clean Graphics" in r.rule for r in audits["a.dcm"].attributes if r.tag.startswith("(6000"))
     assert audits["b.dcm"].status == "duplicate"
-    assert any(f.kind == "duplicate-sop-instance" and str(src / "a.dcm") in f.detail for f in audits["b.dcm"].flags)
+    assert any(f.kind == "duplicate-sop-instance" and str(src / "a.dcm") in f.detail and DUPLICATE_RULE in f.detail
+               for f in audits["b.dcm"].flags)
     assert audits["c.dcm"].status == "quarantined"
     assert audits["c.dcm"].quarantine is not None and audits["c.dcm"].quarantine["other"] == str(src / "a.dcm")
-    assert "different: AccessionNumber" in audits["c.dcm"].quarantine["detail"]  # the first difference, by keyword
+    assert "different: AccessionNumber" in audits["c.dcm"].quarantine["detail"]
+    assert DUPLICATE_RULE in audits["c.dcm"].quarantine["detail"]  # the first difference, by keyword
     un = {r.keyword: r.rule for r in audits["d.dcm"].attributes}
     assert UN_READ in un["StudyDate"]
     enhanced = plan_for("basic")

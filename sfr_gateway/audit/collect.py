@@ -26,6 +26,7 @@ from sfr_gateway.deid.files import DeidResult, deidentify_file
 from sfr_gateway.deid.folder import iter_inputs
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
+from sfr_gateway.deid.rules import DUPLICATE_RULE
 from sfr_gateway.deid.sameness import compare_files
 from sfr_gateway.errors import DicomError
 
@@ -282,11 +283,11 @@ def _deduplicated(audit: InstanceAudit, released: dict[str, str]) -> InstanceAud
     if same.same:
         audit.status = "duplicate"
         audit.flags.append(Flag("duplicate-sop-instance", "SOPInstanceUID",
-                                f"duplicate SOP Instance UID: the same instance as {first} ({same.verdict}), released once"))
+                                f"{DUPLICATE_RULE}: the same instance as {first} ({same.verdict}), released once"))
         return audit
     audit.status = "quarantined"
     audit.quarantine = {"reason": "duplicate-sop-instance", "other": first,
-                        "detail": f"duplicate SOP Instance UID shared with input {first}, {same.words} "
+                        "detail": f"{DUPLICATE_RULE} shared with input {first}, {same.words} "
                                   f"({same.verdict}: {same.detail})"}
     audit.attributes = []
     return audit

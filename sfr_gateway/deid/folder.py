@@ -34,6 +34,7 @@ from sfr_gateway.deid.files import DeidResult, copy_pixels, deidentify_file, ser
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.profile import compile_plan, load_profile
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
+from sfr_gateway.deid.rules import DUPLICATE_RULE
 from sfr_gateway.deid.sameness import compare_files
 from sfr_gateway.errors import DicomError, GatewayError, InputError
 from sfr_gateway.home.faults import checkpoint
@@ -325,7 +326,7 @@ def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
                     other = os.fsdecode(owner) if owner is not None else os.fsdecode(spec.output / rel)
                     whose = f"input {other}" if owner is not None else f"the existing output {other}"
                     refuse(path, "duplicate-sop-instance",
-                           f"SOP Instance UID shared with {whose}, {same.words} "
+                           f"{DUPLICATE_RULE}: shared with {whose}, {same.words} "
                            f"({same.verdict}: {same.detail}); nothing was overwritten", other)
                     if progress:
                         progress(summary.seen)

@@ -15,6 +15,8 @@ UN_READ = "stored as UN, read with its dictionary VR"
 #: Curve and overlay groups.
 GRAPHICS_REMOVED = "Clean Graphics: the whole {kind} group is removed"
 GRAPHICS_BASIC = "Basic X: the whole {kind} group is removed with its data"
+#: Inputs sharing a SOP Instance UID (deidentify, audit; deid.sameness).
+DUPLICATE_RULE = "duplicate SOP Instance UID"
 #: Free text under Clean Descriptors / Clean Structured Content.
 TEXT_CLEAN = "Clean Descriptors: identifying values of the instance removed from the text"
 
@@ -27,6 +29,9 @@ ENGINE_RULES: tuple[tuple[str, str], ...] = (
     (EMPTY_RULE, "D on an empty value keeps it empty (only the patient pseudonym is written even then); Z empties"),
     ("Clean Graphics", "an overlay (60xx) or curve (50xx) group is removed whole (bit planes and curves cannot be "
      "checked for text); Basic X on Overlay Data also removes the rest of its group"),
+    (DUPLICATE_RULE, "inputs sharing a SOP Instance UID: an output is never overwritten; a copy of one instance "
+     "(byte-identical, or the same dataset in another transfer syntax, pixels compared decoded) is released once and "
+     "counted as a duplicate; another object, or one not shown to be the same, is quarantined naming the other path"),
     (TEXT_CLEAN, "names (every component, accents ignored), IDs, dates in written forms, addresses, institutions, "
      "physicians, operators and telephone numbers of the instance, at any depth, are removed from cleaned text"),
 )
