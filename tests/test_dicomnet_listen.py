@@ -20,6 +20,7 @@ from dicomnet_fixtures import (
     partial_files,
     set_config,
     storescu,
+    tool,
 )
 from pipeline_fixtures import Site
 
@@ -273,3 +274,73 @@ def test_a_cron_run_does_not_import_pynetdicom(dicom_site: Site, listeners) -> N
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"rc": 0, "pynetdicom": False}, out.stderr
+
+
+def _tls_files(folder: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def issue(cn: str, issuer: tuple | None, ca: bool, san: list | None = None) -> tuple:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        builder = (x509.CertificateBuilder().subject_name(name(cn)).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+                   .not_valid_after(now + dt.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        signer_name, signer_key = (issuer[0].subject, issuer[1]) if issuer else (name(cn), key)
+        cert = builder.issuer_name(signer_name).sign(signer_key, hashes.SHA256())
+        return cert, key
+
+    ca = issue("sfr test CA", None, True)
+    server = issue("127.0.0.1", ca, False, [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    client = issue("PACS", ca, False)
+    out = {}
+    for label, (cert, key) in {"ca": ca, "server": server, "client": client}.items():
+        out[f"{label}.pem"] = folder / f"{label}.pem"
+        out[f"{label}.pem"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[f"{label}.key"] = folder / f"{label}.key"
+        out[f"{label}.key"].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+        out[f"{label}.key"].chmod(0o600)
+    return out
+
+
+def test_dicom_tls_with_client_certificates(dicom_site: Site, listeners, tmp_path: Path) -> None:
+    tls = _tls_files(tmp_path / "tls")
+    set_config(dicom_site.home, "dicom", f'tls_certificate = "{tls["server.pem"]}"', f'tls_key = "{tls["server.key"]}"',
+               f'tls_ca = "{tls["ca.pem"]}"')
+    listener = start(listeners, dicom_site.home)
+    import socket
+
+    silent = socket.create_connection(("127.0.0.1", listener.port))  # connects, never says a word
+    first, second = dicom_site.export.files[1], dicom_site.export.files[2]
+    ok = storescu(listener.port, first, extra=("+tls", str(tls["client.key"]), str(tls["client.pem"]), "-pw",
+                                                 "+cf", str(tls["ca.pem"])))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert len(incoming_files(dicom_site.home)) == 1
+    assert storescu(listener.port, second).returncode != 0  # plain TCP to a TLS port
+    anonymous = storescu(listener.port, second, extra=("+tla", "+cf", str(tls["ca.pem"])))
+    assert anonymous.returncode != 0  # no client certificate
+    assert len(incoming_files(dicom_site.home)) == 1
+    assert echoscu_tls_ok(listener.port, tls)  # the listener still serves after the failed handshakes
+    silent.close()
+
+
+def echoscu_tls_ok(port: int, tls: dict[str, Path]) -> bool:
+    out = subprocess.run([tool("echoscu"), "-aet", "STORESCU", "-aec", "SFR_GATEWAY", "+tls", str(tls["client.key"]),
+                          str(tls["client.pem"]), "-pw", "+cf", str(tls["ca.pem"]), "127.0.0.1", str(port)],
+                         capture_output=True, text=True, timeout=60)
+    return out.returncode == 0

@@ -131,6 +131,17 @@ class _Server(ThreadedAssociationServer):
     allowed_networks: tuple[Any, ...] = ()
     on_refused_address: Any = None
 
+    def get_request(self) -> tuple[Any, Any]:
+        """Accept; with TLS, defer the handshake to the association's own thread (pynetdicom does it
+        here, in the one accepting thread: a client that connects and says nothing would hold up
+        every other sender until the timeout)."""
+        assert self.socket is not None  # noqa: S101 - bound by the constructor
+        client, address = self.socket.accept()
+        if self.ssl_context:
+            client.settimeout(self.ae.network_timeout)
+            client = self.ssl_context.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        return client, address
+
     def verify_request(self, request: Any, client_address: Any) -> bool:
         if not self.allowed_networks:
             return True
