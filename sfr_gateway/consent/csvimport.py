@@ -49,6 +49,7 @@ from ..home.faults import checkpoint
 from ..ledger import Ledger
 from ..ledger.consent import site_issuers
 from ..ledger.db import insert_event
+from .identity import Registry
 from .registry import STATUSES, Withdrawer, _apply, check_patient_id
 
 MAX_BYTES = 64 * 1024 * 1024
@@ -362,10 +363,10 @@ def import_file(
         return report
     by_status: dict[str, int] = defaultdict(int)
     with ledger.transaction() as conn:
-        site = frozenset(site_issuers(conn))
+        registry = Registry.load(conn, issuers, site_issuers=site_issuers(conn))  # once: kept current by _apply
         for ln in lines:
             change = _apply(conn, ln.patient_id, ln.issuer, ln.status, ln.effective, ln.source, ln.reference,
-                            ln.operator, ln.reason, withdrawer, issuers, site)
+                            ln.operator, ln.reason, withdrawer, issuers, registry)
             checkpoint("mid-consent-import")
             if change.resolution is not None and change.resolution.unresolved and change.outcome != "already-withdrawn":
                 report.not_applied.append((ln.number, change.resolution.describe()))

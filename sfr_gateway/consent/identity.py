@@ -122,6 +122,7 @@ class Registry:
             self.records[rec.patient_id].append(rec)
         for recs in self.records.values():
             recs.sort(key=lambda r: (r.effective, r.id))
+        self._targets: dict[str, Resolution | None] = {}
         self.withdrawals: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for pid, issuer, scope in withdrawals:
             self.withdrawals[pid].append((issuer, scope))
@@ -196,6 +197,20 @@ class Registry:
             return rec.issuer == issuer
         return target is not None and len(target.identities) == 1 and target.identities[0][1] == issuer
 
+    def _target_of(self, patient_id: str, recs: list[sql.Record]) -> Resolution | None:
+        """Where the ID's records without issuer resolve (None: it has none), once per ID."""
+        if patient_id not in self._targets:
+            has = any(not r.issuer for r in recs)
+            self._targets[patient_id] = self._no_issuer_target(patient_id) if has else None
+        return self._targets[patient_id]
+
+    def add(self, rec: sql.Record) -> None:
+        """Take a record just appended in the caller's transaction into account."""
+        recs = self.records[rec.patient_id]
+        recs.append(rec)
+        recs.sort(key=lambda r: (r.effective, r.id))
+        self._targets.pop(rec.patient_id, None)
+
     def standing(self, patient_id: str, issuer: str, *, entry: bool = False) -> Standing:
         """The consent that applies to the identity (``unknown`` when nothing does).
 
@@ -204,7 +219,7 @@ class Registry:
         ``current_status`` reports, never what the gate decides on."""
         withdrawn = any(i == issuer or not i or scope == SCOPE_ALL for i, scope in self.withdrawals.get(patient_id, ()))
         recs = self.records.get(patient_id, [])
-        target = self._no_issuer_target(patient_id) if any(not r.issuer for r in recs) else None
+        target = self._target_of(patient_id, recs)
         latest = None
         for rec in recs:  # sorted by (effective, id): the last that applies decides
             if self._applies(rec, issuer, target, entry):
@@ -218,7 +233,7 @@ class Registry:
     def applying_records(self, patient_id: str, issuer: str) -> list[sql.Record]:
         """The records that apply to the identity, oldest first (for ``consent show``)."""
         recs = self.records.get(patient_id, [])
-        target = self._no_issuer_target(patient_id) if any(not r.issuer for r in recs) else None
+        target = self._target_of(patient_id, recs)
         return sorted((r for r in recs if self._applies(r, issuer, target)), key=lambda r: r.id)
 
     def unresolved(self) -> dict[str, int]:

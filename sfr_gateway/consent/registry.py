@@ -169,32 +169,35 @@ def _withdrawn_already(reg: Registry, patient_id: str, issuer: str, status: str)
 
 def _apply(conn: Any, patient_id: str, issuer: str, status: str, effective: str, source: str, reference: str,
            operator: str, reason: str, withdrawer: Withdrawer | None, declared: Sequence[str] = (),
-           site_issuers: frozenset[str] | None = None) -> Change:
+           registry: Registry | None = None) -> Change:
     """Record one status inside the caller's write transaction (see ``consent_identity`` for
-    what it applies to; ``site_issuers`` saves the import one index query per line)."""
-    site = sql.site_issuers(conn) if site_issuers is None else site_issuers
-    reg = Registry.load(conn, declared, [patient_id], site_issuers=site)
+    what it applies to). ``registry``: loaded once by an import (with the site issuers) for all
+    its lines, and kept up to date here; else it is loaded for this patient."""
+    reg = registry or Registry.load(conn, declared, [patient_id], site_issuers=sql.site_issuers(conn))
     if _withdrawn_already(reg, patient_id, issuer, status):
         return Change("already-withdrawn", "withdrawn", resolution=reg.resolve(patient_id, issuer, status))
     scope = reg.restriction_scope(issuer) if status in RESTRICTIONS else ""
     resolution = reg.resolve(patient_id, issuer, status, scope)
     if status == "withdrawn" and withdrawer is None:
         raise ConsentError("recording a withdrawal needs the pseudonym secret and the site signing key")
-    now = sql.current(conn, patient_id, issuer)
+    own = [r for r in reg.records.get(patient_id, ()) if r.issuer == issuer]  # sorted: the last one is current
+    now = own[-1] if own else None
     if status != "withdrawn" and now is not None and \
             (now.status, now.effective, now.source, now.reference) == (status, effective, source, reference):
         return Change("unchanged", status, resolution=resolution)
     record_id = sql.append_record(conn, patient_id, issuer, status, effective, source, reference, operator, reason,
                                   scope)
+    reg.add(sql.Record(record_id, patient_id, issuer, status, effective, "", source, reference, operator, reason,
+                       scope))
     if status not in RESTRICTIONS:
         return Change("recorded", status, resolution=resolution)
     if status == "withdrawn":
         sql.add_withdrawal(conn, patient_id, issuer, effective, record_id)
+        reg.withdrawals[patient_id].append((issuer, scope))
     else:  # a refusal older than a later consent (an old sheet re-imported) changes nothing today
-        after = Registry.load(conn, declared, [patient_id], site_issuers=site)
-        scanned = [(patient_id, i) for i in sorted(after.index.get(patient_id, ()))]
-        targets = scanned if scope == SCOPE_ALL and scanned else after.restriction_targets(patient_id, issuer, scope)
-        if not any(after.standing(p, i).status == "refused" for p, i in targets):
+        scanned = [(patient_id, i) for i in sorted(reg.index.get(patient_id, ()))]
+        targets = scanned if scope == SCOPE_ALL and scanned else reg.restriction_targets(patient_id, issuer, scope)
+        if not any(reg.standing(p, i).status == "refused" for p, i in targets):
             return Change("recorded", status, resolution=resolution)
     done = restrict(conn, reg, patient_id, issuer, status, scope, withdrawer)
     return Change("withdrawn" if status == "withdrawn" else "recorded", status, done.requests_queued > 0,
