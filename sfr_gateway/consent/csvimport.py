@@ -342,7 +342,7 @@ def import_file(
     """Parse ``path`` and apply its valid lines in one transaction (none if ``all_or_nothing``
     and any line was rejected). The event records counts only.
 
-    Each applied line's record is resolved like any other (``consent_identity``, with the
+    Each applied line's record is resolved like any other (``consent.identity``, with the
     site's declared ``issuers``): a line that applies to no scanned identity (no issuer and
     ambiguous, or nothing scanned yet) is listed in ``not_applied`` with the reason; a refusal
     or withdrawal of a patient whose data already left, in ``already_released``."""

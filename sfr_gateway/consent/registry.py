@@ -170,7 +170,7 @@ def _withdrawn_already(reg: Registry, patient_id: str, issuer: str, status: str)
 def _apply(conn: Any, patient_id: str, issuer: str, status: str, effective: str, source: str, reference: str,
            operator: str, reason: str, withdrawer: Withdrawer | None, declared: Sequence[str] = (),
            registry: Registry | None = None) -> Change:
-    """Record one status inside the caller's write transaction (see ``consent_identity`` for
+    """Record one status inside the caller's write transaction (see ``consent.identity`` for
     what it applies to). ``registry``: loaded once by an import (with the site issuers) for all
     its lines, and kept up to date here; else it is loaded for this patient."""
     reg = registry or Registry.load(conn, declared, [patient_id], site_issuers=sql.site_issuers(conn))
@@ -359,7 +359,7 @@ def is_releasable(ledger: Ledger, patient_id: str, issuer: str, policy: ConsentP
 
 
 def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Any:
-    """Decide every eligible study in one read snapshot: see ``consent_gate.gate``."""
+    """Decide every eligible study in one read snapshot: see ``consent.gate.gate``."""
     from .gate import gate as decide_all
 
     return decide_all(ledger, policy, today)
@@ -371,7 +371,7 @@ def releasable_studies(ledger: Ledger, policy: ConsentPolicy, today: dt.date) ->
 
 
 def coverage(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
-    """Consent coverage of eligible studies (counts only): see ``consent_gate.coverage``."""
+    """Consent coverage of eligible studies (counts only): see ``consent.gate.coverage``."""
     from .gate import coverage as cover
 
     return cover(ledger, policy, today)
@@ -389,14 +389,14 @@ def list_patients(ledger: Ledger, status: str | None = None, *, policy: ConsentP
 
 
 def releasable_identities(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> list[tuple[str, str]]:
-    """Every identity whose consent lets it through today: see ``consent_gate.releasable_identities``."""
+    """Every identity whose consent lets it through today: see ``consent.gate.releasable_identities``."""
     from .gate import releasable_identities as identities
 
     return identities(ledger, policy, today)
 
 
 def show(ledger: Ledger, patient_id: str, issuer: str | None, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
-    """One Patient ID (``issuer`` None: under every issuer) or identity: see ``consent_gate.show``."""
+    """One Patient ID (``issuer`` None: under every issuer) or identity: see ``consent.gate.show``."""
     from .gate import show as view
 
     return view(ledger, patient_id, issuer, policy, today)

@@ -2,7 +2,7 @@
 and queue signed withdrawal requests for the central host.
 
 A withdrawal cancels the batches not yet delivered of every study it covers and queues one
-request per pseudonym: each identity it covers (``consent_identity.Registry.restriction_targets``)
+request per pseudonym: each identity it covers (``consent.identity.Registry.restriction_targets``)
 and every pseudonym a batch of those identities was made under (the pseudonyms that actually
 left, even under an earlier secret). A refusal recorded after data left is a withdrawal in
 effect for what left: it queues the same requests; batches not yet sent are held by the upload's
