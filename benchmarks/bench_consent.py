@@ -21,7 +21,7 @@ from common import machine
 from sfr_gateway.consent import registry as consent
 from sfr_gateway.home.config import ConsentPolicy
 from sfr_gateway.ledger import instances, open_ledger
-from sfr_gateway.scan.header import HeaderFacts
+from sfr_gateway.ledger.instances import HeaderFacts
 
 
 def main() -> int:

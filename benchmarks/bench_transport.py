@@ -24,7 +24,7 @@ DRIVER = """
 import sys
 from pathlib import Path
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.ledger.uploads import SqliteUploadState
+from sfr_gateway.transport.state import SqliteUploadState
 from sfr_gateway.transport import TransportSettings, destination_for
 db, url, path, batch_id, sha, size, chunk, checksum = sys.argv[1:]
 settings = TransportSettings(chunk_size=int(chunk), checksum=checksum == "1")

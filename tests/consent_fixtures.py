@@ -13,10 +13,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sfr_gateway.consent.registry import Withdrawer, minisign_signer
-from sfr_gateway.keys.files import SigningKey
+from sfr_gateway.crypto.signkey import SigningKey
 from sfr_gateway.ledger import Ledger, open_ledger
 from sfr_gateway.ledger import instances as isql
-from sfr_gateway.scan.header import HeaderFacts
+from sfr_gateway.ledger.instances import HeaderFacts
 
 TODAY = dt.date(2026, 6, 15)
 TEST_SECRET = b"\x42" * 32

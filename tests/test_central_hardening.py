@@ -18,6 +18,7 @@ import zstandard
 from crypto_fixtures import reg, resign, seal_raw_batch, tar_bytes
 
 from sfr_gateway.batch import write as package
+from sfr_gateway.batch.names import signature_path
 from sfr_gateway.central import CentralHome, OpenLimits, SiteRegistry, open_batch, opener
 from sfr_gateway.cli import main
 from sfr_gateway.crypto import age, sign
@@ -154,7 +155,7 @@ def test_the_signed_file_name_must_be_the_batch_name(tmp_path: Path) -> None:
     result = package.write_batch(tmp_path / "o", info("b-1"), items(1), [CENTRAL.recipient], KEY_A)
     renamed = result.path.with_name("b-2.tar.zst.age")
     result.path.rename(renamed)
-    result.signature_path.rename(package.signature_path(renamed))
+    result.signature_path.rename(signature_path(renamed))
     with pytest.raises(IntegrityError, match="signed for file 'b-1.tar.zst.age'"):
         open_batch(renamed, [CENTRAL], SITES, tmp_path / "in")
 

@@ -32,7 +32,7 @@ CHILD = textwrap.dedent("""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from sfr_gateway.consent import registry as lib
     from sfr_gateway.cli import main
-    from sfr_gateway.keys.files import SigningKey
+    from sfr_gateway.crypto.signkey import SigningKey
     from sfr_gateway.ledger import open_ledger
 
     home, rounds, marker = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])

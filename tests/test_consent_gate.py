@@ -19,9 +19,9 @@ from consent_fixtures import (  # noqa: F401
 
 from sfr_gateway.consent import registry as lib
 from sfr_gateway.crypto.sign import PublicKey
+from sfr_gateway.crypto.signkey import SigningKey
 from sfr_gateway.errors import ConsentError
 from sfr_gateway.home.config import ConsentPolicy
-from sfr_gateway.keys.files import SigningKey
 from sfr_gateway.ledger import Ledger
 
 EXPLICIT = ConsentPolicy("explicit", 30)

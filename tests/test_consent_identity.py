@@ -26,8 +26,8 @@ from consent_fixtures import (  # noqa: F401
 from sfr_gateway.consent import registry as lib
 from sfr_gateway.consent.identity import Registry
 from sfr_gateway.crypto.sign import PublicKey
+from sfr_gateway.crypto.signkey import SigningKey
 from sfr_gateway.home.config import ConsentPolicy
-from sfr_gateway.keys.files import SigningKey
 from sfr_gateway.ledger import Ledger, open_ledger
 from sfr_gateway.ledger.batches import begin_batch
 from sfr_gateway.ledger.db import _statements, migrations

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sfr_gateway.consent import registry as lib
+from sfr_gateway.crypto.signkey import SigningKey
 from sfr_gateway.errors import ConsentError
 from sfr_gateway.home.config import ConsentPolicy
-from sfr_gateway.keys.files import SigningKey
 from sfr_gateway.ledger import open_ledger
 
 BASE = dt.date(2026, 1, 1)

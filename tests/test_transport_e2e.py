@@ -9,8 +9,8 @@ from pathlib import Path
 from sfr_gateway.batch import write as package
 from sfr_gateway.central import open_batch, parse_public_key
 from sfr_gateway.crypto import age, sign
-from sfr_gateway.ledger.uploads import SqliteUploadState
 from sfr_gateway.transport import TransportSettings
+from sfr_gateway.transport.state import SqliteUploadState
 from sfr_gateway.transport.tus import TusDestination
 
 pytest_plugins = ["transport_fixtures"]

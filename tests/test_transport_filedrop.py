@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from sfr_gateway.errors import ConfigError, IntegrityError, TransportError
-from sfr_gateway.ledger.uploads import SqliteUploadState, list_uploads
+from sfr_gateway.ledger.uploads import list_uploads
 from sfr_gateway.transport import destination_for
 from sfr_gateway.transport.filedrop import FileDropDestination
+from sfr_gateway.transport.state import SqliteUploadState
 
 pytest_plugins = ["transport_fixtures"]
 

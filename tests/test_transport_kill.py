@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.ledger.uploads import SqliteUploadState
+from sfr_gateway.transport.state import SqliteUploadState
 
 DRIVER = """
 import sys
 from pathlib import Path
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.ledger.uploads import SqliteUploadState
+from sfr_gateway.transport.state import SqliteUploadState
 from sfr_gateway.transport import TransportSettings, destination_for
 db, url, path, batch_id, sha256, size, rate = sys.argv[1:]
 settings = TransportSettings(chunk_size=64 * 1024, bandwidth_limit=int(rate), retries=2, backoff_base=0.05)

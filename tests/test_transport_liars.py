@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from sfr_gateway.batch.write import batch_path
+from sfr_gateway.batch.names import batch_path
 from sfr_gateway.consent import registry as consent
 from sfr_gateway.errors import TransportError
 from sfr_gateway.home.config import load_config
 from sfr_gateway.ledger import batches as sql
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.ledger.uploads import SqliteUploadState
 from sfr_gateway.run.upload import upload
 from sfr_gateway.transport import TransportSettings
+from sfr_gateway.transport.state import SqliteUploadState
 from sfr_gateway.transport.tus import TusDestination
 
 pytest_plugins = ["transport_fixtures", "tus_liars"]

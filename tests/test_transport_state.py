@@ -8,9 +8,10 @@ import pytest
 
 from sfr_gateway.errors import ConfigError
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.ledger.uploads import SqliteUploadState, list_uploads
+from sfr_gateway.ledger.uploads import list_uploads
 from sfr_gateway.transport import Receipt, TransportSettings, UploadState
 from sfr_gateway.transport.retry import backoff_delay, parse_retry_after
+from sfr_gateway.transport.state import SqliteUploadState
 
 pytest_plugins = ["transport_fixtures"]
 

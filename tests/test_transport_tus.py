@@ -8,8 +8,9 @@ import pytest
 
 from sfr_gateway.errors import AuthError, TransportError
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.ledger.uploads import SqliteUploadState, list_uploads
+from sfr_gateway.ledger.uploads import list_uploads
 from sfr_gateway.transport import TransportSettings, destination_for
+from sfr_gateway.transport.state import SqliteUploadState
 from sfr_gateway.transport.tus import TusDestination
 
 FAST = {"backoff_base": 0.01, "backoff_max": 0.05, "connect_timeout": 5, "timeout": 5}

@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,19 +48,13 @@ from ..errors import IntegrityError, KeyFileError
 from ..home.cpus import usable_cpus
 from ..home.faults import checkpoint
 from ..home.fsutil import atomic_write_text, fsync_dir, remember_sha256
+from .names import FORMAT, MANIFEST_NAME, PAYLOAD, SUFFIX, batch_path, check_member_name, signature_path
 from .tarzst import BLOCK, RECORD, FileMember, tar_member, write_members
 
 log = logging.getLogger(__name__)
 
-FORMAT = "sfr-gateway-batch/1"
-PAYLOAD = "tar+zstd"
-SUFFIX = ".tar.zst.age"
-SIGNATURE_SUFFIX = ".minisig"
-MANIFEST_NAME = "manifest.json"
 DEFAULT_ZSTD_LEVEL = 1  # measured on synthetic CT: ratio 0.55 at ~3x the speed of level 3 (0.49); see benchmarks
 COPY_BLOCK = 1024 * 1024
-BATCH_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and backslashes
 
 
 @dataclass(frozen=True)
@@ -110,36 +103,6 @@ class BatchResult:
     def ratio(self) -> float:
         """Compressed tar size / tar size (lower is better)."""
         return self.compressed_bytes / self.tar_bytes if self.tar_bytes else 1.0
-
-
-def batch_path(outbox: Path, batch_id: str) -> Path:
-    """``outbox/<batch>.tar.zst.age``."""
-    check_batch_id(batch_id)
-    return Path(outbox) / f"{batch_id}{SUFFIX}"
-
-
-def signature_path(age_path: Path) -> Path:
-    """``<batch>.tar.zst.age.minisig`` beside the batch."""
-    return Path(str(age_path) + SIGNATURE_SUFFIX)
-
-
-def check_batch_id(batch_id: str) -> None:
-    """A batch id is a safe file name: letters, digits, ``.``, ``_``, ``-`` (≤ 128)."""
-    if not BATCH_ID_RE.match(batch_id) or ".." in batch_id:
-        raise ValueError(f"invalid batch id {batch_id!r}: use letters, digits, '.', '_' and '-'")
-
-
-def check_member_name(name: str) -> None:
-    """A relative POSIX path without '.', '..', empty parts, backslashes or control characters."""
-    parts = name.split("/")
-    if (
-        not name
-        or name.startswith("/")
-        or any(p in ("", ".", "..") for p in parts)
-        or _UNSAFE_CHARS.search(name)
-        or len(name.encode("utf-8")) > 1024
-    ):
-        raise ValueError(f"unsafe file name in batch: {name!r}")
 
 
 def trusted_comment(site: str, batch_id: str, sha256_hex: str, file_name: str) -> str:

@@ -39,7 +39,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from ..batch.write import FORMAT, MANIFEST_NAME, PAYLOAD, check_batch_id, check_member_name, signature_path
+from ..batch.names import FORMAT, MANIFEST_NAME, PAYLOAD, check_batch_id, check_member_name, signature_path
 from ..crypto.age import Decryptor, Identity
 from ..crypto.sign import ALG_PREHASHED, PublicKey, Signature, key_id_hex, parse_trusted_comment, verify_digest
 from ..errors import InputError, IntegrityError, StorageError, from_exception

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..batch.write import signature_path
+from ..batch.names import signature_path
 from ..crypto.sign import ALG_PREHASHED, PublicKey, parse_trusted_comment, verify_bytes
 from ..errors import InputError, IntegrityError
 from .opener import _read_signature, _registry, _site_key

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..crypto.signkey import SigningKey
 from ..errors import ConsentError
 from ..home.config import ConsentPolicy
-from ..keys.files import SigningKey
 from ..ledger import Ledger
 from ..ledger import consent as sql
 from ..ledger.db import insert_event

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from ..errors import IntegrityError, KeyFileError
-from ..keys.files import SigningKey, key_id_for, minisign_public_text
+from .signkey import SigningKey, key_id_for, minisign_public_text
 
 ALG_PREHASHED = b"ED"
 ALG_LEGACY = b"Ed"

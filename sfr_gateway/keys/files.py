@@ -8,21 +8,16 @@ Nothing here ever logs or raises with key material.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
 import secrets
 import stat
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from ..crypto.signkey import SigningKey
 from ..errors import KeyFileError
 from ..home.config import HomePaths
 from ..home.fsutil import atomic_write_bytes, atomic_write_text
-
-if TYPE_CHECKING:  # cryptography is imported where keys are made or used: `deidentify` needs only the secret
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 SECRET_HEADER = "sfr-gateway pseudonym secret v1"  # noqa: S105 - a file-format label, not a secret
 SECRET_BYTES = 32
@@ -121,38 +116,6 @@ def load_pseudonym_secret(home: HomePaths) -> bytes:
     except (OSError, UnicodeDecodeError) as exc:
         raise KeyFileError(f"cannot read {home.pseudonym_key}: {exc.__class__.__name__}") from None
     return decode_secret(text, str(home.pseudonym_key))
-
-
-@dataclass(frozen=True)
-class SigningKey:
-    """The site's Ed25519 signing key and its minisign key id."""
-
-    private: Ed25519PrivateKey
-
-    @property
-    def public_bytes(self) -> bytes:
-        from cryptography.hazmat.primitives import serialization
-
-        return self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-    @property
-    def key_id(self) -> bytes:
-        """8 bytes naming the key (minisign key id), derived from the public key."""
-        return key_id_for(self.public_bytes)
-
-    def minisign_public(self) -> str:
-        """The public key as a minisign public-key file."""
-        return minisign_public_text(self.public_bytes)
-
-
-def key_id_for(public: bytes) -> bytes:
-    return hashlib.blake2b(public, digest_size=8).digest()
-
-
-def minisign_public_text(public: bytes) -> str:
-    kid = key_id_for(public)
-    blob = base64.b64encode(b"Ed" + kid + public).decode("ascii")
-    return f"untrusted comment: minisign public key {kid[::-1].hex().upper()}\n{blob}\n"
 
 
 def create_signing_key(home: HomePaths) -> bool:

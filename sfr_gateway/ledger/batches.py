@@ -122,7 +122,12 @@ def batches(ledger: Ledger, states: Sequence[str] | None = None) -> list[Batch]:
 
 
 def batch_state(ledger: Ledger, batch_id: str) -> str | None:
-    row = ledger.conn.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+    return state_in(ledger.conn, batch_id)
+
+
+def state_in(conn: sqlite3.Connection, batch_id: str) -> str | None:
+    """The batch's state as ``conn`` sees it (inside a transaction); None when it is gone."""
+    row = conn.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
     return row[0] if row else None
 
 

@@ -6,11 +6,34 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ..scan.header import HeaderFacts
 from .consent import without_patient_id
 from .db import Ledger, utcnow
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """What scan records about one readable instance (``scan.header`` reads it; one column each)."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    patient_id: str
+    issuer: str
+    study_uid: str
+    series_uid: str
+    modality: str
+    body_part: str
+    study_date: str
+    study_description: str
+    series_description: str
+    protocol_name: str
+    image_type: str
+    series_number: int | None
+    frames: int
+    transfer_syntax: str
+
 
 _FACT_COLUMNS = tuple(HeaderFacts.__dataclass_fields__)
 

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..batch.names import batch_path, signature_path
 from ..batch.tarzst import FileMember
-from ..batch.write import BatchInfo, PatientConsent, batch_path, remove_stale_temps, signature_path, write_batch
+from ..batch.write import BatchInfo, PatientConsent, remove_stale_temps, write_batch
 from ..consent import registry as consent
 from ..deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from ..deid.tables import PS315_EDITION
@@ -470,9 +471,9 @@ def _package_part(
                          expected_files=len(part))
     checkpoint("after-batch-written")
     with ledger.transaction() as conn:
-        state = conn.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        state = sql.state_in(conn, batch_id)
         still = consent.study_release_basis(conn, study, patient_id, issuer, config.consent, today)
-        if state is None or state[0] != "packaging" or still is None:
+        if state != "packaging" or still is None:
             cancelled = True
         else:
             cancelled = False

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..batch.write import batch_path, signature_path
+from ..batch.names import batch_path, signature_path
 from ..consent import registry as consent
 from ..errors import AuthError, IntegrityError, TransportError
 from ..home.config import DEFAULT_DESTINATION_DIRNAME, Config
@@ -24,8 +24,9 @@ from ..home.faults import checkpoint
 from ..home.fsutil import atomic_write_bytes, atomic_write_text
 from ..ledger import Ledger
 from ..ledger import batches as sql
-from ..ledger.uploads import SqliteUploadState
-from ..transport.base import destination_for, redact_url
+from ..transport.base import redact_url
+from ..transport.registry import destination_for
+from ..transport.state import SqliteUploadState
 
 log = logging.getLogger(__name__)
 

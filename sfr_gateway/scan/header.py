@@ -1,4 +1,4 @@
-"""Header-only reading of one source file into the facts the ledger indexes.
+"""Header-only reading of one source file into the facts the ledger indexes (``HeaderFacts``).
 
 Never reads pixel data: it parses up to (7FE0,0010), then checks from the element's own
 header that the declared length fits in the file (a truncated export is caught here).
@@ -10,10 +10,10 @@ import errno
 import os
 import struct
 import warnings
-from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from ..errors import DicomError
+from ..ledger.instances import HeaderFacts
 
 # pydicom is imported on first use: an unchanged rescan never opens a file and never needs it.
 _DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -35,28 +35,6 @@ UNREADABLE_REASONS = {
 
 _UNDEFINED = 0xFFFFFFFF
 _BLANK = " \t\n\r\x0b\x0c\x00"  # str.strip()'s ASCII whitespace, and the NUL that pads UIDs
-
-
-@dataclass(frozen=True)
-class HeaderFacts:
-    """What scan records about one readable instance."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    patient_id: str
-    issuer: str
-    study_uid: str
-    series_uid: str
-    modality: str
-    body_part: str
-    study_date: str
-    study_description: str
-    series_description: str
-    protocol_name: str
-    image_type: str
-    series_number: int | None
-    frames: int
-    transfer_syntax: str
 
 
 _TAGS = {

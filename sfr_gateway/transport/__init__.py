@@ -7,10 +7,10 @@ from .base import (
     Receipt,
     TransportSettings,
     UploadState,
-    destination_for,
     redact_url,
     signature_path,
 )
+from .registry import destination_for
 
 __all__ = [
     "DATA",

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
-from ..batch.write import signature_path  # noqa: F401  (one naming rule for batch signatures; re-exported)
+from ..batch.names import signature_path  # noqa: F401  (one naming rule for batch signatures; re-exported)
 from ..errors import ConfigError, IntegrityError
 from ..home.fsutil import known_sha256
 from ..keys.files import check_secret_file, read_secret_file
@@ -266,32 +266,3 @@ def check_batch(batch_path: Path, sha256: str, size: int) -> Path:
     if not sig.is_file():
         raise IntegrityError(f"batch {batch_path.name}: signature {sig.name} is missing: refusing to send")
     return sig
-
-
-def destination_for(url: str, settings: TransportSettings | Mapping[str, Any] | None = None) -> Destination:
-    """The destination for ``url``: ``file:///dir`` (drop folder) or ``https://...`` (tus 1.0).
-
-    Plain ``http://`` is accepted only for loopback hosts (a local TLS tunnel, tests).
-    """
-    if settings is None:
-        settings = TransportSettings()
-    elif not isinstance(settings, TransportSettings):
-        settings = TransportSettings.from_config(settings)
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigError(f"destination {redact_url(url)}: file URLs must be local (file:///dir)")
-        from .filedrop import FileDropDestination
-
-        return FileDropDestination(Path(urllib.parse.unquote(parts.path)))
-    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname)):
-        if not parts.hostname:
-            raise ConfigError(f"destination {redact_url(url)}: no host")
-        if parts.username or parts.password:
-            raise ConfigError("destination: put credentials in [transport], not in the URL")
-        from .tus import TusDestination
-
-        return TusDestination(url, settings)
-    if parts.scheme == "http":
-        raise ConfigError(f"destination {redact_url(url)}: plain http is refused for non-loopback hosts; use https")
-    raise ConfigError(f"destination {redact_url(url)}: unsupported scheme (use file:///dir or https://host/files/)")
