@@ -50,7 +50,9 @@ from ..ledger import Ledger
 from ..ledger.consent import site_issuers
 from ..ledger.db import insert_event
 from .identity import Registry
-from .registry import STATUSES, Withdrawer, _apply, check_patient_id
+from .policy import STATUSES, check_patient_id
+from .record import apply_record
+from .withdrawal import Withdrawer
 
 MAX_BYTES = 64 * 1024 * 1024
 
@@ -363,9 +365,9 @@ def import_file(
         return report
     by_status: dict[str, int] = defaultdict(int)
     with ledger.transaction() as conn:
-        registry = Registry.load(conn, issuers, site_issuers=site_issuers(conn))  # once: kept current by _apply
+        registry = Registry.load(conn, issuers, site_issuers=site_issuers(conn))  # once: kept current by apply_record
         for ln in lines:
-            change = _apply(conn, ln.patient_id, ln.issuer, ln.status, ln.effective, ln.source, ln.reference,
+            change = apply_record(conn, ln.patient_id, ln.issuer, ln.status, ln.effective, ln.source, ln.reference,
                             ln.operator, ln.reason, withdrawer, issuers, registry)
             checkpoint("mid-consent-import")
             if change.resolution is not None and change.resolution.unresolved and change.outcome != "already-withdrawn":

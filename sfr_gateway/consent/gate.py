@@ -18,20 +18,13 @@ from ..home.config import ConsentPolicy
 from ..ledger import Ledger
 from ..ledger import consent as sql
 from .identity import RESTRICTIONS, Registry, Resolution, Standing
+from .policy import check_policy, classify
 
 NO_PATIENT_ID = "no-patient-id"
 
 
-def check_policy(policy: ConsentPolicy) -> None:
-    from .registry import check_policy as check
-
-    check(policy)
-
-
 def decide(standing: Standing, patient_id: str | None, policy: ConsentPolicy, today: dt.date) -> str:
     """``releasable`` or the waiting reason of one identity."""
-    from .registry import classify
-
     if patient_id is None or not patient_id.strip():
         return "releasable" if policy.without_patient_id == "release" else NO_PATIENT_ID
     return classify(standing.status, standing.effective, standing.withdrawn, policy, today)
@@ -220,8 +213,6 @@ def show(ledger: Ledger, patient_id: str, issuer: str | None, policy: ConsentPol
     """One Patient ID (``issuer`` None: under every issuer) or one identity: the identities and
     what applies to each, whether the gate releases their studies today, and the history with
     what each record applies to. Local data (holds the local ID)."""
-    from .registry import classify
-
     with ledger.snapshot() as conn:
         reg = Registry.load(conn, policy.issuers, [patient_id])
         mine = [s for s in decide_studies(conn, policy, today, registry=reg).studies if s.patient_id == patient_id]

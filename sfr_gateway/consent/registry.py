@@ -1,4 +1,4 @@
-"""Consent registry and release gate.
+"""Consent registry and release gate: the public entry of ``consent/``.
 
 A patient (local ID + issuer) has a current status, ``unknown`` until something is recorded:
 
@@ -11,8 +11,10 @@ History is append-only (the ledger refuses UPDATE and DELETE). What a record (Pa
 issuer as recorded) applies to among the identities the exports carry is decided in one place,
 ``sfr_gateway.consent.identity``; an identity's current status is the latest record that applies
 to it (ties: the last recorded); a withdrawal overrides everything. The gate, coverage and the
-patient list are in ``sfr_gateway.consent.gate``; what a refusal or withdrawal does to batches
-and withdrawal requests in ``sfr_gateway.consent.withdrawal``.
+patient list are in ``sfr_gateway.consent.gate``; the statuses and checks in
+``sfr_gateway.consent.policy``; recording one status in ``sfr_gateway.consent.record``; what a
+refusal or withdrawal does to batches and withdrawal requests in ``sfr_gateway.consent.withdrawal``.
+This module is the public entry to all of them (the CLI and the pipeline call it).
 
 Release policy (``Config.consent``): ``explicit`` releases ``consented`` patients only;
 ``non-opposition`` also releases patients ``informed`` at least ``delay_days`` days before
@@ -25,185 +27,25 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..crypto.signkey import SigningKey
 from ..errors import ConsentError
 from ..home.config import ConsentPolicy
 from ..ledger import Ledger
 from ..ledger import consent as sql
 from ..ledger.db import insert_event
-from .identity import RESTRICTIONS, SCOPE_ALL, Registry, Resolution
-from .withdrawal import restrict
+from . import gate as _gate
+from .csvimport import import_file
+from .gate import NO_PATIENT_ID, decide, decide_studies
+from .identity import Registry
+from .policy import MODES, STATUSES, WAITING_REASONS, check_effective, check_patient_id, check_policy, classify
+from .record import Change, apply_record
+from .withdrawal import PseudonymFor, Signer, Withdrawer, minisign_signer
 
 log = logging.getLogger(__name__)
-
-STATUSES = ("unknown", "informed", "consented", "refused", "withdrawn")
-MODES = ("explicit", "non-opposition")
-MAX_ID_LENGTH = 64  # DICOM LO, the VR of PatientID and IssuerOfPatientID
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-#: Why an eligible study is not releasable (keys of coverage's ``waiting``).
-WAITING_REASONS = {
-    "unknown": "no consent recorded",
-    "informed": "informed only; explicit mode needs consented",
-    "informed-in-delay": "informed; the non-opposition delay has not elapsed",
-    "refused": "refused",
-    "withdrawn": "withdrawn (permanent)",
-    "no-patient-id": "no Patient ID (held: [consent] without_patient_id = \"hold\")",
-}
-
-PseudonymFor = Callable[[str, str], str]
-"""``pseudonym_for(patient_id, issuer) -> pseudonym`` (from the de-identification engine)."""
-Signer = Callable[[bytes], tuple[str, str]]
-"""``sign(payload) -> (signature_format, signature_text)``."""
-CancelBatches = Callable[[Any, str, "str | None"], int]
-"""``cancel(conn, patient_id, issuer or None for every issuer) -> batches cancelled``, run inside
-the withdrawal transaction."""
-
-
-def minisign_signer(key: SigningKey, site_id: str) -> Signer:
-    """Sign with the site key in minisign format (``ED``, BLAKE2b-prehashed): ``minisign -V`` and
-    ``sfr_gateway.crypto.sign.verify_bytes`` check it with the site's public key. The trusted
-    comment names the site and the payload's SHA-256."""
-    from ..crypto.sign import sign_bytes
-
-    def sign(payload: bytes) -> tuple[str, str]:
-        comment = f"site:{site_id}\twithdrawal-request\tsha256:{hashlib.sha256(payload).hexdigest()}"
-        return "minisign", sign_bytes(payload, key, comment)
-
-    return sign
-
-
-@dataclass(frozen=True)
-class Withdrawer:
-    """What a withdrawal needs besides the ledger: the site, the pseudonym and the signature."""
-
-    site_id: str
-    pseudonym_for: PseudonymFor
-    signer: Signer
-    cancel_batches: CancelBatches = sql.cancel_pending_batches
-
-
-def check_policy(policy: ConsentPolicy) -> None:
-    if policy.mode not in MODES:
-        raise ConsentError(f"consent mode must be one of {', '.join(MODES)}")
-    if policy.delay_days < 0:
-        raise ConsentError("consent delay_days must be >= 0")
-
-
-def classify(status: str, effective: str | None, withdrawn: bool, policy: ConsentPolicy, today: dt.date) -> str:
-    """``releasable``, or the key of ``WAITING_REASONS`` that says why not."""
-    if withdrawn or status == "withdrawn":
-        return "withdrawn"
-    if status == "consented":
-        return "releasable"
-    if status == "informed" and policy.mode == "non-opposition":
-        if effective and dt.date.fromisoformat(effective) + dt.timedelta(days=policy.delay_days) <= today:
-            return "releasable"
-        return "informed-in-delay"
-    return status if status in WAITING_REASONS else "unknown"
-
-
-# ---------------------------------------------------------------------------------------------
-# recording
-
-
-def check_patient_id(value: str, what: str = "patient ID") -> str:
-    """Strip and validate a local identifier; the error never repeats the value."""
-    value = (value or "").strip()
-    if not value and what == "patient ID":
-        raise ConsentError(f"empty {what}")
-    if len(value) > MAX_ID_LENGTH:
-        raise ConsentError(f"{what} longer than {MAX_ID_LENGTH} characters")
-    if _CONTROL.search(value):
-        raise ConsentError(f"control character in {what}")
-    return value
-
-
-def check_effective(effective: dt.date | None, today: dt.date) -> dt.date:
-    if effective is None:
-        return today
-    if effective > today:
-        raise ConsentError("the effective date is in the future")
-    return effective
-
-
-@dataclass(frozen=True)
-class Change:
-    """What recording one status did: ``recorded``, ``unchanged`` (same as the current record),
-    ``withdrawn`` (newly withdrawn), or ``already-withdrawn`` (nothing recorded); what the record
-    applies to; and, for a refusal or withdrawal, what it stopped and what had already left."""
-
-    outcome: str
-    status: str
-    request_queued: bool = False
-    batches_cancelled: int = 0
-    requests_queued: int = 0
-    resolution: Resolution | None = None
-    released_batches: tuple[str, ...] = ()
-    released_studies: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form (local data: the resolution names the local patient ID)."""
-        return {"outcome": self.outcome, "status": self.status, "request_queued": self.request_queued,
-                "batches_cancelled": self.batches_cancelled, "requests_queued": self.requests_queued,
-                "applies_to": self.resolution.as_dict() if self.resolution else None,
-                "already_released": {"studies": self.released_studies, "batches": list(self.released_batches)}}
-
-
-def _withdrawn_already(reg: Registry, patient_id: str, issuer: str, status: str) -> bool:
-    """True when a withdrawal already covers everything this record would apply to."""
-    held = reg.withdrawals.get(patient_id, [])
-    if any(not i or scope == SCOPE_ALL or i == issuer for i, scope in held):
-        return True
-    if status not in RESTRICTIONS and not issuer:
-        target = reg.resolve(patient_id, "", status)
-        return target.outcome == "resolved" and reg.standing(*target.identities[0]).withdrawn
-    return False
-
-
-def _apply(conn: Any, patient_id: str, issuer: str, status: str, effective: str, source: str, reference: str,
-           operator: str, reason: str, withdrawer: Withdrawer | None, declared: Sequence[str] = (),
-           registry: Registry | None = None) -> Change:
-    """Record one status inside the caller's write transaction (see ``consent.identity`` for
-    what it applies to). ``registry``: loaded once by an import (with the site issuers) for all
-    its lines, and kept up to date here; else it is loaded for this patient."""
-    reg = registry or Registry.load(conn, declared, [patient_id], site_issuers=sql.site_issuers(conn))
-    if _withdrawn_already(reg, patient_id, issuer, status):
-        return Change("already-withdrawn", "withdrawn", resolution=reg.resolve(patient_id, issuer, status))
-    scope = reg.restriction_scope(issuer) if status in RESTRICTIONS else ""
-    resolution = reg.resolve(patient_id, issuer, status, scope)
-    if status == "withdrawn" and withdrawer is None:
-        raise ConsentError("recording a withdrawal needs the pseudonym secret and the site signing key")
-    own = [r for r in reg.records.get(patient_id, ()) if r.issuer == issuer]  # sorted: the last one is current
-    now = own[-1] if own else None
-    if status != "withdrawn" and now is not None and \
-            (now.status, now.effective, now.source, now.reference) == (status, effective, source, reference):
-        return Change("unchanged", status, resolution=resolution)
-    record_id = sql.append_record(conn, patient_id, issuer, status, effective, source, reference, operator, reason,
-                                  scope)
-    reg.add(sql.Record(record_id, patient_id, issuer, status, effective, "", source, reference, operator, reason,
-                       scope))
-    if status not in RESTRICTIONS:
-        return Change("recorded", status, resolution=resolution)
-    if status == "withdrawn":
-        sql.add_withdrawal(conn, patient_id, issuer, effective, record_id)
-        reg.withdrawals[patient_id].append((issuer, scope))
-    else:  # a refusal older than a later consent (an old sheet re-imported) changes nothing today
-        scanned = [(patient_id, i) for i in sorted(reg.index.get(patient_id, ()))]
-        targets = scanned if scope == SCOPE_ALL and scanned else reg.restriction_targets(patient_id, issuer, scope)
-        if not any(reg.standing(p, i).status == "refused" for p, i in targets):
-            return Change("recorded", status, resolution=resolution)
-    done = restrict(conn, reg, patient_id, issuer, status, scope, withdrawer)
-    return Change("withdrawn" if status == "withdrawn" else "recorded", status, done.requests_queued > 0,
-                  done.batches_cancelled, done.requests_queued, resolution, done.released_batches,
-                  done.released_studies)
-
 
 def set_status(
     ledger: Ledger,
@@ -234,7 +76,7 @@ def set_status(
     issuer = check_patient_id(issuer, "issuer")
     when = check_effective(effective, today).isoformat()
     with ledger.transaction() as conn:
-        change = _apply(conn, patient_id, issuer, status, when, source, reference, operator, reason, withdrawer,
+        change = apply_record(conn, patient_id, issuer, status, when, source, reference, operator, reason, withdrawer,
                         issuers)
         if change.outcome == "already-withdrawn" and status != "withdrawn":
             raise ConsentError("the patient has withdrawn; a withdrawal is permanent and cannot be overridden")
@@ -302,8 +144,6 @@ def release_basis(
     Accepts a Ledger (reads in its own snapshot) or an open connection (the batch code calls it
     inside the transaction that creates or sends a batch, so a concurrent withdrawal cannot slip by).
     """
-    from .gate import NO_PATIENT_ID, decide
-
     check_policy(policy)
     if isinstance(conn_or_ledger, Ledger):
         with conn_or_ledger.snapshot() as conn:
@@ -322,8 +162,6 @@ def study_release_basis(conn: Any, study_uid: str, patient_id: str, issuer: str,
     transaction over every identity the study's eligible instances name (the gate's rule: all
     of them releasable), or None. The packaging calls it when it begins and when it finishes a
     batch, so a withdrawal of any patient of the study committed meanwhile stops the batch."""
-    from .gate import NO_PATIENT_ID, decide_studies
-
     decided = decide_studies(conn, policy, today, [study_uid]).studies
     if not decided or any(s.decision != "releasable" for s in decided):
         return None
@@ -340,8 +178,6 @@ def batch_releasable(conn: Any, study_uid: str, policy: ConsentPolicy, today: dt
     batches' and its eligible instances') is still releasable. Consent only, not selection: a
     batch whose sources left the export since is still sent. ``upload`` calls it in the
     transaction that marks the batch as being sent."""
-    from .gate import decide
-
     identities = set(sql.batch_identities(conn, study_uid))
     identities |= {(s.patient_id or "", s.issuer) for s in sql.eligible_study_patients(conn, [study_uid])}
     reg = Registry.load(conn, policy.issuers, [p for p, _ in identities])
@@ -355,14 +191,12 @@ def is_releasable(ledger: Ledger, patient_id: str, issuer: str, policy: ConsentP
 
 
 # ---------------------------------------------------------------------------------------------
-# the gate (sfr_gateway.consent.gate), kept reachable from here
+# the gate (sfr_gateway.consent.gate), reachable from here
 
 
 def gate(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> Any:
     """Decide every eligible study in one read snapshot: see ``consent.gate.gate``."""
-    from .gate import gate as decide_all
-
-    return decide_all(ledger, policy, today)
+    return _gate.gate(ledger, policy, today)
 
 
 def releasable_studies(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> list[str]:
@@ -372,34 +206,26 @@ def releasable_studies(ledger: Ledger, policy: ConsentPolicy, today: dt.date) ->
 
 def coverage(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
     """Consent coverage of eligible studies (counts only): see ``consent.gate.coverage``."""
-    from .gate import coverage as cover
-
-    return cover(ledger, policy, today)
+    return _gate.coverage(ledger, policy, today)
 
 
 def list_patients(ledger: Ledger, status: str | None = None, *, policy: ConsentPolicy | None = None,
                   today: dt.date | None = None) -> list[Any]:
     """Registry entries and identities with eligible studies (local admin use only); ``today``
     decides ``releasable`` (default: the local date)."""
-    from .gate import list_patients as rows
-
     if status is not None and status not in STATUSES:
         raise ConsentError(f"unknown status; use one of {', '.join(STATUSES)}")
-    return rows(ledger, policy or ConsentPolicy(), today or dt.date.today(), status)
+    return _gate.list_patients(ledger, policy or ConsentPolicy(), today or dt.date.today(), status)
 
 
 def releasable_identities(ledger: Ledger, policy: ConsentPolicy, today: dt.date) -> list[tuple[str, str]]:
     """Every identity whose consent lets it through today: see ``consent.gate.releasable_identities``."""
-    from .gate import releasable_identities as identities
-
-    return identities(ledger, policy, today)
+    return _gate.releasable_identities(ledger, policy, today)
 
 
 def show(ledger: Ledger, patient_id: str, issuer: str | None, policy: ConsentPolicy, today: dt.date) -> dict[str, Any]:
     """One Patient ID (``issuer`` None: under every issuer) or identity: see ``consent.gate.show``."""
-    from .gate import show as view
-
-    return view(ledger, patient_id, issuer, policy, today)
+    return _gate.show(ledger, patient_id, issuer, policy, today)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +281,14 @@ def import_csv(
     ``history``: a patient may have several lines with different dates (applied in date order);
     by default any two lines of one patient with different statuses are rejected.
     """
-    from .csvimport import import_file
-
     return import_file(ledger, Path(path), today=today, all_or_nothing=all_or_nothing, withdrawer=withdrawer,
                        operator=operator, history=history, issuers=issuers)
+
+
+__all__ = [
+    "MODES", "NO_PATIENT_ID", "STATUSES", "WAITING_REASONS", "Change", "PseudonymFor", "ReleaseBasis", "Signer",
+    "Withdrawer", "batch_releasable", "check_effective", "check_patient_id", "check_policy", "classify", "coverage",
+    "current_status", "gate", "history", "import_csv", "is_releasable", "list_patients", "mark_withdrawal_request",
+    "minisign_signer", "releasable_identities", "releasable_studies", "release_basis", "set_status", "show",
+    "study_release_basis", "verify_withdrawal_request", "withdraw", "withdrawal_requests",
+]

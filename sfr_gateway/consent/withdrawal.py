@@ -15,21 +15,52 @@ gets a new one. Requests name only a pseudonym (canonical JSON, signed by the si
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..crypto.signkey import SigningKey
 from ..errors import ConsentError
 from ..ledger import consent as sql
 from ..ledger.db import utcnow
 from .identity import SCOPE_ALL, Registry
 
-if TYPE_CHECKING:
-    from .registry import Withdrawer
-
 log = logging.getLogger(__name__)
+
+PseudonymFor = Callable[[str, str], str]
+"""``pseudonym_for(patient_id, issuer) -> pseudonym`` (from the de-identification engine)."""
+Signer = Callable[[bytes], tuple[str, str]]
+"""``sign(payload) -> (signature_format, signature_text)``."""
+CancelBatches = Callable[[Any, str, "str | None"], int]
+"""``cancel(conn, patient_id, issuer or None for every issuer) -> batches cancelled``, run inside
+the withdrawal transaction."""
+
+
+def minisign_signer(key: SigningKey, site_id: str) -> Signer:
+    """Sign with the site key in minisign format (``ED``, BLAKE2b-prehashed): ``minisign -V`` and
+    ``sfr_gateway.crypto.sign.verify_bytes`` check it with the site's public key. The trusted
+    comment names the site and the payload's SHA-256."""
+    from ..crypto.sign import sign_bytes
+
+    def sign(payload: bytes) -> tuple[str, str]:
+        comment = f"site:{site_id}\twithdrawal-request\tsha256:{hashlib.sha256(payload).hexdigest()}"
+        return "minisign", sign_bytes(payload, key, comment)
+
+    return sign
+
+
+@dataclass(frozen=True)
+class Withdrawer:
+    """What a withdrawal needs besides the ledger: the site, the pseudonym and the signature."""
+
+    site_id: str
+    pseudonym_for: PseudonymFor
+    signer: Signer
+    cancel_batches: CancelBatches = sql.cancel_pending_batches
 
 
 def canonical_json(obj: dict[str, Any]) -> str:
