@@ -1,8 +1,10 @@
 """Helpers for the mapping and keys tests (owned by the mapping area).
 
 ``pipeline_record`` plays the pipeline's part with the real engine: it de-identifies every
-eligible instance of the index and records what the engine produced (pseudonym, new study
-UID, keyed accession, date offset seen in the shifted Study Date) through the mapping API.
+eligible instance of the index, records each study through the mapping's one write path
+(``mapping.sync.record_released``, what ``run`` and ``deidentify`` use) and checks that what it
+recorded is what the engine produced (pseudonym, new study UID, keyed accession, date offset
+seen in the shifted Study Date).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from sfr_gateway.errors import DicomError
 from sfr_gateway.home.config import HomePaths, load_config
 from sfr_gateway.keys.files import load_pseudonym_secret
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.mapping.store import MappingStore, record_released, record_study
+from sfr_gateway.mapping.derive import Derivation
+from sfr_gateway.mapping.store import MappingStore
+from sfr_gateway.mapping.sync import Released, record_released
 from sfr_gateway.scan.walk import scan
 
 
@@ -55,6 +59,7 @@ def pipeline_record(home: Path, export: Path, *, release: bool = True) -> dict[s
     plan = _plan(cfg.profile)
     keys = PseudonymKeys(secret=secret, site_id=cfg.site_id)
     seen: dict[str, tuple] = {}
+    released: list[Released] = []
     with open_ledger(paths.state_db) as ledger:
         scan(ledger, [export], cfg.selection, workers=1)
         store = MappingStore.open(ledger, paths)
@@ -75,16 +80,15 @@ def pipeline_record(home: Path, export: Path, *, release: bool = True) -> dict[s
             offset = (_date(out.StudyDate) - _date(original.StudyDate)).days
             facts = (result.patient_pseudonym, result.study_uid, str(out.get("AccessionNumber", "")), offset)
             seen[original.StudyInstanceUID] = facts
-            record_study(ledger, paths, patient_id=str(original.PatientID),
-                         issuer=str(original.get("IssuerOfPatientID", "")),
-                         pseudonym=result.patient_pseudonym, accession=str(original.get("AccessionNumber", "")),
-                         study_uid=original.StudyInstanceUID, new_study_uid=result.study_uid,
-                         date_offset=offset, new_accession=facts[2], store=store)
-            if release:
-                record_released(ledger, paths, pseudonym=result.patient_pseudonym, new_study_uid=result.study_uid,
-                                patient_id=str(original.PatientID),
-                                issuer=str(original.get("IssuerOfPatientID", "")),
-                                study_uid=original.StudyInstanceUID, batch_id="B1", store=store)
+            released.append(Released(str(original.PatientID), str(original.get("IssuerOfPatientID", "")),
+                                     original.StudyInstanceUID, str(original.get("AccessionNumber", "")),
+                                     result.patient_pseudonym, result.study_uid, "B1" if release else None))
+        report = record_released(ledger, store, {store.secret_fp: Derivation.for_plan(plan, secret, cfg.site_id)},
+                                 released, source="pipeline")
+        assert report.mismatched == [] and report.studies == len(seen)
+        stored = {s.entry.study_uid: s.entry for s in store.entries()}
+    # the derivation the write path used reproduces every value the engine wrote
+    assert {u: (e.pseudonym, e.new_study_uid, e.new_accession, e.date_offset) for u, e in stored.items()} == seen
     return seen
 
 

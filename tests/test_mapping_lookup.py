@@ -14,7 +14,9 @@ from sfr_gateway.errors import MappingError
 from sfr_gateway.home.config import HomePaths
 from sfr_gateway.ledger import mapping as sql
 from sfr_gateway.ledger import open_ledger
-from sfr_gateway.mapping.store import MappingStore, lookup, record_study
+from sfr_gateway.mapping.derive import MappingEntry
+from sfr_gateway.mapping.lookup import lookup
+from sfr_gateway.mapping.store import MappingStore
 from sfr_gateway.sample import SampleExport
 
 
@@ -92,16 +94,16 @@ def test_recording_another_pseudonym_for_a_mapped_study_is_refused(home: Path, r
     with open_ledger(paths.state_db) as ledger:
         store = MappingStore.open(ledger, paths)
         entry = next(s.entry for s in store.entries() if s.entry.study_uid == study_uid)
-        # same call again: idempotent
-        record_study(ledger, paths, patient_id=entry.patient_id, issuer=entry.issuer, pseudonym=pseudonym,
-                     accession="", study_uid=study_uid, new_study_uid=new_uid, date_offset=offset)
+        # the same entry again (without its accession): idempotent
+        store.record([MappingEntry(pseudonym=pseudonym, patient_id=entry.patient_id, issuer=entry.issuer,
+                                   study_uid=study_uid, new_study_uid=new_uid, date_offset=offset)])
         assert sql.count_rows(ledger) == len(recorded)
         kept = next(s.entry for s in store.entries() if s.entry.study_uid == study_uid)
         assert kept.accession == entry.accession  # an empty accession does not erase the known one
         with pytest.raises(MappingError, match=f"already mapped to pseudonym {pseudonym}"):
-            record_study(ledger, paths, patient_id=entry.patient_id, issuer=entry.issuer,
-                         pseudonym="TEST01-ZZZZZZZZZZZZ", accession="", study_uid=study_uid,
-                         new_study_uid=new_uid, date_offset=offset)
+            store.record([MappingEntry(pseudonym="TEST01-ZZZZZZZZZZZZ", patient_id=entry.patient_id,
+                                       issuer=entry.issuer, study_uid=study_uid, new_study_uid=new_uid,
+                                       date_offset=offset)])
 
 
 def test_lookups_leave_events_and_no_values(home: Path, recorded: dict[str, tuple], sample_export: SampleExport,

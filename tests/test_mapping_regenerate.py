@@ -152,19 +152,27 @@ def test_regenerate_all_studies_maps_more_than_eligible(home: Path, export_copy:
     assert stored_entries(home) == recorded
 
 
-def test_pipeline_helper_records_what_the_engine_produced(home: Path, tmp_path: Path, export_copy: Path,
-                                                          recorded: set[tuple]) -> None:
-    """record_index_studies (what `run` calls with study UIDs only) gives the engine-derived mapping."""
+def test_the_write_path_records_what_the_engine_produced(home: Path, tmp_path: Path, export_copy: Path,
+                                                         recorded: set[tuple]) -> None:
+    """The one write path (``record_released``, what `run` and `deidentify` use), given the index's
+    identifiers and what each study was released as, gives the engine-derived mapping."""
     from sfr_gateway.home.config import load_config
-    from sfr_gateway.mapping.regenerate import record_index_studies
+    from sfr_gateway.mapping.derive import compute
+    from sfr_gateway.mapping.store import MappingStore
+    from sfr_gateway.mapping.sync import Released, known_derivations, record_released
 
     paths = HomePaths(home)
     with open_ledger(paths.state_db) as ledger:
         studies = [e[3] for e in recorded]
         sql.delete_all_rows(ledger)
         ledger.conn.execute("DELETE FROM mapping_released")
-        assert record_index_studies(ledger, load_config(home), studies, released_batch="B2") == len(studies)
-        assert record_index_studies(ledger, load_config(home), []) == 0
+        store = MappingStore.open(ledger, paths)
+        derivations = known_derivations(load_config(home), store)
+        index, _ = compute(ledger, derivations[store.secret_fp], eligible_only=False, study_uids=studies)
+        released = [Released(e.patient_id, e.issuer, e.study_uid, e.accession, pseudonym, new_study, "B2")
+                    for e in index for (pseudonym, _, _, u, new_study, *_rest) in recorded if u == e.study_uid]
+        assert record_released(ledger, store, derivations, released, source="pipeline").studies == len(studies)
+        assert record_released(ledger, store, derivations, [], source="pipeline").studies == 0
         assert len(sql.released(ledger)) == len(studies)
     assert stored_entries(home) == recorded
 

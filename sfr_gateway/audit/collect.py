@@ -231,7 +231,7 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(plan: Plan, keys: PseudonymKeys, settings: AuditSettings) -> None:
     warnings.simplefilter("ignore")  # pydicom warnings can quote values: never print them
     logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    _WORKER.update(plan=plan, pz=Pseudonymizer(keys, offset_range=plan.offset_range),
+    _WORKER.update(plan=plan, pz=Pseudonymizer.for_plan(keys, plan),
                    masker=Masker(keys.secret, reveal=settings.reveal), settings=settings)
 
 

@@ -52,7 +52,7 @@ def pseudonym_function(config: Config) -> lib.PseudonymFor:
     try:
         mod = importlib.import_module("sfr_gateway.deid.pseudonym")
         keys = mod.PseudonymKeys(secret=load_pseudonym_secret(config.home), site_id=config.site_id)
-        pseudonymizer = mod.Pseudonymizer(keys)
+        pseudonymizer = mod.Pseudonymizer.for_plan(keys)
         patient_key = mod.patient_key
     except (ImportError, AttributeError):
         raise ConsentError("recording a withdrawal needs the de-identification engine "

@@ -34,6 +34,8 @@ def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, prof
                options: tuple[str, ...], workers: int, as_json: bool) -> None:
     """De-identify the DICOM files under SOURCES into OUTPUT (sources are never modified)."""
     from ..keys.files import load_pseudonym_secret
+    from ..mapping.derive import Derivation
+    from ..mapping.sync import WrittenStudies, record_written
 
     config = gw.config()
     attr, private = _site_overrides(gw)
@@ -42,21 +44,25 @@ def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, prof
         site_overrides=attr, site_private_keep=private, output=output, quarantine=config.home.quarantine,
         keep_copies=config.quarantine_copies, secret=load_pseudonym_secret(config.home), site_id=config.site_id,
     )
+    written = WrittenStudies()
     if interactive() and not as_json:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         with Progress(SpinnerColumn(), TextColumn("de-identifying: {task.completed} files"), TimeElapsedColumn(),
                       transient=True) as bar:
             task = bar.add_task("deid", total=None)
-            summary = run(sources, spec, workers=workers, progress=lambda n: bar.update(task, completed=n))
+            summary = run(sources, spec, workers=workers, progress=lambda n: bar.update(task, completed=n),
+                          on_file=written.on_file)
     else:
-        summary = run(sources, spec, workers=workers)
+        summary = run(sources, spec, workers=workers, on_file=written.on_file)
     data = summary.as_dict()
     data["quarantine"] = str(config.home.quarantine)
     with open_ledger(config.home.state_db) as ledger:  # the audit trail: counts only, no values
         ledger.record_event("deidentify", "deidentify", "ok" if not data["quarantined"] else "partial",
                             {k: data[k] for k in ("profile", "options", "seen", "released", "written", "duplicates",
                                                   "quarantined", "quarantined_by_reason", "output")})
+        # the mapping, as `run` records it: `mapping lookup` answers for what was just written
+        record_written(ledger, config.home, Derivation.for_plan(spec.plan(), spec.secret, spec.site_id), written)
     if as_json:
         echo_json(data)
         return

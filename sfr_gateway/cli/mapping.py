@@ -27,7 +27,7 @@ def lookup_cmd(gw: GatewayContext, pseudonym: str | None, patient_id: str | None
                as_json: bool) -> None:
     """Who is PSEUDONYM, or what is the pseudonym of --patient-id ID. Each lookup is recorded."""
     from ..ledger import open_ledger
-    from ..mapping.store import lookup
+    from ..mapping.lookup import lookup
 
     if (pseudonym is None) == (patient_id is None):
         raise click.UsageError("give a PSEUDONYM or --patient-id ID (one of them)")

@@ -500,7 +500,7 @@ def deidentify_file(src: Path | str | bytes, plan: Plan, keys: PseudonymKeys | P
     docstring); ``data`` is then set only when that was not possible and ``write`` is true.
     Raises :class:`DicomError`.
     """
-    pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer(keys, offset_range=plan.offset_range)
+    pz = keys if isinstance(keys, Pseudonymizer) else Pseudonymizer.for_plan(keys, plan)
     split = read_head(src) if pixels_in_place and not isinstance(src, bytes) else None
     triaged = pixels.triage(split[0], plan) if split is not None else None
     if triaged is not None and triaged[1] is not None:

@@ -229,7 +229,7 @@ def _init_worker(spec: RunSpec, quiet: bool = True) -> None:
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
     plan = spec.plan()
     _WORKER.update(spec=spec, plan=plan,
-                   pz=Pseudonymizer(PseudonymKeys(spec.secret, spec.site_id), offset_range=plan.offset_range))
+                   pz=Pseudonymizer.for_plan(PseudonymKeys(spec.secret, spec.site_id), plan))
 
 
 def _process(path: Path) -> tuple[str, Any]:

@@ -12,6 +12,10 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$")
 
@@ -72,6 +76,14 @@ class Pseudonymizer:
         self._offset_range = (lo, hi)
         self._patients: dict[str, str] = {}
         self._offsets: dict[str, int] = {}
+
+    @classmethod
+    def for_plan(cls, keys: PseudonymKeys, plan: Plan | None = None) -> Pseudonymizer:
+        """The one constructor the gateway uses: the keys, and the date-offset range of the
+        compiled profile ``plan`` (None: the pseudonyms only, e.g. for consent requests).
+        Everything that must agree with the engine (run, deidentify, audit, the mapping)
+        builds its pseudonymiser here."""
+        return cls(keys) if plan is None else cls(keys, offset_range=plan.offset_range)
 
     def digest(self, purpose: str, value: str) -> bytes:
         """HMAC-SHA256(secret, purpose || 0x00 || value)."""

@@ -30,6 +30,7 @@ from ..home.config import HomePaths
 from ..home.fsutil import atomic_write_bytes, atomic_write_text
 from ..ledger import open_ledger
 from .files import (
+    ARCHIVE_DIR,
     SECRET_BYTES,
     SigningKey,
     check_key_permissions,
@@ -42,7 +43,6 @@ from .files import (
     secret_fingerprint,
 )
 
-ARCHIVE_DIR = "archive"
 ROTATION_STATEMENT = "sfr-gateway/signing-key-rotation/1"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import stat
@@ -18,6 +19,9 @@ from ..crypto.signkey import SigningKey
 from ..errors import KeyFileError
 from ..home.config import HomePaths
 from ..home.fsutil import atomic_write_bytes, atomic_write_text
+
+ARCHIVE_DIR = "archive"  # keys/archive/: secrets and keys retired by a rotation
+log = logging.getLogger(__name__)
 
 SECRET_HEADER = "sfr-gateway pseudonym secret v1"  # noqa: S105 - a file-format label, not a secret
 SECRET_BYTES = 32
@@ -143,3 +147,21 @@ def load_signing_key(home: HomePaths) -> SigningKey:
     if not home.signing_key.exists():
         raise KeyFileError(f"no signing key at {home.signing_key}: run `sfr-gateway init`")
     return read_signing_key(home.signing_key)
+
+
+def archived_secrets(home: HomePaths) -> dict[str, bytes]:
+    """Pseudonym secrets retired by ``keys rotate-pseudonym`` (keys/archive/), by fingerprint."""
+    out: dict[str, bytes] = {}
+    folder = home.keys / ARCHIVE_DIR
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("pseudonym-*.key")):
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise KeyFileError(f"{path} is readable by group or others (run: chmod 600 {path})")
+        try:
+            secret = decode_secret(path.read_text(encoding="ascii"), str(path))
+        except (OSError, UnicodeDecodeError, KeyFileError):
+            log.warning("archived secret %s is unreadable: skipped", path.name)
+            continue
+        out[secret_fingerprint(secret)] = secret
+    return out

@@ -1,7 +1,7 @@
 """SQL for the local pseudonym mapping (sealed rows, keyed lookup refs) and released pseudonyms.
 
 Rows hold only keyed references and AES-GCM ciphertext: this module never sees a clear value.
-The logic (keys, sealing, recomputation) lives in :mod:`sfr_gateway.mapping.store`.
+The logic (keys, sealing, recomputation) lives in :mod:`sfr_gateway.mapping` (``store``, ``derive``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from ..home.fsutil import atomic_write_bytes
 from ..ledger import Ledger
 from ..ledger.db import utcnow
 from .store import MappingStore, StoredEntry
+from .sync import sync_from_batches
 
 CSV_COLUMNS = ("pseudonym", "patient_id", "issuer", "accession", "new_accession", "study_uid",
                "new_study_uid", "date_offset", "secret_fingerprint", "current_secret")
@@ -72,8 +73,6 @@ def export_mapping(ledger: Ledger, cfg: Config, recipient: str, *, fmt: str = "c
         raise ValueError(f"unknown export format {fmt!r}: use one of {', '.join(FORMATS)}")
     rcpt = Recipient.parse(recipient)
     store = MappingStore.open(ledger, cfg.home)
-    from .sync import sync_from_batches
-
     sync_from_batches(ledger, cfg, store)
     rows = _rows(list(store.entries()), store.secret_fp)
     out = Path(output) if output else default_output(cfg.site_id, fmt)

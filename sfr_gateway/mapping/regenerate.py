@@ -12,59 +12,21 @@ that the current secret no longer reproduces means the secret changed, and they 
 from __future__ import annotations
 
 import logging
-import os
-import stat
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..deid.pseudonym import Pseudonymizer, PseudonymKeys
-from ..errors import KeyFileError, MappingError
-from ..home.config import Config, HomePaths
-from ..keys.files import decode_secret, load_pseudonym_secret, secret_fingerprint
+from ..errors import MappingError
+from ..home.config import Config
+from ..keys.files import archived_secrets, load_pseudonym_secret
 from ..ledger import Ledger
 from ..ledger import mapping as sql
-from .store import MappingEntry, MappingStore
+from .derive import Derivation, MappingEntry, compute
+from .store import MappingStore
+from .sync import sync_from_batches
 
 log = logging.getLogger(__name__)
-
-ACCESSION_TAG = 0x00080050
-ACCESSION_MAX_LEN = 16  # SH
-ARCHIVE_DIR = "archive"
-
-
-@dataclass(frozen=True)
-class Derivation:
-    """How the pipeline derives the mapped values (the profile's offset range and accession purpose)."""
-
-    pz: Pseudonymizer
-    accession_purpose: str | None
-
-    @classmethod
-    def for_config(cls, cfg: Config, secret: bytes) -> Derivation:
-        from ..deid.profile import compile_plan, load_profile
-
-        plan = compile_plan(load_profile(cfg.profile, options=cfg.options))
-        pz = Pseudonymizer(PseudonymKeys(secret=secret, site_id=cfg.site_id), offset_range=plan.offset_range)
-        return cls(pz, plan.pseudonyms.get(ACCESSION_TAG))
-
-    def entry(self, patient_id: str, issuer: str, study_uid: str, accession: str) -> MappingEntry:
-        """The mapping entry the pipeline records for this study."""
-        e = MappingEntry(pseudonym="", patient_id=patient_id.strip(), issuer=issuer.strip(),
-                         study_uid=study_uid.strip(), new_study_uid="", accession=accession.strip())
-        pkey = e.patient_key
-        new_acc = ""
-        if e.accession and self.accession_purpose:
-            new_acc = "\\".join(self.pz.identifier(self.accession_purpose, v.strip(), ACCESSION_MAX_LEN)
-                                for v in e.accession.split("\\"))
-        return MappingEntry(
-            pseudonym=self.pz.patient(pkey), patient_id=e.patient_id, issuer=e.issuer, study_uid=e.study_uid,
-            new_study_uid=self.pz.uid(e.study_uid), accession=e.accession, new_accession=new_acc,
-            date_offset=self.pz.date_offset(pkey),
-        )
-
 
 _FIELDS = ("pseudonym", "patient_id", "issuer", "study_uid", "new_study_uid", "accession", "new_accession",
            "date_offset")
@@ -119,83 +81,6 @@ class CheckReport:
     def fail_if_mismatched(self, what: str) -> None:
         if self.causes:
             raise MappingError(f"{what}: " + "; ".join(self.causes))
-
-
-def archived_secrets(home: HomePaths) -> dict[str, bytes]:
-    """Pseudonym secrets retired by ``keys rotate-pseudonym`` (keys/archive/), by fingerprint."""
-    out: dict[str, bytes] = {}
-    folder = home.keys / ARCHIVE_DIR
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("pseudonym-*.key")):
-        if stat.S_IMODE(path.stat().st_mode) & 0o077:
-            raise KeyFileError(f"{path} is readable by group or others (run: chmod 600 {path})")
-        try:
-            secret = decode_secret(path.read_text(encoding="ascii"), str(path))
-        except (OSError, UnicodeDecodeError, KeyFileError):
-            log.warning("archived secret %s is unreadable: skipped", path.name)
-            continue
-        out[secret_fingerprint(secret)] = secret
-    return out
-
-
-def read_accession(paths: Sequence[bytes]) -> str | None:
-    """The Accession Number of the first readable file (header only); None if none is readable."""
-    import pydicom
-
-    for raw in paths:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(os.fsdecode(raw), stop_before_pixels=True, force=True,
-                                     specific_tags=["SpecificCharacterSet", "AccessionNumber"])
-            value = ds.get("AccessionNumber", "")
-            return str(value or "").strip()
-        except Exception as exc:  # noqa: BLE001 - any unreadable file: try the next one of the study
-            log.debug("accession: header unreadable (%s), trying the next file", type(exc).__name__)
-    return None
-
-
-def compute(ledger: Ledger, derivation: Derivation, *, eligible_only: bool = True,
-            study_uids: Sequence[str] | None = None,
-            progress: Callable[[int], None] | None = None) -> tuple[list[MappingEntry], int]:
-    """Recompute the mapping of every study in the index (or of ``study_uids``);
-    returns (entries, accessions unread)."""
-    entries: list[MappingEntry] = []
-    unread = 0
-    for study_uid, pid, issuer, paths in sql.candidate_studies(ledger, eligible_only, study_uids):
-        accession = read_accession(paths)
-        if accession is None:
-            unread += 1
-        entries.append(derivation.entry(pid, issuer, study_uid, accession or ""))
-        if progress:
-            progress(1)
-    return entries, unread
-
-
-def record_index_studies(
-    ledger: Ledger,
-    cfg: Config,
-    study_uids: Sequence[str],
-    *,
-    released_batch: str | None = None,
-    store: MappingStore | None = None,
-    derivation: Derivation | None = None,
-) -> int:
-    """Pipeline helper: map the given original studies from the ledger's index (one header read
-    per study for the accession), and, with ``released_batch``, record them as released.
-
-    Same derivation as the engine (the tests compare both), so the pipeline needs to pass
-    nothing but the study UIDs it de-identified. Returns the number of studies recorded.
-    """
-    store = store or MappingStore.open(ledger, cfg.home)
-    derivation = derivation or Derivation.for_config(cfg, load_pseudonym_secret(cfg.home))
-    entries, _ = compute(ledger, derivation, eligible_only=False, study_uids=study_uids)
-    store.record(entries)
-    if released_batch is not None:
-        store.record_released([(e.pseudonym, e.new_study_uid, e.patient_id, e.issuer, e.study_uid) for e in entries],
-                              released_batch)
-    return len(entries)
 
 
 def _check_released(store: MappingStore, ledger: Ledger, entries: list[MappingEntry],
@@ -275,8 +160,6 @@ def regenerate(
     if foreign and not dry_run:
         report.discarded = sql.delete_rows_of_other_keys(ledger, store.key_id)
     if not dry_run:
-        from .sync import sync_from_batches
-
         synced = sync_from_batches(ledger, cfg, store)
         if synced.mismatched:
             report.causes.append(synced.cause(store.secret_fp))
@@ -337,8 +220,6 @@ def verify(ledger: Ledger, cfg: Config) -> CheckReport:
     secret = load_pseudonym_secret(home)
     store = MappingStore.open(ledger, home)
     report = CheckReport(secret_fingerprint=store.secret_fp)
-    from .sync import sync_from_batches
-
     synced = sync_from_batches(ledger, cfg, store)
     if synced.mismatched:
         report.causes.append(synced.cause(store.secret_fp))

@@ -6,9 +6,11 @@ At rest every row is sealed with AES-256-GCM under a key derived from ``HOME/key
 (HMAC of the pseudonym, of the patient key, of the patient ID) under a second derived key, so a
 lookup decrypts only the rows it finds and the table reveals nothing without the key file.
 
-The pipeline calls :func:`record_study` when a study is de-identified and :func:`record_released`
-when its batch is sent; ``mapping regenerate`` (:mod:`sfr_gateway.mapping.regenerate`) rebuilds the
-table from the exports and the pseudonym secret and compares it with what was released.
+Entries are written by one path, :func:`sfr_gateway.mapping.sync.record_released` (through
+:meth:`MappingStore.record`): ``run`` after packaging, ``deidentify`` after writing;
+``mapping regenerate`` (:mod:`sfr_gateway.mapping.regenerate`) rebuilds the table from the
+exports and the pseudonym secret, compares it with what was released, and records through
+:meth:`MappingStore.record` too.
 
 Nothing here logs or raises with a patient value; pseudonyms and counts only.
 """
@@ -27,8 +29,9 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..deid.pseudonym import patient_key
 from ..errors import KeyFileError, MappingError
-from ..home.config import Config, HomePaths
+from ..home.config import HomePaths
 from ..home.fsutil import atomic_write_text
 from ..keys.files import (
     check_key_permissions,
@@ -38,33 +41,10 @@ from ..keys.files import (
 )
 from ..ledger import Ledger
 from ..ledger import mapping as sql
-from ..ledger.db import utcnow
+from .derive import MappingEntry
 
 MAPPING_KEY_HEADER = "sfr-gateway mapping key v1"
 ENTRY_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class MappingEntry:
-    """One de-identified study of one patient: every value the mapping keeps (PHI: handle with care)."""
-
-    pseudonym: str
-    patient_id: str
-    issuer: str
-    study_uid: str
-    new_study_uid: str
-    accession: str = ""
-    new_accession: str = ""
-    date_offset: int | None = None
-
-    @property
-    def patient_key(self) -> str:
-        return _patient_key(self.patient_id, self.issuer, self.study_uid)
-
-    def comparable(self) -> tuple[Any, ...]:
-        """The values two mappings must agree on."""
-        return (self.pseudonym, self.patient_id, self.issuer, self.study_uid, self.new_study_uid,
-                self.accession, self.new_accession, self.date_offset)
 
 
 @dataclass(frozen=True)
@@ -90,13 +70,6 @@ class PatientMatch:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _patient_key(patient_id: str, issuer: str, fallback: str) -> str:
-    """The engine's canonical patient key (imported on use: the deid package pulls pydicom)."""
-    from ..deid.pseudonym import patient_key
-
-    return patient_key(patient_id, issuer, fallback)
 
 
 # --------------------------------------------------------------------------- the key file
@@ -158,7 +131,7 @@ class MappingStore:
                         hashlib.sha256).digest()
 
     def patient_ref(self, patient_id: str, issuer: str, study_uid: str = "") -> bytes:
-        return self.ref("patient", _patient_key(patient_id, issuer, study_uid))
+        return self.ref("patient", patient_key(patient_id, issuer, study_uid))
 
     def pid_ref(self, patient_id: str) -> bytes:
         return self.ref("pid", patient_id.strip())
@@ -221,15 +194,6 @@ class MappingStore:
             rows.append(row)
         return sql.upsert_rows(self.ledger, rows)
 
-    def record_released(self, items: Iterable[tuple[str, str, str, str, str]], batch_id: str = "") -> int:
-        """Record (pseudonym, new study UID, patient ID, issuer, original study UID) as sent."""
-        now = utcnow()
-        return sql.record_released(self.ledger, [
-            sql.ReleasedRow(pseudonym=p, new_study_uid=u, patient_ref=self.patient_ref(pid, iss, suid),
-                            key_id=self.key_id, secret_fp=self.secret_fp, batch_id=batch_id, released_at=now)
-            for p, u, pid, iss, suid in items
-        ])
-
     # -- reading
     def entries(self) -> Iterator[StoredEntry]:
         """Every stored entry, decrypted (export, verify, regenerate)."""
@@ -260,84 +224,3 @@ class MappingStore:
             match.studies.append({"study_uid": e.study_uid, "new_study_uid": e.new_study_uid,
                                   "accession": e.accession, "new_accession": e.new_accession})
         return sorted(out.values(), key=lambda m: (not m.current_secret, m.pseudonym, m.issuer))
-
-
-# --------------------------------------------------------------------------- pipeline API
-
-
-def record_study(
-    ledger: Ledger,
-    home: HomePaths,
-    *,
-    patient_id: str,
-    issuer: str,
-    pseudonym: str,
-    accession: str,
-    study_uid: str,
-    new_study_uid: str,
-    date_offset: int | None,
-    new_accession: str = "",
-    store: MappingStore | None = None,
-) -> None:
-    """Record one de-identified study in the mapping (call it once per study, or per file: idempotent).
-
-    Pass ``store`` (``MappingStore.open(ledger, home)``) to avoid re-reading the key files per call.
-    """
-    store = store or MappingStore.open(ledger, home)
-    store.record([MappingEntry(pseudonym=pseudonym, patient_id=patient_id.strip(), issuer=issuer.strip(),
-                               study_uid=study_uid.strip(), new_study_uid=new_study_uid,
-                               accession=accession.strip(), new_accession=new_accession,
-                               date_offset=date_offset)])
-
-
-def record_released(
-    ledger: Ledger,
-    home: HomePaths,
-    *,
-    pseudonym: str,
-    new_study_uid: str,
-    patient_id: str,
-    issuer: str,
-    study_uid: str = "",
-    batch_id: str = "",
-    store: MappingStore | None = None,
-) -> None:
-    """Record that ``pseudonym`` (with ``new_study_uid``) was sent in ``batch_id``.
-
-    ``mapping regenerate`` later checks every released pseudonym against a recomputation.
-    """
-    store = store or MappingStore.open(ledger, home)
-    store.record_released([(pseudonym, new_study_uid, patient_id.strip(), issuer.strip(), study_uid.strip())],
-                          batch_id)
-
-
-def lookup(
-    ledger: Ledger,
-    home: HomePaths,
-    *,
-    pseudonym: str | None = None,
-    patient_id: str | None = None,
-    issuer: str | None = None,
-    config: Config | None = None,
-) -> list[PatientMatch]:
-    """Look up by pseudonym or by patient ID (and issuer); records the query (never its value) in events.
-
-    With ``config``, batches the pipeline packaged since the last sync are mapped first.
-    """
-    if (pseudonym is None) == (patient_id is None):
-        raise ValueError("look up by a pseudonym or by a patient ID, not both")
-    store = MappingStore.open(ledger, home)
-    if config is not None:
-        from .sync import sync_from_batches
-
-        sync_from_batches(ledger, config, store)
-    if pseudonym is not None:
-        kind = "pseudonym"
-        matches = store.lookup_pseudonym(pseudonym)
-    else:
-        kind = "patient-id+issuer" if issuer is not None else "patient-id"
-        matches = store.lookup_patient(patient_id or "", issuer)
-    ledger.record_event("mapping lookup", "lookup", "found" if matches else "not-found",
-                        {"by": kind, "patients": len(matches),
-                         "studies": sum(len(m.studies) for m in matches)})
-    return matches

@@ -313,7 +313,7 @@ def release(
     signing = load_signing_key(config.home)
     spec = run_spec(config)
     plan = spec.plan()
-    pz = Pseudonymizer(PseudonymKeys(spec.secret, config.site_id), offset_range=plan.offset_range)
+    pz = Pseudonymizer.for_plan(PseudonymKeys(spec.secret, config.site_id), plan)
     parts = [(study, part) for study, pending in todo for part in _parts(pending, config.batch_max_bytes)]
     files = {study: len(pending) for study, pending in todo}
     pool = _Workers(spec, workers)
