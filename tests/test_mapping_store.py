@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sfr_gateway.ledger import mapping as sql
 from sfr_gateway.ledger import open_ledger
 from sfr_gateway.mapping.store import MappingEntry, MappingStore, load_mapping_key
 
+_ledgers = itertools.count()
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\\"), min_size=1, max_size=24)
 
 
@@ -35,7 +37,9 @@ def test_any_entry_round_trips_and_is_found_both_ways(store_home: HomePaths, pid
     entry = MappingEntry(pseudonym=f"TEST01-{abs(hash((pid, issuer))) % 10**12:012d}", patient_id=pid,
                          issuer=issuer, study_uid=study.strip() or "1.2", new_study_uid="2.25.1",
                          accession=accession.strip(), date_offset=offset)
-    with open_ledger(store_home.state_db) as ledger:
+    # A ledger of its own per example (the keys are shared): examples that draw the same study must
+    # not see each other's entries (an empty accession does not erase a stored one, by design).
+    with open_ledger(store_home.root / f"state-{next(_ledgers)}.db") as ledger:
         store = MappingStore.open(ledger, store_home)
         store.record([entry])
         [by_pseudonym] = [m for m in store.lookup_pseudonym(entry.pseudonym) if m.patient_id == pid]
