@@ -113,6 +113,41 @@ def test_truncated_files_are_never_released(cut: int) -> None:
     assert info.value.reason in REASONS
 
 
+@pytest.mark.parametrize("implicit", [False, True], ids=["explicit", "implicit"])
+def test_truncated_files_are_never_released_at_any_cut(tmp_path: Path, implicit: bool) -> None:
+    """Every strict prefix of a file, in memory and on disk (the disk read stops before the pixels
+    and reads them apart): a cut inside a value, inside an element header, inside the pixels, or at
+    an element boundary after the Image Pixel module began, is refused (issue 21).
+
+    The one prefix that may pass is a cut at an element boundary before the Image Pixel module: a
+    well-formed dataset with no image at all, which no reader can tell from the stub files some
+    tools write (pydicom's TINY_ALPHA CT files); it carries no pixels, and is de-identified alike."""
+    ds = minimal_ct(rows=8, cols=8)
+    request = Dataset()
+    request.RequestedProcedureDescription = "THORAX"
+    ds.RequestAttributesSequence = sequence_of(request)
+    data = to_bytes(ds, implicit=implicit)
+    plan = plan_for("sfr-covid")
+    deidentify_file(data, plan, KEYS_A)  # the whole file is fine
+    raw = pydicom.dcmread(io.BytesIO(data))._dict.values()  # pydicom 3 internal: elements as read
+    boundaries = {e.value_tell + e.length for e in raw if hasattr(e, "value_tell")}
+    pixel_module = data.index(b"\x28\x00\x02\x00", 132)  # (0028,0002) Samples per Pixel: the module begins
+    path = tmp_path / "cut.dcm"
+    released: set[int] = set()
+    for cut in range(len(data)):
+        path.write_bytes(data[:cut])
+        for where, source in (("memory", data[:cut]), ("disk", path)):
+            try:
+                result = deidentify_file(source, plan, KEYS_A)
+            except DicomError as exc:
+                assert exc.reason in REASONS, (where, cut, exc.reason)
+                continue
+            assert cut in boundaries and cut <= pixel_module, f"{where}: cut at byte {cut} of {len(data)} released"
+            assert "PixelData" not in reread(result.data) and "Rows" not in reread(result.data)
+            released.add(cut)
+    assert len(released) < 20 and len(data) > 900
+
+
 def test_not_dicom_and_refused_sop_classes(tmp_path: Path) -> None:
     plan = plan_for("sfr-covid")
     for data in (b"", b"hello world\n" * 50, zlib.compress(b"x" * 1000)):

@@ -155,3 +155,33 @@ def test_uid_derivation_is_valid_for_any_input(value: str) -> None:
     uid = pz_for(plan_for("basic")).uid(value)
     assume(value != uid)
     assert uid.startswith("2.25.") and len(uid) <= 64 and _UID.match(uid)
+
+
+CLEANED = ("StudyDescription", "SeriesDescription", "ProtocolName", "ImageComments", "PerformedProcedureStepDescription",
+           "AdditionalPatientHistory", "ReasonForStudy", "RequestedProcedureDescription", "DerivationDescription")
+
+
+@SETTINGS
+@given(family=name_part, given_name=name_part, pid=patient_ids, day=dates, where=st.sampled_from(CLEANED))
+def test_clean_descriptors_remove_every_name_part_from_text_they_keep(family: str, given_name: str, pid: str,
+                                                                      day: dt.date, where: str) -> None:
+    """Names planted in attributes that Clean Descriptors cleans (kept, minus the tokens), not in
+    ones the profile removes: the given name, the family name and the ID go, the clinical words stay
+    (issue 21: the earlier property put the name in Image Comments, which Basic deletes anyway)."""
+    ds = planted(family, given_name, pid, day)
+    for keyword in CLEANED:
+        setattr(ds, keyword, "TDM THORAX")
+    setattr(ds, where, f"TDM {given_name} THORAX {family.upper()} ({pid})")
+    request = Dataset()
+    request.RequestedProcedureDescription = f"Scanner {given_name.lower()} THORAX"
+    ds.RequestAttributesSequence = sequence_of(request)
+    out = reread(deidentify_file(to_bytes(ds), plan_for("sfr-covid"), KEYS_A).data)
+    for value in (out.get(where), out.RequestAttributesSequence[0].RequestedProcedureDescription):
+        assert value is not None and "THORAX" in str(value), f"{where} must be cleaned, not removed"
+        folded = norm(str(value))
+        for token in (family, given_name):
+            assert norm(token) not in folded, (where, value)
+        assert pid not in str(value)
+    text = text_of(out)
+    for token in (family, given_name):
+        assert norm(token) not in norm(text)

@@ -111,10 +111,70 @@ def test_a_whole_session_prints_and_writes_no_planted_phi(site: Site, cli, tmp_p
     assert events and _leaks(json.dumps(events, default=str, ensure_ascii=False), tokens) == []
 
 
+#: Words saying a value is, or unlocks, a secret: in an option's name, flags, metavar or help.
+SECRET_WORDS = frozenset({"token", "tokens", "secret", "secrets", "password", "passwords", "passwd", "passphrase",
+                          "credential", "credentials", "hmac", "salt", "bearer", "auth", "apikey", "private"})
+#: Words that need a second look: a key or an identity may be public (an age recipient, a key id).
+KEY_WORDS = frozenset({"key", "keys", "identity", "identities"})
+#: What says the value is public: then a key on the command line is fine.
+PUBLIC_WORDS = frozenset({"public", "pubkey", "recipient", "recipients", "age1", "id", "fingerprint"})
+
+
+#: Phrases where such a word means something else: verify's PHI token kinds (patient-name...).
+NOT_SECRET_PHRASES = ("token kind",)
+
+
+def _words(*texts: object) -> set[str]:
+    text = " ".join(str(t) for t in texts if t).lower()
+    for phrase in NOT_SECRET_PHRASES:
+        text = text.replace(phrase, " ")
+    return set(re.findall(r"[a-z0-9]+", text))
+
+
+def secret_on_argv(param: click.Parameter) -> str | None:
+    """Why ``param`` would put a secret on the command line (seen by every user in ``ps``), or None.
+
+    Judged on what the option takes and what it says, not on its name alone: a flag or a file
+    path is fine, a hidden prompt too; any other value is suspect when its name, flags, metavar or
+    help speak of a secret, or of a key or identity without saying it is public."""
+    if isinstance(param, click.Option) and (param.is_flag or param.count or param.hide_input):
+        return None
+    if isinstance(param.type, (click.Path, click.File)):
+        return None
+    said = _words(param.name, " ".join(param.opts), param.metavar, getattr(param, "help", None))
+    if said & SECRET_WORDS:
+        return f"takes a {param.type.name} value and speaks of {sorted(said & SECRET_WORDS)}"
+    if said & KEY_WORDS and not said & PUBLIC_WORDS:
+        return f"takes a {param.type.name} value and speaks of {sorted(said & KEY_WORDS)}, not of a public one"
+    return None
+
+
+def test_the_secret_judge_reads_types_and_help_not_only_names() -> None:
+    @click.command()
+    @click.option("--key", help="The site key.")
+    @click.option("--hmac")
+    @click.option("--salt-hex", type=int)
+    @click.option("--value", help="The site's pseudonym secret, in hex.")
+    @click.option("--pw", metavar="PASSWORD")
+    @click.option("--key-file", type=click.Path(), help="File holding the site key.")
+    @click.option("--recipient", help="The custodian's age public key (age1...).")
+    @click.option("--key-id", help="Remove only this key.")
+    @click.option("--password", prompt=True, hide_input=True)
+    @click.option("--private/--no-private", help="A flag takes no value.")
+    @click.option("--profile", help="Profile name.")
+    @click.option("--ignore-kind", help="Token kind the site keeps on purpose.")
+    @click.option("--bearer", help="Token kind, then the bearer token itself.")
+    def command(**_: object) -> None:
+        """A command with every kind of option."""
+
+    flagged = {p.name for p in command.params if secret_on_argv(p)}
+    assert flagged == {"key", "hmac", "salt_hex", "value", "pw", "bearer"}
+
+
 def test_no_command_takes_a_secret_on_its_command_line() -> None:
-    """A secret on argv shows in `ps` to every user: tokens, secrets, passwords come from files."""
-    suspicious = ("token", "secret", "password", "passphrase", "identity", "private")
+    """A secret on argv shows in `ps` to every user: tokens, secrets, passwords, keys come from files."""
     seen = 0
+    found: list[str] = []
     for module_name in sorted(set(COMMAND_MODULES.values())):
         try:
             module = importlib.import_module(module_name)
@@ -127,8 +187,10 @@ def test_no_command_takes_a_secret_on_its_command_line() -> None:
                 stack.extend(command.commands.values())
             for param in command.params:
                 seen += 1
-                if any(s in (param.name or "").lower() for s in suspicious):
-                    assert isinstance(param.type, click.Path), f"{command.name} --{param.name} takes a value"
+                why = secret_on_argv(param)
+                if why:
+                    found.append(f"{command.name} {'/'.join(param.opts)}: {why}")
+    assert found == []
     assert seen > 30
 
 

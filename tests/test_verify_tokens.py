@@ -171,3 +171,53 @@ def test_device_vocabulary_is_not_an_institution_token() -> None:
         "NORD": ["institution-name-part"],
         "JEAN": ["patient-name-part"],
     }
+
+
+def test_drop_public_removes_institution_tokens_that_are_device_vocabulary() -> None:
+    """``drop_public`` drops a token only when it is device vocabulary AND only an institution's:
+    ``SIEMENS`` as an institution name goes, the phrase around it and a patient's name stay."""
+    index = tk.TokenIndex()
+    tk.add_institution_name(index, "SIEMENS", "institution-name")
+    tk.add_institution_name(index, "CHU SIEMENS NORD", "institution-name")
+    tk.add_person_name(index, "PHILIPS^Anne", "patient-name")
+    tk.add_institution_name(index, "PHILIPS", "institution-name")
+    for value in ("SIEMENS", "Philips Medical Systems"):
+        index.add_public(value)
+    assert index.public >= {"SIEMENS", "PHILIPS", "PHILIPS MEDICAL SYSTEMS"}
+    assert "SIEMENS" in index.phrases
+    index.drop_public()
+    assert "SIEMENS" not in index.phrases
+    assert _hits(index, "SIEMENS") == set()
+    assert {k: sorted(e.kinds) for k, e in index.phrases.items()} == {
+        "CHU SIEMENS NORD": ["institution-name"],
+        "NORD": ["institution-name-part"],
+        "PHILIPS": ["institution-name", "institution-name-part", "patient-name-part"],  # a patient's name stays
+        "ANNE": ["patient-name-part"],
+    }
+    assert _hits(index, "CHU Siemens Nord") == {("CHU SIEMENS NORD", "institution-name"), ("NORD", "institution-name-part")}
+
+
+@pytest.mark.parametrize("copies,workers", [(1, 1), (2 * 48, 2)], ids=["in-process", "worker-pool"])
+def test_verify_does_not_flag_a_manufacturer_that_is_also_the_institution_name(tmp_path: Path, copies: int,
+                                                                               workers: int) -> None:
+    """End to end: a source whose Institution Name is its Manufacturer (``TOSHIBA``, as some sites
+    write it); the de-identified copy keeps the Manufacturer, as Basic does, and is clean. Without
+    ``drop_public`` verify would call every kept Manufacturer an institution leak."""
+    from sfr_gateway.deid import deidentify_file
+    from tests.deid_fixtures import KEYS_A, minimal_ct, plan_for, to_bytes
+
+    ds = minimal_ct()
+    ds.Manufacturer = "TOSHIBA"
+    ds.InstitutionName = "TOSHIBA"
+    src = tmp_path / "src" / "ct.dcm"
+    src.parent.mkdir()
+    src.write_bytes(to_bytes(ds))
+    result = deidentify_file(src, plan_for("sfr-covid"), KEYS_A)
+    out = tmp_path / "out"
+    out.mkdir()
+    for i in range(copies):  # 96 files: verify reads them with a pool of worker processes
+        (src.parent / f"ct{i}.dcm").write_bytes(src.read_bytes())
+        (out / f"ct{i}.dcm").write_bytes(result.data)
+    assert pydicom.dcmread(out / "ct0.dcm").Manufacturer == "TOSHIBA"
+    report = verify_outputs(out, [src.parent], workers=workers)
+    assert report.clean, [f.to_dict(reveal=True) for f in report.errors]

@@ -276,9 +276,24 @@ def _transfer_syntax(ds: Dataset) -> str:
     raise DicomError("unknown-transfer-syntax", "implicit VR big endian does not exist")
 
 
-def _check_pixels(ds: Dataset, ts: str, length: int | None = None) -> None:
-    """Pixel Data must hold Rows x Columns x samples x frames; ``length`` when it was not read."""
-    if (length is None and 0x7FE00010 not in ds) or ts not in pixels._NATIVE:
+#: Image Pixel module attributes written before Pixel Data (PS3.3 C.7.6.3): Samples per Pixel,
+#: Photometric Interpretation, Rows, Columns, Bits Allocated/Stored, High Bit, Pixel Representation.
+_IMAGE_PIXEL_MODULE = (0x00280002, 0x00280004, 0x00280010, 0x00280011, 0x00280100, 0x00280101, 0x00280102,
+                       0x00280103)
+
+
+def _check_pixels(ds: Dataset, ts: str, length: int | None = None, sop_class: str = "") -> None:
+    """Pixel Data must hold Rows x Columns x samples x frames; ``length`` when it was not read.
+
+    An Image Pixel module without Pixel Data, in an image IOD, is a file cut at an element boundary
+    after its Image Pixel module began (issue 21: such a cut was released as a smaller, valid-looking
+    dataset). An image with no Image Pixel module at all is left alone: it cannot be told apart
+    from the stub files some tools write (pydicom's TINY_ALPHA CT images are such files)."""
+    if length is None and 0x7FE00010 not in ds:
+        if sop_class in tables.iod_types() and any(tag in ds for tag in _IMAGE_PIXEL_MODULE):
+            raise DicomError("truncated", "an Image Pixel module without Pixel Data: the file ends before its pixels")
+        return
+    if ts not in pixels._NATIVE:
         return
     try:
         rows = pixels.read_int(ds, 0x00280010)
@@ -370,7 +385,7 @@ def deidentify_dataset(ds: Dataset, ts: str, plan: Plan, pz: Pseudonymizer, *, r
         raise DicomError("sop-class-not-allowed", f"{sop_class} ({name}) is not allowed by profile {plan.name}")
     if not (get_text(ds, 0x00080018) if 0x00080018 in ds else "").strip():
         raise DicomError("missing-uid", "no SOP Instance UID")
-    _check_pixels(ds, ts, pixel_length)
+    _check_pixels(ds, ts, pixel_length, sop_class)
     reason, mask = triaged if triaged is not None else pixels.triage(ds, plan)
     if mask is not None and pixel_length is not None:
         raise RuntimeError("a mask needs the pixel bytes: read the whole file")

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Hand-made mutants of the privacy rules, each with the test that must catch it (issue 21).
+
+Each mutant is a one-place edit of the code a reviewer would try (the purpose label dropped from
+the HMAC input, every element of a creator kept...). For each, the script copies the checkout to
+a temporary folder, applies the edit there (the checkout is never touched), runs the named tests
+and expects them to FAIL. A mutant whose tests still pass is a hole in the suite.
+
+    .venv/bin/python tools/named_mutants.py              # all of them (about 2 minutes)
+    .venv/bin/python tools/named_mutants.py hmac-purpose  # one, by id
+    .venv/bin/python tools/named_mutants.py --list
+
+Exit status 0 when every mutant is caught, 1 otherwise. The broad, generated campaign is
+``tools/mutation_campaign.py``; these are the mutants the issue names, kept as a regression list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    what: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTANTS: tuple[Mutant, ...] = (
+    Mutant(
+        "hmac-purpose",
+        "purpose label removed from the HMAC input (pseudonym and date offset from one digest)",
+        "sfr_gateway/deid/pseudonym.py",
+        'hmac.new(secret, purpose.encode("ascii") + b"\\x00" + value.encode("utf-8"), hashlib.sha256)',
+        'hmac.new(secret, value.encode("utf-8"), hashlib.sha256)',
+        ("tests/test_deid_known_answers.py::test_two_purposes_never_give_related_outputs",
+         "tests/test_deid_known_answers.py::test_patient_pseudonym_known_answers"),
+    ),
+    Mutant(
+        "hmac-separator",
+        "the 0x00 between purpose and value dropped",
+        "sfr_gateway/deid/pseudonym.py",
+        'purpose.encode("ascii") + b"\\x00" + value.encode("utf-8")',
+        'purpose.encode("ascii") + value.encode("utf-8")',
+        ("tests/test_deid_known_answers.py::test_the_construction_is_hmac_sha256_of_purpose_nul_value",),
+    ),
+    Mutant(
+        "mapping-index-kind",
+        "the kind dropped from the mapping's keyed index (pid, patient, pseudonym references collide)",
+        "sfr_gateway/mapping/store.py",
+        'hmac.new(self._index_key, kind.encode("ascii") + b"\\x00" + value.encode("utf-8"),',
+        'hmac.new(self._index_key, value.encode("utf-8"),',
+        ("tests/test_deid_known_answers.py::test_mapping_index_kinds_never_give_related_references",
+         "tests/test_deid_known_answers.py::test_secret_and_mapping_key_fingerprints_and_indexes"),
+    ),
+    Mutant(
+        "audit-fingerprint-purpose",
+        "the audit fingerprint computed without its purpose (a plain HMAC of the value)",
+        "sfr_gateway/audit/mask.py",
+        '_PURPOSE = b"audit-fingerprint\\x00"',
+        '_PURPOSE = b""',
+        ("tests/test_deid_known_answers.py::test_audit_fingerprint_known_answers",),
+    ),
+    Mutant(
+        "private-keep-whole-creator",
+        "every element of GEMS_PARM_01 and GEMS_IDEN_01 kept",
+        "sfr_gateway/deid/private.py",
+        '        key = (group, creator.strip(), low)\n',
+        '        key = (group, creator.strip(), low)\n'
+        '        if creator.strip() in ("GEMS_PARM_01", "GEMS_IDEN_01"):\n'
+        '            return PrivateDecision("k", "mutant")\n',
+        ("tests/test_deid_private_elements.py::test_sample_slice_safe_element_kept_the_rest_of_its_creators_removed",
+         "tests/test_deid_private_elements.py::test_every_element_byte_of_every_vendor_block"),
+    ),
+    Mutant(
+        "private-ignore-element-byte",
+        "safe list matched on (group, creator), the element byte ignored",
+        "sfr_gateway/deid/private.py",
+        "if self.retain_safe and key in tables.safe_private():",
+        "if self.retain_safe and key[:2] in {k[:2] for k in tables.safe_private()}:",
+        ("tests/test_deid_private_elements.py::test_every_element_byte_of_every_vendor_block",
+         "tests/test_deid_private_elements.py::test_pydicom_files_with_vendor_blocks"),
+    ),
+    Mutant(
+        "private-orphan-kept",
+        "an element whose block has no Private Creator kept",
+        "sfr_gateway/deid/private.py",
+        'return PrivateDecision("d", "private element without Private Creator (removed)")',
+        'return PrivateDecision("k", "mutant")',
+        ("tests/test_deid_private_elements.py::test_every_element_byte_of_every_vendor_block",),
+    ),
+    Mutant(
+        "private-kb-uid-not-remapped",
+        "a private UID the TCIA knowledge base marks h kept as is",
+        "sfr_gateway/deid/private.py",
+        'transform = kb if kb in ("h", "o", "oi") else "k"',
+        'transform = kb if kb in ("o", "oi") else "k"',
+        ("tests/test_deid_private_elements.py::test_every_element_byte_of_every_vendor_block",),
+    ),
+    Mutant(
+        "clean-given-name",
+        "only the first component of a name becomes a token (the given name stays in cleaned text)",
+        "sfr_gateway/deid/tokens.py",
+        "            tokens.add_value(text, split_words=True)",
+        "            tokens.add_value(text.split()[0] if text.split() else text, split_words=True)",
+        ("tests/test_deid_properties.py::test_clean_descriptors_remove_every_name_part_from_text_they_keep",),
+    ),
+    Mutant(
+        "truncated-at-element-boundary",
+        "an image without Pixel Data (a file cut at an element boundary) released",
+        "sfr_gateway/deid/files.py",
+        "        if sop_class in tables.iod_types() and any(tag in ds for tag in _IMAGE_PIXEL_MODULE):",
+        "        if False:",
+        ("tests/test_deid_inputs.py::test_truncated_files_are_never_released_at_any_cut",),
+    ),
+    Mutant(
+        "truncated-last-element",
+        "a last element shorter than its declared length accepted",
+        "sfr_gateway/deid/files.py",
+        "    if len(value) < last.length:",
+        "    if False:",
+        ("tests/test_deid_inputs.py::test_truncated_files_are_never_released_at_any_cut",),
+    ),
+    Mutant(
+        "truncated-header",
+        "bytes after the last complete element (a cut inside an element header) accepted",
+        "sfr_gateway/deid/files.py",
+        "    if last.value_tell + last.length < size:",
+        "    if False:",
+        ("tests/test_deid_inputs.py::test_truncated_files_are_never_released_at_any_cut",),
+    ),
+    Mutant(
+        "verify-drop-public-off",
+        "verify's drop_public disabled (device vocabulary stays an institution token)",
+        "sfr_gateway/verify/tokens.py",
+        '        """Drop institution tokens that are device vocabulary (``TOSHIBA`` as institution name)."""\n',
+        '        """Drop institution tokens that are device vocabulary (``TOSHIBA`` as institution name)."""\n'
+        "        return\n",
+        ("tests/test_verify_tokens.py::test_drop_public_removes_institution_tokens_that_are_device_vocabulary",
+         "tests/test_verify_tokens.py::test_verify_does_not_flag_a_manufacturer_that_is_also_the_institution_name"),
+    ),
+    Mutant(
+        "verify-drop-public-not-called",
+        "verify's source reading (in process) never calls drop_public",
+        "sfr_gateway/verify/pool.py",
+        "                progress(\"sources\", done, len(paths))\n        index.drop_public()\n",
+        "                progress(\"sources\", done, len(paths))\n",
+        ("tests/test_verify_tokens.py::test_verify_does_not_flag_a_manufacturer_that_is_also_the_institution_name",),
+    ),
+    Mutant(
+        "cli-hmac-option",
+        "a command takes --hmac TEXT on its command line",
+        "sfr_gateway/cli/verify.py",
+        '@click.option("--ignore-kind"',
+        '@click.option("--hmac", help="HMAC to compare against.")\n@click.option("--ignore-kind"',
+        ("tests/test_fault_leaks.py::test_no_command_takes_a_secret_on_its_command_line",),
+    ),
+    Mutant(
+        "cli-key-option",
+        "a command takes --key TEXT (a secret key) on its command line",
+        "sfr_gateway/cli/verify.py",
+        '@click.option("--ignore-kind"',
+        '@click.option("--key", help="The site key to check outputs with.")\n@click.option("--ignore-kind"',
+        ("tests/test_fault_leaks.py::test_no_command_takes_a_secret_on_its_command_line",),
+    ),
+)
+
+_COPY = ("sfr_gateway", "tests", "profiles", "pyproject.toml", "setup.cfg", "setup.py")
+
+
+def _copy_tree(dest: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "node_modules", ".hypothesis", "*.pyc")
+    for name in _COPY:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore, symlinks=True)
+        elif src.exists():
+            shutil.copy2(src, dest / name)
+    # the installed package maps sfr_gateway.profiles to profiles/: the copy carries it in place
+    shutil.copytree(ROOT / "profiles", dest / "sfr_gateway" / "profiles", ignore=ignore)
+    modules = ROOT / "tests" / "tus-server" / "node_modules"
+    if modules.exists():
+        (dest / "tests" / "tus-server" / "node_modules").symlink_to(modules)
+
+
+def run(mutant: Mutant, python: str) -> tuple[bool, float, str]:
+    """Apply ``mutant`` in a copy and run its tests: (caught, seconds, last output line)."""
+    with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.id}-") as tmp:
+        work = Path(tmp)
+        _copy_tree(work)
+        target = work / mutant.path
+        text = target.read_text(encoding="utf-8")
+        if text.count(mutant.old) != 1:
+            raise SystemExit(f"{mutant.id}: the text to mutate occurs {text.count(mutant.old)} times in {mutant.path}"
+                             " (the code moved: update tools/named_mutants.py)")
+        target.write_text(text.replace(mutant.old, mutant.new), encoding="utf-8")
+        env = {**os.environ, "PYTHONPATH": str(work), "PYTHONDONTWRITEBYTECODE": "1"}
+        where = subprocess.run([python, "-c", "import sfr_gateway.deid.profile as p, sfr_gateway.profiles as q;"
+                                " print(p.__file__); print(q.__path__[0])"],
+                               cwd=work, env=env, capture_output=True, text=True, check=True).stdout.split()
+        if not all(Path(w).resolve().is_relative_to(work.resolve()) for w in where):
+            raise SystemExit(f"the copy is not the code under test ({where}): is sfr_gateway installed non-editable?")
+        start = time.monotonic()
+        proc = subprocess.run([python, "-m", "pytest", "-q", "-x", "-p", "no:randomly", "-p", "no:cacheprovider",
+                               *mutant.tests], cwd=work, env=env, capture_output=True, text=True, check=False)
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        return proc.returncode == 1, time.monotonic() - start, lines[-1] if lines else proc.stderr[-200:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ids", nargs="*", help="mutant ids (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and their tests")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.ids or m.id in args.ids]
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:32s} {m.what}\n{'':32s} {m.path}\n" + "".join(f"{'':34s}{t}\n" for t in m.tests))
+        return 0
+    missed = 0
+    for m in chosen:
+        caught, seconds, last = run(m, sys.executable)
+        missed += not caught
+        print(f"{'CAUGHT' if caught else 'MISSED'}  {m.id:32s} {seconds:5.1f}s  {last}", flush=True)
+    print(f"{len(chosen) - missed} of {len(chosen)} named mutants caught")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
