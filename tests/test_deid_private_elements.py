@@ -26,6 +26,7 @@ from pydicom.dataset import Dataset
 
 from sfr_gateway.deid import deidentify_file
 from sfr_gateway.deid.plan import Plan
+from sfr_gateway.deid.private import PrivateDecision, PrivatePolicy, creator_of
 from sfr_gateway.deid.pseudonym import patient_key
 from sfr_gateway.errors import DicomError
 from sfr_gateway.sample import iter_export, make_patients
@@ -216,8 +217,8 @@ def _value_for(group: int, creator: str, low: int) -> tuple[str, object]:
     disposition = KB.get((group, creator, low))
     if disposition == "h":
         return "UI", f"1.2.840.113619.2.55.3.{low}.77"
-    if disposition == "o":
-        return "DT", "20200315101010"
+    if disposition == "o":  # a date written as text in a text VR: only the KB's "o" shifts it
+        return "LO", "20200315101010"
     if disposition == "oi":
         return "SL", 1584267010
     return "LO", f"V{low:02X} {creator[:8]}"
@@ -314,3 +315,50 @@ def test_pydicom_files_with_vendor_blocks(plans: dict[str, Plan], use_kb: bool) 
     assert totals["kept"] >= 10 and totals["removed"] >= 100, totals
     if use_kb:  # GEMS_IDEN_01 (0009,xx27) and (0009,xxE9): dates in seconds, shifted
         assert totals["date"] >= 1, totals
+
+
+# ------------------------------------------------------------------ the policy object on its own
+
+def test_decisions_name_their_rule() -> None:
+    """Each decision says which rule decided (the audit and ``profile show`` print it)."""
+    safe = PrivatePolicy(retain_safe=True, use_tcia_keep=False)  # no site override: the default
+    kb = PrivatePolicy(retain_safe=True, use_tcia_keep=True)
+    assert safe.decide(0x0043, None, 0x39) == PrivateDecision("d", "private element without Private Creator (removed)")
+    assert safe.decide(0x0043, " GEMS_PARM_01 ", 0x39) == PrivateDecision(
+        "k", "PS3.15 E.3.10-1 safe private (Retain Safe Private)")
+    assert safe.decide(0x0043, "GEMS_PARM_01", 0x38) == PrivateDecision("d", "PS3.15 E.1-1 Private Attributes: Basic X")
+    assert kb.decide(0x0043, "GEMS_PARM_01", 0x38) == PrivateDecision("k", "TCIA private tag KB disposition k")
+    assert kb.decide(0x0043, "GEMS_PARM_01", 0x88) == PrivateDecision("h", "TCIA private tag KB disposition h")
+    assert kb.decide(0x0009, "GEMS_IDEN_01", 0x27) == PrivateDecision("oi", "TCIA private tag KB disposition oi")
+    assert kb.decide(0x0019, "GEMS_ACQU_01", 0x9D) == PrivateDecision("o", "TCIA private tag KB disposition o")
+    assert PrivatePolicy(retain_safe=False, use_tcia_keep=True).decide(0x0043, "GEMS_PARM_01", 0x39).disposition == "d"
+    with pytest.raises(AttributeError):  # frozen: one compiled plan is shared by every worker
+        safe.retain_safe = False  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        safe.decide(0x0043, None, 0x39).disposition = "k"  # type: ignore[misc]
+
+
+def test_site_overrides_keep_with_the_knowledge_base_transform() -> None:
+    """A site's private_keep entry: ``k`` keeps the element, but a UID or a date the TCIA KB
+    knows is still remapped or shifted; an explicit disposition wins; other elements are not touched."""
+    site = PrivatePolicy(retain_safe=False, use_tcia_keep=False, site_keep=(
+        ((0x0043, "GEMS_PARM_01", 0x88), "k"),  # TCIA: h
+        ((0x0043, "GEMS_PARM_01", 0x01), "k"),  # TCIA: k
+        ((0x0009, "GEMS_IDEN_01", 0x01), "d"),
+        ((0x0045, "ACME_1", 0x22), "o"),
+    ))
+    rule = "site override: private keep"
+    assert site.decide(0x0043, "GEMS_PARM_01", 0x88) == PrivateDecision("h", rule)
+    assert site.decide(0x0043, "GEMS_PARM_01", 0x01) == PrivateDecision("k", rule)
+    assert site.decide(0x0009, "GEMS_IDEN_01", 0x01) == PrivateDecision("d", rule)
+    assert site.decide(0x0045, "ACME_1", 0x22) == PrivateDecision("o", rule)
+    assert site.decide(0x0043, "GEMS_PARM_01", 0x02).disposition == "d"
+
+
+def test_creator_of_reads_the_block_byte() -> None:
+    creators = {0x10: "GEMS_PARM_01", 0x42: "ACME_1"}
+    assert creator_of(creators, 0x0043, 0x1039) == "GEMS_PARM_01"
+    assert creator_of(creators, 0x0043, 0x4239) == "ACME_1"
+    assert creator_of(creators, 0x0043, 0x1139) is None  # no creator for block 0x11
+    assert creator_of(creators, 0x0043, 0x0039) is None  # not a private data element number
+    assert creator_of(creators, 0x0043, 0x0F39) is None
