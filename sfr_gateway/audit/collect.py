@@ -9,7 +9,6 @@ process that read them, so a worker never sends real values to its parent unless
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +28,7 @@ from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from sfr_gateway.deid.rules import DUPLICATE_RULE
 from sfr_gateway.deid.sameness import compare_files
 from sfr_gateway.errors import DicomError
+from sfr_gateway.home.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -261,9 +261,9 @@ def iter_audits(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, settin
                     progress(done, total)
                 yield _deduplicated(audit, released)
         return
-    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(plan, keys, settings)) as pool:
-        for audit in pool.imap(_work, paths, chunksize=8):
+    with WorkerPool(workers, _init_worker, (plan, keys, settings),
+                    died="an audit worker process died (out of memory?): run the audit again") as pool:
+        for audit in pool.map(_work, paths, chunksize=8):
             done += 1
             if progress:
                 progress(done, total)

@@ -45,9 +45,9 @@ from .. import __version__
 from ..crypto.age import CHUNK_SIZE, TAG_SIZE, ChunkWriter, Recipient, chunk_nonce, stream_header
 from ..crypto.sign import SigningKey, sign_digest
 from ..errors import IntegrityError, KeyFileError
-from ..home.cpus import usable_cpus
 from ..home.faults import checkpoint
 from ..home.fsutil import atomic_write_text, fsync_dir, remember_sha256
+from ..home.workers import usable_cpus
 from .names import FORMAT, MANIFEST_NAME, PAYLOAD, SUFFIX, batch_path, check_member_name, signature_path
 from .tarzst import BLOCK, RECORD, FileMember, tar_member, write_members
 

@@ -17,15 +17,12 @@ import hashlib
 import itertools
 import json
 import logging
-import multiprocessing
 import os
 import tempfile
 import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +33,10 @@ from sfr_gateway.deid.profile import compile_plan, load_profile
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys
 from sfr_gateway.deid.rules import DUPLICATE_RULE
 from sfr_gateway.deid.sameness import compare_files
-from sfr_gateway.errors import DicomError, GatewayError, InputError
+from sfr_gateway.errors import DicomError, InputError
 from sfr_gateway.home.faults import checkpoint
 from sfr_gateway.home.fsutil import atomic_write_bytes, fsync_dir
+from sfr_gateway.home.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +221,9 @@ def _temp_beside(path: Path) -> tuple[int, str]:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(spec: RunSpec, quiet: bool = True) -> None:
+def init_worker(spec: RunSpec, quiet: bool = True) -> None:
+    """Set up this process to de-identify with ``spec`` (the plan compiled once): a pool's
+    initializer, or the parent itself when it works inline."""
     if quiet:  # a worker process of ours: pydicom warnings can quote values, never print them
         warnings.simplefilter("ignore")
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
@@ -232,11 +232,16 @@ def _init_worker(spec: RunSpec, quiet: bool = True) -> None:
                    pz=Pseudonymizer.for_plan(PseudonymKeys(spec.secret, spec.site_id), plan))
 
 
+def worker_deidentify(path: Path, **options: Any) -> DeidResult:
+    """``deid.files.deidentify_file`` with this process's plan and pseudonymiser (after
+    :func:`init_worker`); ``options`` as there."""
+    return deidentify_file(path, _WORKER["plan"], _WORKER["pz"], **options)
+
+
 def _process(path: Path) -> tuple[str, Any]:
     spec: RunSpec = _WORKER["spec"]
     try:
-        result = deidentify_file(path, _WORKER["plan"], _WORKER["pz"], write=False, record=False,
-                                 pixels_in_place=True)
+        result = worker_deidentify(path, write=False, record=False, pixels_in_place=True)
         size = result.pixels.size if result.pixels is not None else path.stat().st_size
         checkpoint("mid-deidentify")
         written, tmp = _write(spec.output / result.relpath(), result, spec.durable)
@@ -254,7 +259,9 @@ def _process(path: Path) -> tuple[str, Any]:
         return "refused", ("unparsable", "nesting too deep")
 
 
-def _quarantine(spec: RunSpec, path: Path, reason: str, detail: str, other: str | None = None) -> None:
+def quarantine(spec: RunSpec, path: Path, reason: str, detail: str, other: str | None = None) -> None:
+    """Record a refused source as ``<quarantine>/<id>.json`` (its reason; a copy when
+    ``keep_copies``). Paths and reasons only, never a value."""
     qid = quarantine_id(path)
     record: dict[str, str | None] = {"id": qid, "source": os.fsdecode(path), "reason": reason, "detail": detail,
               "profile": spec.profile, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -303,7 +310,7 @@ def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
 
     def refuse(path: Path, reason: str, detail: str, other: str | None = None) -> None:
         summary.quarantined[reason] += 1
-        _quarantine(spec, path, reason, detail, other)
+        quarantine(spec, path, reason, detail, other)
         log.info("quarantined %s: %s", path, reason)
         if on_file:
             on_file(path, "quarantined", {"reason": reason, "detail": detail, **({"other": other} if other else {})})
@@ -353,22 +360,16 @@ def run(sources: Iterable[Path], spec: RunSpec, *, workers: int = 1,
             progress(summary.seen)
 
     if workers <= 1 or len(paths) < 2:
-        _init_worker(spec, quiet=False)
+        init_worker(spec, quiet=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for path in paths:
                 consume(path, *_process(path))
     else:
-        ctx = multiprocessing.get_context("spawn" if os.name != "posix" else "fork")
         chunk = max(1, min(32, len(paths) // (workers * 8) or 1))
-        # concurrent.futures, not multiprocessing.Pool: a worker killed (OOM killer) makes this raise
-        # instead of waiting forever for its lost task (found by the fault campaign)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(spec,)) as pool:
-            try:
-                for path, (status, payload) in zip(paths, pool.map(_process, paths, chunksize=chunk), strict=True):
-                    consume(path, status, payload)
-            except BrokenProcessPool:
-                raise GatewayError("a de-identification worker process died (out of memory?); "
-                                   "outputs written so far are complete, run again to finish") from None
+        with WorkerPool(workers, init_worker, (spec,), died="a de-identification worker process died (out of memory?); "
+                        "outputs written so far are complete, run again to finish") as pool:
+            for path, (status, payload) in zip(paths, pool.map(_process, paths, chunksize=chunk), strict=True):
+                consume(path, status, payload)
     summary.seconds = time.perf_counter() - started
     return summary

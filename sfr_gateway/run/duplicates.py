@@ -119,9 +119,9 @@ def settle(ledger: Ledger, studies: set[str]) -> DuplicateReport:
 
 def quarantine_records(quarantine: Path, profile: str, decisions: list[sql.Decision], keep_copies: bool) -> None:
     """A record in HOME/quarantine for each newly held-back file, as for refused files."""
-    from ..deid.folder import RunSpec, _quarantine
+    from ..deid import folder
 
-    spec = RunSpec(profile=profile, options=(), site_overrides=(), site_private_keep=(), output=quarantine,
+    spec = folder.RunSpec(profile=profile, options=(), site_overrides=(), site_private_keep=(), output=quarantine,
                    quarantine=quarantine, keep_copies=keep_copies, secret=b"", site_id="")
     for d in decisions:
-        _quarantine(spec, Path(os.fsdecode(d.path)), CONFLICT, d.detail, other=_show(d.other_path))
+        folder.quarantine(spec, Path(os.fsdecode(d.path)), CONFLICT, d.detail, other=_show(d.other_path))

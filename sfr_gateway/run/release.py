@@ -10,21 +10,14 @@ nothing half-done that could be sent.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime as dt
 import hashlib
 import itertools
 import logging
-import multiprocessing
 import os
-import signal
-import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +28,7 @@ from ..batch.write import BatchInfo, PatientConsent, remove_stale_temps, write_b
 from ..consent import registry as consent
 from ..deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from ..deid.tables import PS315_EDITION
-from ..errors import DicomError, GatewayError
+from ..errors import DicomError
 from ..home.config import Config
 from ..home.faults import checkpoint
 from ..home.logfile import file_only, safe_traceback, where
@@ -102,12 +95,10 @@ def _release_one(path: bytes) -> tuple[str, Any]:
     """Worker: de-identify one source file (nothing written). Returns the output's bytes, or its
     de-identified header and a reference to the pixel bytes left in the source (the packaging
     process reads them straight into the batch: they never cross between processes)."""
-    from ..deid.files import deidentify_file  # loaded in the parent before the fork
-    from ..deid.folder import _WORKER
+    from ..deid.folder import worker_deidentify  # loaded in the parent before the fork
 
     try:
-        result = deidentify_file(Path(os.fsdecode(path)), _WORKER["plan"], _WORKER["pz"], record=False,
-                                 pixels_in_place=True)
+        result = worker_deidentify(Path(os.fsdecode(path)), record=False, pixels_in_place=True)
     except DicomError as exc:
         return "refused", (exc.reason, exc.detail)
     except RecursionError:
@@ -130,112 +121,63 @@ def _member(data: bytes, pixels: PixelRef | None) -> bytes | FileMember:
     return FileMember(data, pixels.open_checked(), pixels.offset, pixels.length)
 
 
-def _init_release_worker(spec: RunSpec, parent: int) -> None:
-    """Worker set-up: die with the run (a SIGKILLed run must not leave workers behind that hold
-    the HOME lock they inherited), then compile the plan."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the run died before prctl took effect
-        os._exit(1)
-    from ..deid.folder import _init_worker
-
-    _init_worker(spec)
-
-
-class _Workers:
-    """De-identification in ``n`` processes, reused for the whole run (inline when n <= 0).
-
-    Even one worker is a separate process: it de-identifies the next files while this process
-    compresses, encrypts and hashes the batch, so ``--workers 1`` keeps two cores busy.
-    A ``concurrent.futures`` pool, not ``multiprocessing.Pool``: when a worker dies (OOM killer,
-    segfault) the latter waits forever for the lost task, and a cron run would hang holding the
-    lock; this one raises, the run fails, and the next run redoes the interrupted batch.
-    """
-
-    def __init__(self, spec: RunSpec, n: int) -> None:
-        self.n = n
-        self.pool: Any = None
-        if n >= 1:
-            ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-            self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_release_worker,
-                                            initargs=(spec, os.getpid()))
-        else:
-            from ..deid.folder import _init_worker
-
-            _init_worker(spec, quiet=True)
-
-    def map(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
-        """Results for ``paths`` in order (one lazy stream for the whole run, so that workers
-        de-identify the next batch's files while this process finishes the current batch)."""
-        if self.pool is None:
-            return (_release_one(p) for p in paths)
-        return self._guarded(self._bounded(paths))
-
-    def _bounded(self, paths: list[bytes]) -> Iterator[tuple[str, Any]]:
-        """Results in order, de-identified ahead of the packaging: up to ``LOOKAHEAD_FILES`` per
-        worker submitted, none more while finished results not yet consumed hold
-        ``LOOKAHEAD_BYTES``. A result is usually a header of a few KB and a reference to the
-        pixel bytes, so workers run far ahead (through a batch's encryption, fsync and signature);
-        the bytes bound is for files carried whole. (``Executor.map`` would submit everything at
-        once and let finished files pile up in memory.)"""
-        pending: collections.deque[Any] = collections.deque()
-        todo = iter(paths)
-        held = [0]
-        lock = threading.Lock()
-
-        def finished(future: Any) -> None:  # in the executor's thread
-            with lock:
-                held[0] += _result_bytes(future)
-
-        def fill() -> None:
-            while len(pending) < LOOKAHEAD_FILES * self.n:
-                with lock:
-                    if pending and held[0] >= LOOKAHEAD_BYTES:
-                        return
-                path = next(todo, None)
-                if path is None:
-                    return
-                future = self.pool.submit(_release_one, path)
-                future.add_done_callback(finished)
-                pending.append(future)
-
-        fill()
-        while pending:
-            future = pending.popleft()
-            result = future.result()
-            with lock:
-                held[0] -= _result_bytes(future)
-            fill()
-            yield result
-
-    @staticmethod
-    def _guarded(results: Iterator[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
-        try:
-            yield from results
-        except BrokenProcessPool:
-            raise GatewayError("a de-identification worker process died (out of memory?): "
-                               "nothing of the interrupted batch was sent; the next run redoes it") from None
-
-    def close(self) -> None:
-        if self.pool is not None:
-            for proc in list(getattr(self.pool, "_processes", {}).values()):  # do not wait for busy workers
-                proc.terminate()
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 LOOKAHEAD_FILES = 512  # per worker
 LOOKAHEAD_BYTES = 64 * 1024 * 1024  # of finished results waiting for the packaging
 
 
-def _result_bytes(future: Any) -> int:
+@dataclass(frozen=True)
+class Packing:
+    """What every batch of one release pass shares."""
+
+    ledger: Ledger
+    config: Config
+    spec: RunSpec
+    recipients: Any
+    signing: Any
+    today: dt.date
+    report: ReleaseReport
+
+
+@dataclass(frozen=True)
+class StudyPart:
+    """One batch to write: a part of one study's pending instances, all of one patient."""
+
+    study: str
+    patient_id: str
+    issuer: str
+    pseudonym: str
+    new_study: str
+    instances: list[sql.PendingInstance]
+
+
+WORKER_DIED = ("a de-identification worker process died (out of memory?): "
+               "nothing of the interrupted batch was sent; the next run redoes it")
+
+
+def _result_size(result: tuple[str, Any]) -> int:
     """Bytes a finished worker result holds in this process (a header, or a whole file)."""
-    if future.cancelled() or future.exception() is not None:
-        return 0
-    status, payload = future.result()
+    status, payload = result
     return len(payload[1]) if status == "ok" else 0
+
+
+def _deidentify_all(spec: RunSpec, workers: int, paths: list[bytes]) -> tuple[Iterator[tuple[str, Any]], Any]:
+    """Worker results for ``paths`` in order, and the pool to terminate (None when inline).
+
+    One lazy stream for the whole run, computed ahead: workers de-identify the next batch's
+    files while this process compresses, encrypts and hashes the current one, so even
+    ``--workers 1`` keeps two cores busy. A result is usually a header of a few KB and a
+    reference to the pixel bytes, so workers run far ahead (through a batch's encryption, fsync
+    and signature); the bytes bound is for files carried whole. The workers die with the run (a
+    SIGKILLed run must not leave workers behind that hold the HOME lock they inherited)."""
+    from ..deid.folder import init_worker
+    from ..home.workers import WorkerPool
+
+    if workers < 1:
+        init_worker(spec, quiet=True)
+        return (_release_one(p) for p in paths), None
+    pool = WorkerPool(workers, init_worker, (spec,), died=WORKER_DIED, die_with_parent=True)
+    return pool.lookahead(_release_one, paths, per_worker=LOOKAHEAD_FILES, max_bytes=LOOKAHEAD_BYTES,
+                          size=_result_size), pool
 
 
 def batch_id_for(site_id: str, new_study_uid: str, part: int) -> str:
@@ -316,8 +258,8 @@ def release(
     pz = Pseudonymizer.for_plan(PseudonymKeys(spec.secret, config.site_id), plan)
     parts = [(study, part) for study, pending in todo for part in _parts(pending, config.batch_max_bytes)]
     files = {study: len(pending) for study, pending in todo}
-    pool = _Workers(spec, workers)
-    results = pool.map([i.path for _, part in parts for i in part])
+    results, pool = _deidentify_all(spec, workers, [i.path for _, part in parts for i in part])
+    packing = Packing(ledger, config, spec, recipients, signing, today, report)
     done = 0
     withdrawn: set[str] = set()
     failed: set[str] = set()
@@ -331,8 +273,8 @@ def release(
                 new_study = pz.uid(study)
                 counted = report.plaintext_bytes, report.quarantined.copy()
                 try:
-                    written = _package_part(ledger, config, spec, study, patient_id, issuer, pseudonym, new_study,
-                                            part, mine, recipients, signing, today, report)
+                    written = _package_part(packing, StudyPart(study, patient_id, issuer, pseudonym, new_study, part),
+                                            mine)
                 except Exception as exc:  # the bulkhead: this study only, unless the site itself failed
                     failure = study_failure(exc)
                     if failure is None:
@@ -351,7 +293,8 @@ def release(
                 progress(done)
         report.studies = len({study for study, _ in parts})
     finally:
-        pool.close()
+        if pool is not None:
+            pool.terminate()
     held.keep_only(ledger, failed)
     ledger.record_event("run", "release", "partial" if failed else "ok",
                         {k: v for k, v in report.as_dict().items() if k != "held_back"}
@@ -397,13 +340,14 @@ def _hold(ledger: Ledger, study: str, pseudonym: str, example: bytes, files: int
                     failure.reason, failure.detail, failure.trace or "(no traceback)")
 
 
-def _package_part(
-    ledger: Ledger, config: Config, spec: RunSpec, study: str, patient_id: str, issuer: str, pseudonym: str,
-    new_study: str, part: list[sql.PendingInstance], part_results: Iterator[tuple[str, Any]], recipients: Any,
-    signing: Any, today: dt.date, report: ReleaseReport,
-) -> str | None:
-    """Write one batch for ``part`` from the workers' ``part_results``; return its ID, '' if
+def _package_part(packing: Packing, batch: StudyPart, part_results: Iterator[tuple[str, Any]]) -> str | None:
+    """Write one batch for ``batch`` from the workers' ``part_results``; return its ID, '' if
     every file was refused, None if the patient is no longer releasable."""
+    from ..deid.folder import quarantine
+
+    ledger, config, spec, today, report = packing.ledger, packing.config, packing.spec, packing.today, packing.report
+    study, patient_id, issuer, part = batch.study, batch.patient_id, batch.issuer, batch.instances
+    pseudonym, new_study = batch.pseudonym, batch.new_study
     with ledger.transaction() as conn:  # every identity of the study, as the gate decided it
         basis = consent.study_release_basis(conn, study, patient_id, issuer, config.consent, today)
         if basis is None:
@@ -436,8 +380,6 @@ def _package_part(
                     if len(released) == 2:
                         checkpoint("mid-package")
                     continue
-            from ..deid.folder import _quarantine
-
             reason, detail = payload  # refused by the worker, or its source changed since
             if reason == "changed-while-read" or not os.path.exists(inst.path):
                 # not what the scan saw (vanished, being rewritten): the whole study waits for
@@ -445,7 +387,7 @@ def _package_part(
                 raise StudyFailure("source-changed", f"{os.fsdecode(inst.path)}: {reason} ({detail})")
             refused.append((inst.sop_instance_uid, reason))
             report.quarantined[reason] += 1
-            _quarantine(spec, Path(os.fsdecode(inst.path)), reason, detail)
+            quarantine(spec, Path(os.fsdecode(inst.path)), reason, detail)
 
     stream = members()
     first = next(stream, None)
@@ -466,7 +408,7 @@ def _package_part(
         extra={"consent_mode": basis.mode, "study": new_study, "part": number},
     )
     z = config.zstd
-    result = write_batch(config.home.outbox, info, all_members(), recipients, signing, zstd_level=z.level,
+    result = write_batch(config.home.outbox, info, all_members(), packing.recipients, packing.signing, zstd_level=z.level,
                          zstd_threads=z.threads, zstd_min_match=z.min_match, zstd_hash_log=z.hash_log,
                          expected_files=len(part))
     checkpoint("after-batch-written")

@@ -7,18 +7,17 @@ receive the finished index once, through the pool initializer.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from ..home.cpus import usable_cpus
+from ..home.workers import WorkerPool, usable_cpus
 from . import tokens as tk
 from .scan import OutputScan, scan_output
 from .sources import read_source
 from .uids import FileFacts
 
 CHUNK = 48
+DIED = "a verify worker process died (out of memory?): run verify again"
 MIN_FILES_FOR_POOL = 2 * CHUNK
 
 Progress = Callable[[str, int, int], None]
@@ -65,7 +64,7 @@ def read_sources(paths: Sequence[Path], workers: int,
                 progress("sources", done, len(paths))
         index.drop_public()
         return index, facts, unreadable
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+    with WorkerPool(workers, died=DIED) as pool:
         for part, chunk_facts, chunk_bad in pool.map(_source_chunk, _chunks(paths)):
             index.merge(part)
             facts += chunk_facts
@@ -107,8 +106,7 @@ def scan_outputs(root: Path, paths: Sequence[Path], index: tk.TokenIndex, *, inc
                 progress("outputs", len(scans), len(paths))
         return scans
     jobs = [(root, chunk, include_pixel_data) for chunk in _chunks(paths)]
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init_worker,
-                             initargs=(index,)) as pool:
+    with WorkerPool(workers, _init_worker, (index,), died=DIED) as pool:
         for part in pool.map(_output_chunk, jobs):
             scans += part
             if progress:
