@@ -74,7 +74,7 @@ class OpenedBatch:
     manifest: dict[str, Any]
 
 
-def _registry(sites: SiteRegistry | Mapping[str, PublicKey | Sequence[PublicKey]]) -> SiteRegistry:
+def as_registry(sites: SiteRegistry | Mapping[str, PublicKey | Sequence[PublicKey]]) -> SiteRegistry:
     if isinstance(sites, SiteRegistry):
         return sites
     if isinstance(sites, PublicKey):
@@ -83,7 +83,7 @@ def _registry(sites: SiteRegistry | Mapping[str, PublicKey | Sequence[PublicKey]
     return SiteRegistry.of(sites)
 
 
-def _read_signature(sig_file: Path) -> Signature:
+def read_signature(sig_file: Path) -> Signature:
     try:
         with open(sig_file, "rb") as fh:
             raw = fh.read(MAX_SIGNATURE_BYTES + 1)
@@ -99,7 +99,7 @@ def _read_signature(sig_file: Path) -> Signature:
         raise IntegrityError("signature: not UTF-8 text") from None
 
 
-def _site_key(sig: Signature, site: str, registry: SiteRegistry) -> PublicKey:
+def site_key(sig: Signature, site: str, registry: SiteRegistry) -> PublicKey:
     """The registered key of ``site`` that made ``sig``; IntegrityError naming what is wrong."""
     keys = registry.keys_for(site)
     if not keys:
@@ -286,16 +286,16 @@ def open_batch(
     the site it names. The signature is ``<batch>.minisig`` unless ``signature`` is given.
     """
     batch = Path(batch)
-    registry = _registry(sites)
+    registry = as_registry(sites)
     limits = limits or OpenLimits()
     if not batch.is_file():
         raise InputError(f"no batch file at {batch}")
-    sig = _read_signature(Path(signature) if signature else signature_path(batch))
+    sig = read_signature(Path(signature) if signature else signature_path(batch))
     if sig.algorithm != ALG_PREHASHED:
         raise IntegrityError("signature: legacy minisign (Ed) signature refused: sites sign prehashed (ED)")
     fields = parse_trusted_comment(sig.trusted_comment)  # not trusted yet: it only chooses the key
     site = fields.get("site", "")
-    key = _site_key(sig, site, registry)
+    key = site_key(sig, site, registry)
 
     output = Path(output)
     try:

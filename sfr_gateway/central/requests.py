@@ -20,7 +20,7 @@ from typing import Any
 from ..batch.names import signature_path
 from ..crypto.sign import ALG_PREHASHED, PublicKey, parse_trusted_comment, verify_bytes
 from ..errors import InputError, IntegrityError
-from .opener import _read_signature, _registry, _site_key
+from .opener import as_registry, read_signature, site_key
 from .sites import SiteRegistry
 
 REQUEST_TYPE = "sfr-gateway/withdrawal-request"
@@ -43,11 +43,11 @@ def open_withdrawal_request(path: Path, sites: SiteRegistry | Mapping[str, Publi
         raise InputError(f"no withdrawal request at {path}") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    sig = _read_signature(sig_file)
+    sig = read_signature(sig_file)
     if sig.algorithm != ALG_PREHASHED:
         raise IntegrityError("signature: legacy minisign (Ed) signature refused: sites sign prehashed (ED)")
     fields = parse_trusted_comment(sig.trusted_comment)  # not trusted yet: it only chooses the key
-    verify_bytes(data, sig, _site_key(sig, fields.get("site", ""), _registry(sites)))  # IntegrityError if not
+    verify_bytes(data, sig, site_key(sig, fields.get("site", ""), as_registry(sites)))  # IntegrityError if not
     comment = sig.trusted_comment.split("\t")
     if "withdrawal-request" not in comment or fields.get("sha256") != hashlib.sha256(data).hexdigest():
         raise IntegrityError("signature: the trusted comment does not name this withdrawal request")

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from sfr_gateway.deid.private import PrivatePolicy
 from sfr_gateway.deid.tables import IodTypes
 
-_CURVE = "(50xx,xxxx)"
-_OVERLAY_DATA = "(60xx,3000)"
-_OVERLAY_COMMENTS = "(60xx,4000)"
+CURVE_PATTERN = "(50xx,xxxx)"
+OVERLAY_DATA_PATTERN = "(60xx,3000)"
+OVERLAY_COMMENTS_PATTERN = "(60xx,4000)"
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,12 @@ class Plan:
             return rule
         group, elem = tag >> 16, tag & 0xFFFF
         if group & 0xFF00 == 0x5000 and group % 2 == 0:
-            return self.patterns.get(_CURVE)
+            return self.patterns.get(CURVE_PATTERN)
         if group & 0xFF00 == 0x6000 and group % 2 == 0:
             if elem == 0x3000:
-                return self.patterns.get(_OVERLAY_DATA)
+                return self.patterns.get(OVERLAY_DATA_PATTERN)
             if elem == 0x4000:
-                return self.patterns.get(_OVERLAY_COMMENTS)
+                return self.patterns.get(OVERLAY_COMMENTS_PATTERN)
         return None
 
     def graphics_rule(self, group: int) -> Rule:

@@ -19,7 +19,7 @@ from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.uid import UID_dictionary
 
 from sfr_gateway.deid import tables
-from sfr_gateway.deid.plan import _CURVE, _OVERLAY_COMMENTS, _OVERLAY_DATA, BurnRule, Mask, Plan, Rule
+from sfr_gateway.deid.plan import CURVE_PATTERN, OVERLAY_COMMENTS_PATTERN, OVERLAY_DATA_PATTERN, BurnRule, Mask, Plan, Rule
 from sfr_gateway.deid.private import PrivatePolicy
 from sfr_gateway.deid.pseudonym import PURPOSE_PATTERN, RESERVED_PURPOSES
 from sfr_gateway.deid.rules import GRAPHICS_BASIC, GRAPHICS_REMOVED
@@ -215,14 +215,14 @@ def _graphics(patterns: dict[str, Rule]) -> dict[int, Rule]:
     a group without its data breaks the Overlay Plane module and Clean Graphics has no way to
     check bit planes or curves for text."""
     out: dict[int, Rule] = {}
-    for group, pattern, kind in ((0x5000, _CURVE, "curve (50xx)"), (0x6000, _OVERLAY_DATA, "overlay (60xx)")):
+    for group, pattern, kind in ((0x5000, CURVE_PATTERN, "curve (50xx)"), (0x6000, OVERLAY_DATA_PATTERN, "overlay (60xx)")):
         rule = patterns[pattern]
         if rule.code != "K":
             words = (GRAPHICS_REMOVED if rule.code == "C" else GRAPHICS_BASIC).format(kind=kind)
             rule = Rule("X", rule.source, f"{rule.text}; {words}", rule.name)
         out[group] = patterns[pattern] = rule
-    patterns[_OVERLAY_COMMENTS] = Rule(out[0x6000].code, patterns[_OVERLAY_COMMENTS].source, out[0x6000].text,
-                                       patterns[_OVERLAY_COMMENTS].name)
+    patterns[OVERLAY_COMMENTS_PATTERN] = Rule(out[0x6000].code, patterns[OVERLAY_COMMENTS_PATTERN].source, out[0x6000].text,
+                                       patterns[OVERLAY_COMMENTS_PATTERN].name)
     return out
 
 

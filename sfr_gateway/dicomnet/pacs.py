@@ -130,7 +130,7 @@ class Pacs:
             return f"cannot connect to {s.host}:{s.port} ({exc.strerror or exc})"
         return f"it did not answer the association request within {s.timeout_seconds} s (PACS too slow or hung?)"
 
-    def _lost(self, what: str, started: float | None = None) -> DicomNetError:
+    def lost(self, what: str, started: float | None = None) -> DicomNetError:
         quick = started is not None and time.monotonic() - started < 0.8 * self.settings.timeout_seconds
         if quick and not self._answered:
             return DicomRefusedError(f"the PACS {self.where} ended the association at our first request ({what}): "
@@ -150,7 +150,7 @@ class Pacs:
         for status, identifier in self.assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
             code = getattr(status, "Status", None)
             if code is None:
-                raise self._lost(what, started)
+                raise self.lost(what, started)
             self._answered = True
             if statuses.is_pending(code):
                 if identifier is not None:

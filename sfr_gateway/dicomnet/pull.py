@@ -263,7 +263,7 @@ def _retrieve(pacs: Any, ledger: Ledger, run_id: int, study: query.StudyAnswer, 
     for key in ("completed", "failed", "warning"):
         report.suboperations[key] += totals[key]
     if lost:
-        raise pacs._lost("a retrieval", got.started)
+        raise pacs.lost("a retrieval", got.started)
 
 
 def _refusal(got: Any, destination: str, where: str, method: str, rejected: list[dict[str, Any]]) -> str | None:
