@@ -1,7 +1,7 @@
 """The ``sfr-gateway`` command: parse, call one library function, map errors to exit codes.
 
-Each command (or command group) lives in its own module of this package, exposing ``COMMANDS``,
-a list of click commands. ``COMMAND_MODULES`` names the module of each top-level command; a module
+Each command (or command group) lives in its own module of this package, named after it and
+exposing ``COMMANDS``, a list of click commands. ``COMMAND_MODULES`` names the module of each top-level command; a module
 is imported only when its command runs (or for ``--help``), so a quiet cron rescan does not pay
 for pydicom, cryptography or rich.
 """
@@ -25,7 +25,7 @@ COMMAND_MODULES: dict[str, str] = {
     "scan": "sfr_gateway.cli.scan",
     "consent": "sfr_gateway.cli.consent",
     "deidentify": "sfr_gateway.cli.deidentify",
-    "profile": "sfr_gateway.cli.deidentify",
+    "profile": "sfr_gateway.cli.profile",
     "audit": "sfr_gateway.cli.audit",
     "destination": "sfr_gateway.cli.destination",
     "central": "sfr_gateway.cli.central",
@@ -33,8 +33,8 @@ COMMAND_MODULES: dict[str, str] = {
     "keys": "sfr_gateway.cli.keys",
     "verify": "sfr_gateway.cli.verify",
     "run": "sfr_gateway.cli.run",
-    "upload": "sfr_gateway.cli.run",
-    "status": "sfr_gateway.cli.run",
+    "upload": "sfr_gateway.cli.upload",
+    "status": "sfr_gateway.cli.status",
     "listen": "sfr_gateway.cli.listen",
     "quarantine": "sfr_gateway.cli.quarantine",
     "pull": "sfr_gateway.cli.pull",

@@ -47,3 +47,18 @@ def echo_json(data: Any) -> None:
 def interactive() -> bool:
     """True when stdout and stderr are terminals (progress bars only then; never under cron)."""
     return sys.stderr.isatty() and sys.stdout.isatty()
+
+
+def site_overrides(gw: GatewayContext) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
+    """The site's profile overrides from config.toml: (attribute rules, private attributes kept)."""
+    overrides = gw.config().overrides
+    return tuple(overrides.get("attribute", [])), tuple(overrides.get("private", []))
+
+
+def fail_if_undelivered(upload: dict[str, Any]) -> None:
+    """Undelivered batches make the exit code 10 (after the report): cron and timers notice.
+    They stay pending; the next run resumes them."""
+    if upload.get("failed"):
+        from ..errors import TransportError
+
+        raise TransportError(f"{len(upload['failed'])} item(s) not delivered; they stay pending for the next run")
