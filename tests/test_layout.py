@@ -1,5 +1,6 @@
 """The layout's contract (docs/architecture.md): no import cycles, layers, SQL only in ledger/,
-verify/ independent of the engine, no module over 600 lines.
+verify/ independent of the engine, no reach-in for another module's private names, no module
+over 600 lines.
 
 Imports are read from the source with ``ast``: every ``import`` and ``from ... import`` of the
 package counts, at module level, inside functions (lazy imports for start-up speed) and under
@@ -178,6 +179,17 @@ def test_only_the_ledger_holds_sql() -> None:
                 wrong.append(f"{name}:{node.lineno}")
             elif isinstance(node, ast.Attribute) and node.attr in ("execute", "executemany", "executescript"):
                 wrong.append(f"{name}:{node.lineno} .{node.attr}")
+    assert wrong == []
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """Public functions instead of reach-ins: ``from x import _name`` only for dunders."""
+    wrong = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("sfr_gateway")):
+                wrong += [f"{name}:{node.lineno} {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
     assert wrong == []
 
 
