@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, KeyFileError
+from ..home.config import data_folder
 
 ENV_CENTRAL_HOME = "SFR_CENTRAL_HOME"
 
@@ -30,12 +31,7 @@ GiB = 1024**3
 
 def default_central_home() -> Path:
     """``$SFR_CENTRAL_HOME``, else the platform data directory's ``sfr-central``."""
-    env = os.environ.get(ENV_CENTRAL_HOME)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "sfr-central"
+    return data_folder(ENV_CENTRAL_HOME, "sfr-central")
 
 
 @dataclass(frozen=True)

@@ -332,7 +332,7 @@ def parse(
 
 def import_file(
     ledger: Ledger,
-    path: Path,
+    path: Path | str,
     *,
     today: dt.date,
     all_or_nothing: bool = False,
@@ -347,7 +347,11 @@ def import_file(
     Each applied line's record is resolved like any other (``consent.identity``, with the
     site's declared ``issuers``): a line that applies to no scanned identity (no issuer and
     ambiguous, or nothing scanned yet) is listed in ``not_applied`` with the reason; a refusal
-    or withdrawal of a patient whose data already left, in ``already_released``."""
+    or withdrawal of a patient whose data already left, in ``already_released``.
+
+    ``history``: a patient may have several lines with different dates (applied in date order);
+    by default any two lines of one patient with different statuses are rejected."""
+    path = Path(path)
     try:
         size = path.stat().st_size
         if size > MAX_BYTES:

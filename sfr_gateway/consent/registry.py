@@ -29,7 +29,6 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConsentError
@@ -265,24 +264,7 @@ def verify_withdrawal_request(request: sql.WithdrawalRequest, public: Any) -> di
     return dict(json.loads(payload))
 
 
-def import_csv(
-    ledger: Ledger,
-    path: Path,
-    *,
-    today: dt.date,
-    all_or_nothing: bool = False,
-    withdrawer: Withdrawer | None = None,
-    operator: str = "",
-    history: bool = False,
-    issuers: Sequence[str] = (),
-) -> Any:
-    """Import a consent CSV; see ``sfr_gateway.consent.csvimport`` (returns its ImportReport).
-
-    ``history``: a patient may have several lines with different dates (applied in date order);
-    by default any two lines of one patient with different statuses are rejected.
-    """
-    return import_file(ledger, Path(path), today=today, all_or_nothing=all_or_nothing, withdrawer=withdrawer,
-                       operator=operator, history=history, issuers=issuers)
+import_csv = import_file  # the registry's name for the CSV import (``consent.csvimport``)
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 
 from ..home.config import SelectionRules
 from ..scan.eligibility import InstanceFacts, eligibility
+from ..scan.header import value_text
 
 _WILDCARDS = set("*?\\")
 
@@ -89,15 +90,7 @@ def series_query(study_uid: str) -> Dataset:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword, "")
-    except Exception:  # noqa: BLE001 - a malformed value in an answer is treated as absent
-        return ""
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
+    return value_text(ds, keyword)  # a malformed value in an answer is treated as absent
 
 
 def _count(ds: Dataset, keyword: str) -> int | None:

@@ -28,12 +28,18 @@ DEFAULT_DESTINATION_DIRNAME = "dropbox"
 
 def default_home() -> Path:
     """HOME from ``$SFR_GATEWAY_HOME``, else the platform data directory."""
-    env = os.environ.get(ENV_HOME)
+    return data_folder(ENV_HOME, "sfr-gateway")
+
+
+def data_folder(env_var: str, name: str) -> Path:
+    """``$<env_var>``, else ``name`` in the platform data directory (``$XDG_DATA_HOME`` or
+    ``~/.local/share``)."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "sfr-gateway"
+    return base / name
 
 
 @dataclass(frozen=True)

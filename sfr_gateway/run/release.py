@@ -205,12 +205,7 @@ def recover(ledger: Ledger, outbox: Path) -> int:
     """Undo batches left in 'packaging' by a crash: their files (if any) were never sent."""
     undone = 0
     for b in sql.batches(ledger, ["packaging"]):
-        path = batch_path(outbox, b.batch_id)
-        for p in (signature_path(path), path):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-        with ledger.transaction() as conn:
-            sql.drop_batch(conn, b.batch_id)
+        _forget_batch(ledger, outbox, b.batch_id)
         undone += 1
     if undone:
         log.warning("undid %d batch(es) interrupted while packaging", undone)
@@ -317,14 +312,18 @@ def _settle_duplicates(ledger: Ledger, config: Config, studies: set[str], report
 def _undo_study(ledger: Ledger, outbox: Path, study: str) -> None:
     """Forget the study's batches still 'packaging' and remove their files (never sent)."""
     for b in sql.batches(ledger, ["packaging"]):
-        if b.study_uid != study:
-            continue
-        path = batch_path(outbox, b.batch_id)
-        for p in (signature_path(path), path):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-        with ledger.transaction() as conn:
-            sql.drop_batch(conn, b.batch_id)
+        if b.study_uid == study:
+            _forget_batch(ledger, outbox, b.batch_id)
+
+
+def _forget_batch(ledger: Ledger, outbox: Path, batch_id: str) -> None:
+    """Remove a batch that never left (its file and signature, if written) and its ledger row."""
+    path = batch_path(outbox, batch_id)
+    for p in (signature_path(path), path):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    with ledger.transaction() as conn:
+        sql.drop_batch(conn, batch_id)
 
 
 def _hold(ledger: Ledger, study: str, pseudonym: str, example: bytes, files: int, failure: StudyFailure,

@@ -60,8 +60,12 @@ def _raw_ascii(ds: Any, keyword: str) -> str | None:
 
 def _text(ds: Any, keyword: str) -> str:
     raw = _raw_ascii(ds, keyword)
-    if raw is not None:
-        return raw
+    return raw if raw is not None else value_text(ds, keyword)
+
+
+def value_text(ds: Any, keyword: str) -> str:
+    """An element's value as text through pydicom (multi-values joined by ``\\``); "" when absent
+    or malformed. Also reads ``pull``'s C-FIND answers."""
     try:
         value = ds.get(keyword, "")
     except Exception:  # noqa: BLE001 - a malformed value is treated as absent here
