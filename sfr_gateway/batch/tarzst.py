@@ -20,7 +20,7 @@ import hashlib
 import os
 import tarfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol
@@ -203,15 +203,16 @@ class FrameWriter:
             c = self._local.c = self._factory()
         return c
 
-    def add(self, name: str, data: bytes | FileMember) -> None:
-        """Queue one member (its source, if any, is closed once its bytes are compressed)."""
+    def add(self, name: str, data: bytes | FileMember, extra: Mapping[str, Any] | None = None) -> None:
+        """Queue one member (its source, if any, is closed once its bytes are compressed);
+        ``extra``: more keys of its manifest entry (e.g. its transfer syntax)."""
         if isinstance(data, FileMember):
             self._open.append(data.source)  # closed by close() whatever happens next
         size = data.size if isinstance(data, FileMember) else len(data)
         header = tar_header(name, size, self._mtime)
         pad = b"\0" * (-size % BLOCK)
         index = len(self.files)
-        self.files.append({"name": name, "size": size, "sha256": None})
+        self.files.append({"name": name, "size": size, "sha256": None, **(extra or {})})
         total = len(header) + size + len(pad)
         self.tar_bytes += total
         if total <= self._piece_bytes:
@@ -282,21 +283,30 @@ class FrameWriter:
             source.close()
 
 
-def write_members(members: Iterable[tuple[str, bytes | FileMember]], sink: _Sink,
+# A member: (name, bytes or FileMember), or with a third item, more keys of its manifest entry.
+Member = tuple[str, bytes | FileMember] | tuple[str, bytes | FileMember, Mapping[str, Any]]
+_ENTRY_KEYS = frozenset({"name", "size", "sha256"})
+
+
+def write_members(members: Iterable[Member], sink: _Sink,
                   compressor: Callable[[], Compressor], threads: int, mtime: int,
                   check: Callable[[str], None] = lambda name: None) -> tuple[list[dict[str, Any]], int]:
     """Tar ``members`` into zstd frames written to ``sink``; ``check(name)`` vets each name first.
     Returns the manifest entries and the members' tar length. Every source is closed."""
     writer = FrameWriter(sink, compressor, threads, mtime)
     try:
-        for name, data in members:
+        for member in members:
+            name, data = member[0], member[1]
+            extra = member[2] if len(member) > 2 else None  # type: ignore[misc]
             try:
                 check(name)
+                if extra and _ENTRY_KEYS & set(extra):
+                    raise ValueError(f"manifest entry keys of {name!r} clash with name/size/sha256")
             except BaseException:
                 if isinstance(data, FileMember):
                     data.source.close()
                 raise
-            writer.add(name, data)  # from here on the writer closes the member's source
+            writer.add(name, data, extra)  # from here on the writer closes the member's source
         return writer.finish()
     finally:
         writer.close()

@@ -49,7 +49,7 @@ from ..home.faults import checkpoint
 from ..home.fsutil import atomic_write_text, fsync_dir, remember_sha256
 from ..home.workers import usable_cpus
 from .names import FORMAT, MANIFEST_NAME, PAYLOAD, SUFFIX, batch_path, check_member_name, signature_path
-from .tarzst import BLOCK, RECORD, FileMember, tar_member, write_members
+from .tarzst import BLOCK, RECORD, Member, tar_member, write_members
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def compressor(level: int = DEFAULT_ZSTD_LEVEL, threads: int = 0, min_match: int
 def write_batch(
     outbox: Path,
     info: BatchInfo,
-    members: Iterable[tuple[str, bytes | FileMember]],
+    members: Iterable[Member],
     recipients: Sequence[Recipient],
     signing_key: SigningKey,
     *,
@@ -238,8 +238,9 @@ def write_batch(
     zstd_hash_log: int = 0,
     expected_files: int | None = None,
 ) -> BatchResult:
-    """Package ``members`` ((arcname, bytes or :class:`FileMember`) pairs, any iterable) into a
-    signed, encrypted batch. ``expected_files`` (how many members will come) sizes the room
+    """Package ``members`` ((arcname, bytes or :class:`FileMember`) pairs, any iterable; a third
+    item adds keys to the file's manifest entry, e.g. ``transfer_syntax``) into a signed,
+    encrypted batch. ``expected_files`` (how many members will come) sizes the room
     kept for the manifest; without it, or if it was too small, the batch is still right, at the
     cost of one more pass over it. ``zstd_threads`` threads compress the files (0: one per CPU).
 

@@ -13,7 +13,9 @@ Nothing is trusted before it is checked, in this order:
    decrypted (anyone holding the central public key can make a valid age file).
 3. age decryption (every 64 KiB chunk authenticated), zstd, then a strict tar reader
    (``tarread``: regular files only, bounded headers) against the manifest: site and batch
-   as signed, every file's size and SHA-256, no missing or extra file, no unsafe name.
+   as signed, every file's size and SHA-256, no missing or extra file, no unsafe name; every
+   image the site re-encoded (``pixel_sha256`` in its entry) decoded and its pixels compared
+   with the digest the site took before encoding (``pixelcheck``).
 4. Limits (``home.OpenLimits``, CENTRAL_HOME/config.toml ``[open]``) on the files and bytes the
    manifest declares and on their ratio to the batch's size, and a free-space check, before a
    single file is written; the decompressed stream may not exceed what the manifest declares.
@@ -45,6 +47,7 @@ from ..crypto.sign import ALG_PREHASHED, PublicKey, Signature, key_id_hex, parse
 from ..errors import InputError, IntegrityError, StorageError, from_exception
 from ..home.fsutil import fsync_dir
 from .home import OpenLimits
+from .pixelcheck import check_entry, check_pixels
 from .sites import SiteRegistry
 from .tarread import BLOCK, MAX_EXTENDED_HEADER, TarReader
 
@@ -183,6 +186,7 @@ def _check_manifest(manifest: Any, batch_id: str, site: str) -> dict[str, dict[s
             raise IntegrityError(f"manifest: bad size or sha256 for {name!r}")
         if name in expected or name == MANIFEST_NAME:
             raise IntegrityError(f"manifest: duplicate file name {name!r}")
+        check_entry(name, entry)
         expected[name] = entry
     dirs = {"/".join(n.split("/")[:i]) for n in expected for i in range(1, n.count("/") + 1)}
     if dirs & set(expected) or MANIFEST_NAME in dirs:
@@ -261,6 +265,7 @@ def _unpack(stream: Any, batch_id: str, site: str, dest: Path, batch_size: int,
             raise IntegrityError(f"batch: {name!r} has size {member.size}, manifest says {entry['size']}")
         seen.add(name)
         _write_member(tar, dest, name, entry)
+        check_pixels(dest.joinpath(*name.split("/")), name, entry)  # re-encoded images: decoded pixels as the site's
         total += member.size
     missing = sorted(set(expected) - seen)
     if missing:

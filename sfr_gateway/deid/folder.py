@@ -55,6 +55,7 @@ class RunSpec:
     secret: bytes = field(repr=False)
     site_id: str
     durable: bool = False
+    image_compression: str = "none"  # run only: [batch] image_compression (deid.recode)
 
     def plan(self) -> Plan:
         """Load, validate and compile the profile (cached per process)."""
@@ -236,6 +237,12 @@ def worker_deidentify(path: Path, **options: Any) -> DeidResult:
     """``deid.files.deidentify_file`` with this process's plan and pseudonymiser (after
     :func:`init_worker`); ``options`` as there."""
     return deidentify_file(path, _WORKER["plan"], _WORKER["pz"], **options)
+
+
+def worker_spec() -> RunSpec:
+    """The settings this process was set up with (:func:`init_worker`)."""
+    spec: RunSpec = _WORKER["spec"]
+    return spec
 
 
 def _process(path: Path) -> tuple[str, Any]:

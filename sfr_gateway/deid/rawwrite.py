@@ -22,6 +22,9 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
+# Syntaxes whose data set is Explicit VR Little Endian: the native one and JPEG-LS Lossless, which
+# deid.recode re-encodes released images into (Pixel Data then encapsulated, undefined length).
+_EXPLICIT_BODY = frozenset({_EXPLICIT_LE, "1.2.840.10008.1.2.4.80"})
 _LONG = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 _DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 
@@ -29,7 +32,7 @@ _DELIMITER = struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
 def can_write_fast(ds: Dataset) -> bool:
     """True when the fast path applies: little endian, not deflated, no charset or syntax change."""
     ts = str(ds.file_meta.TransferSyntaxUID)
-    if ts not in (_IMPLICIT_LE, _EXPLICIT_LE):
+    if ts != _IMPLICIT_LE and ts not in _EXPLICIT_BODY:
         return False
     implicit = ts == _IMPLICIT_LE
     if ds.original_encoding != (implicit, True):

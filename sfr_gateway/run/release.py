@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..batch.names import batch_path, signature_path
-from ..batch.tarzst import FileMember
+from ..batch.tarzst import FileMember, Member
 from ..batch.write import BatchInfo, PatientConsent, remove_stale_temps, write_batch
 from ..consent import registry as consent
 from ..deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
@@ -88,17 +88,22 @@ def run_spec(config: Config) -> RunSpec:
         site_overrides=tuple(overrides.get("attribute", [])), site_private_keep=tuple(overrides.get("private", [])),
         output=config.home.outbox, quarantine=config.home.quarantine, keep_copies=config.quarantine_copies,
         secret=load_pseudonym_secret(config.home), site_id=config.site_id,
+        image_compression=config.image_compression,
     )
 
 
 def _release_one(path: bytes) -> tuple[str, Any]:
     """Worker: de-identify one source file (nothing written). Returns the output's bytes, or its
     de-identified header and a reference to the pixel bytes left in the source (the packaging
-    process reads them straight into the batch: they never cross between processes)."""
-    from ..deid.folder import worker_deidentify  # loaded in the parent before the fork
+    process reads them straight into the batch: they never cross between processes), and its
+    manifest entry's keys (transfer syntax; the pixel digest of re-encoded images)."""
+    from ..deid.folder import worker_deidentify, worker_spec  # loaded in the parent before the fork
+    from ..deid.recode import reencode
 
+    codec = worker_spec().image_compression
     try:
         result = worker_deidentify(Path(os.fsdecode(path)), record=False, pixels_in_place=True)
+        recoded = reencode(result, codec) if codec != "none" else None  # [batch] image_compression
     except DicomError as exc:
         return "refused", (exc.reason, exc.detail)
     except RecursionError:
@@ -107,11 +112,13 @@ def _release_one(path: bytes) -> tuple[str, Any]:
         return "refused", ("unreadable", f"{type(exc).__name__} errno {exc.errno}")
     except Exception as exc:  # noqa: BLE001 - a bug in the engine: this study is held back, the run goes on
         return "failed", (f"{type(exc).__name__} at {where(exc)}", safe_traceback(exc))
+    checkpoint("mid-deidentify")
+    if recoded is not None:  # the whole file, its pixels re-encoded: nothing left in the source
+        return "ok", (result.relpath().as_posix(), recoded.data, None, recoded.manifest_entry())
     data = result.head if result.pixels is not None else result.data
     if data is None:  # write=True always serialises: a bug, not a file to quarantine
         return "failed", ("deidentify_file returned no bytes", "")
-    checkpoint("mid-deidentify")
-    return "ok", (result.relpath().as_posix(), data, result.pixels)
+    return "ok", (result.relpath().as_posix(), data, result.pixels, {"transfer_syntax": result.transfer_syntax})
 
 
 def _member(data: bytes, pixels: PixelRef | None) -> bytes | FileMember:
@@ -362,12 +369,12 @@ def _package_part(packing: Packing, batch: StudyPart, part_results: Iterator[tup
     refused: list[tuple[str, str]] = []
     results = zip(part, part_results, strict=True)
 
-    def members() -> Iterator[tuple[str, bytes | FileMember]]:
+    def members() -> Iterator[Member]:
         for inst, (status, payload) in results:
             if status == "failed":
                 raise StudyFailure("engine-error", payload[0], payload[1])
             if status == "ok":
-                name, data, pixels = payload
+                name, data, pixels, entry = payload
                 try:
                     member = _member(data, pixels)
                 except DicomError as exc:
@@ -375,7 +382,7 @@ def _package_part(packing: Packing, batch: StudyPart, part_results: Iterator[tup
                 else:
                     released.append(inst.sop_instance_uid)
                     report.plaintext_bytes += len(data) + (pixels.length if pixels else 0)
-                    yield name, member
+                    yield name, member, entry
                     if len(released) == 2:
                         checkpoint("mid-package")
                     continue
@@ -396,7 +403,7 @@ def _package_part(packing: Packing, batch: StudyPart, part_results: Iterator[tup
             sql.record_quarantined(conn, study, refused)
         return ""
 
-    def all_members() -> Iterator[tuple[str, bytes | FileMember]]:
+    def all_members() -> Iterator[Member]:
         yield first
         yield from stream
 
