@@ -126,6 +126,7 @@ class Contender:
     rss_max: float = 0.0
     rss_tree: float = 0.0
     files_out: int = -1
+    wire_bytes: int = -1
     peer: bool = False
 
 
@@ -278,7 +279,8 @@ def measure(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, 
 
 # -- contenders ---------------------------------------------------------------------------
 def contenders(src: Path, consent: Path, work: Path, install: bool, skipped: dict[str, str],
-               workers: list[int], zstd_variants: bool = False, compare_tree: Path | None = None) -> list[Contender]:
+               workers: list[int], zstd_variants: bool = False, compare_tree: Path | None = None,
+               image_variants: bool = False) -> list[Contender]:
     """Everything to time, in the order each round runs them."""
     py = sys.executable
     out: list[Contender] = [
@@ -343,6 +345,8 @@ def contenders(src: Path, consent: Path, work: Path, install: bool, skipped: dic
             setup=[["rm", "-rf", str(home / "quarantine")]]))
     keyfile = work / "central.key"
     variants = [("", "")] + (ZSTD_VARIANTS if zstd_variants else [])
+    if image_variants:
+        variants = IMAGE_VARIANTS
     for w in workers:
         for label, sed in variants:
             h = work / f"run-home-{w}{'-' + label.split()[0] if label else ''}"
@@ -361,6 +365,13 @@ def contenders(src: Path, consent: Path, work: Path, install: bool, skipped: dic
 ZSTD_VARIANTS = [
     ("plain-zstd-1 (before)", "s/^zstd_min_match = .*/zstd_min_match = 0/;s/^zstd_hash_log = .*/zstd_hash_log = 0/"),
     ("zstd-threads 1", "s/^zstd_threads = .*/zstd_threads = 1/"),
+]
+
+
+# Same-run comparison of [batch] image_compression (issue 20): the option on and off, interleaved.
+IMAGE_VARIANTS = [
+    ("image_compression jpeg-ls", 's/^image_compression = .*/image_compression = "jpeg-ls"/'),
+    ("image_compression none", 's/^image_compression = .*/image_compression = "none"/'),
 ]
 
 
@@ -409,6 +420,8 @@ def run_rounds(cs: list[Contender], work: Path, repeat: int, peers_repeat: int) 
             c.rss_max = max(c.rss_max, rss_max)
             c.rss_tree = max(c.rss_tree, rss_tree)
             c.files_out = count_outputs(c.out)
+            c.wire_bytes = sum(p.stat().st_size for p in (c.out / "dropbox").glob("*.age")) if c.name.startswith(
+                "sfr-gateway run") else -1
             log(f"  round {r + 1}/{repeat}  {c.name:<38} {wall:7.2f} s wall {cpu:7.2f} s CPU {rss_max:6.0f} MB")
             shutil.rmtree(c.out, ignore_errors=True)
     for c in cs:
@@ -448,6 +461,7 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
             "files_per_s": round(files / t, 1), "mb_per_s": round(megabytes / t, 1),
             "x_cp": round(t / cp, 2) if cp else None, "x_floor": round(t / floor, 2) if floor else None,
             "rss_max_mb": round(c.rss_max, 1), "rss_tree_mb": round(c.rss_tree, 1), "files_out": c.files_out,
+            "wire_mb": round(c.wire_bytes / 1e6, 1) if c.wire_bytes >= 0 else None,
             "runs": [round(w, 3) for w in c.wall],
         })
     machine = (f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -479,14 +493,14 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
         f"page cache warm; {machine}; load average before/after: {loads[0]} / {loads[-1]}; {doc['date']}.",
         "",
         "| contender | wall s | CPU s | files/s | MB/s | × cp -r | × floor | peak RSS (largest process) MB "
-        "| peak RSS (tree) MB | files out | runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak RSS (tree) MB | files out | MB on the wire | runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         bold = "**" if str(r["name"]).startswith("sfr-gateway") else ""
         lines.append(f"| {bold}{r['name']}{bold} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['files_per_s']:.0f} | "
                      f"{r['mb_per_s']:.0f} | {_ratio(r['x_cp'])} | {_ratio(r['x_floor'])} | {r['rss_max_mb']:.0f} | "
-                     f"{r['rss_tree_mb']:.0f} | {r['files_out']} | {len(r['runs'])} |")
+                     f"{r['rss_tree_mb']:.0f} | {r['files_out']} | {_ratio(r['wire_mb'])} | {len(r['runs'])} |")
     if goals:
         lines += ["", "| goal | measured | target |", "|---|---:|---:|"]
         lines += [f"| {g} | {m} | ≤ {lim} |" for g, m, lim in goals]
@@ -532,6 +546,8 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the result files")
     parser.add_argument("--zstd-variants", action="store_true",
                         help="also time `run` with plain zstd level 1 and with one zstd thread")
+    parser.add_argument("--image-variants", action="store_true",
+                        help="time `run` with [batch] image_compression jpeg-ls and none (in place of the default)")
     parser.add_argument("--compare-tree", type=Path, default=None,
                         help="also time `deidentify` with the sfr_gateway of another checkout (e.g. a branch's worktree)")
     parser.add_argument("--peers-repeat", type=int, default=1,
@@ -555,7 +571,7 @@ def main() -> int:
     prepare_gateway(work)
     skipped: dict[str, str] = {}
     cs = contenders(src, consent, work, not args.no_install, skipped, args.workers, args.zstd_variants,
-                    args.compare_tree)
+                    args.compare_tree, args.image_variants)
     if args.only is not None:
         cs = [c for c in cs if c.name == "cp -r" or c.name.startswith("pydicom read/write")
               or any(s in c.name for s in args.only)]
