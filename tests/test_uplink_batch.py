@@ -61,18 +61,18 @@ def test_run_with_jpeg_ls_delivers_bit_exact_pixels_checked_at_central(site: Sit
 
 
 def test_the_option_off_keeps_pixels_in_place_and_records_the_syntax(site: Site, cli) -> None:
-    from sfr_gateway.deid.folder import _init_worker
+    from sfr_gateway.deid.folder import init_worker
     from sfr_gateway.run.release import _release_one, run_spec
 
     config = load_config(site.home)
     assert config.image_compression == "none"  # the default (README: the decision and its table)
     path = next(p for p in site.export.files if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT")
-    _init_worker(run_spec(config), quiet=True)
+    init_worker(run_spec(config), quiet=True)
     status, (_, _, pixels, entry) = _release_one(bytes(path))
     assert status == "ok" and isinstance(pixels, PixelRef)  # the fast path: pixel bytes never leave the source
     assert set(entry) == {"transfer_syntax"}
     _set(site, "jpeg-ls")
-    _init_worker(run_spec(load_config(site.home)), quiet=True)
+    init_worker(run_spec(load_config(site.home)), quiet=True)
     status, (_, data, pixels, entry) = _release_one(bytes(path))
     assert status == "ok" and pixels is None and entry["transfer_syntax"] == JPEG_LS_LOSSLESS
     assert pydicom.dcmread(__import__("io").BytesIO(data)).file_meta.TransferSyntaxUID == JPEG_LS_LOSSLESS
