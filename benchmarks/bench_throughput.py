@@ -358,6 +358,15 @@ def contenders(src: Path, consent: Path, work: Path, install: bool, skipped: dic
                 setup.append(["sed", "-i", sed, str(h / "config.toml")])
             out.append(Contender(f"sfr-gateway run -j{w} (drop folder{', ' + label if label else ''})", [
                 *GATEWAY, "--home", str(h), "run", "--workers", str(w), "--json"], h, setup=setup))
+        if compare_tree:  # the same run with the other checkout's code (HOME made by this one)
+            h = work / f"run-home-cmp{w}"
+            setup = [["rm", "-rf", str(h)],
+                     [*GATEWAY, "--home", str(h), "init", "--site-id", "BENCH01", "--central-recipient",
+                      "@" + str(keyfile), "--export", str(src)],
+                     [*GATEWAY, "--home", str(h), "consent", "import", str(consent)]]
+            out.append(Contender(f"run -j{w} (drop folder), code of {compare_tree.name}", [
+                *GATEWAY, "--home", str(h), "run", "--workers", str(w), "--json"], h, setup=setup,
+                env={"PYTHONPATH": str(compare_tree), "PYTHONDONTWRITEBYTECODE": "1"}))
     return out
 
 
@@ -549,7 +558,7 @@ def main() -> int:
     parser.add_argument("--image-variants", action="store_true",
                         help="time `run` with [batch] image_compression jpeg-ls and none (in place of the default)")
     parser.add_argument("--compare-tree", type=Path, default=None,
-                        help="also time `deidentify` with the sfr_gateway of another checkout (e.g. a branch's worktree)")
+                        help="also time `deidentify` and `run` with the sfr_gateway of another checkout (e.g. before a change)")
     parser.add_argument("--peers-repeat", type=int, default=1,
                         help="rounds in which the peers run (deid alone takes minutes; default 1)")
     parser.add_argument("--chart", type=Path, default=None, help="only redraw the chart of a result JSON")
@@ -581,7 +590,7 @@ def main() -> int:
     loads = [load_average()]
     log(f"{len(files)} files, {megabytes:.0f} MB; {len(cs)} contenders x {args.repeat} rounds")
     for c in cs:
-        c.peer = not (c.name.startswith(("cp -r", "pydicom", "sfr-gateway", "deidentify")))
+        c.peer = not (c.name.startswith(("cp -r", "pydicom", "sfr-gateway", "deidentify", "run -j")))
     run_rounds(cs, work, args.repeat, max(1, min(args.peers_repeat, args.repeat)))
     loads.append(load_average())
     report(cs, len(files), megabytes, args.repeat, skipped, args.tag, loads)

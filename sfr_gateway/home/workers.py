@@ -1,5 +1,5 @@
-"""Worker processes: the one way ``deidentify``, ``run``, ``audit`` and ``verify`` start them,
-feed them and stop them.
+"""Worker processes: the one way ``deidentify``, ``run``, ``scan``, ``audit`` and ``verify``
+start them, feed them and stop them.
 
 Files are independent, so each command maps a function over its files in a pool of forked
 processes (the parent's imports and compiled plan are inherited, nothing is pickled but the

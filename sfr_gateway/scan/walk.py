@@ -147,19 +147,16 @@ def _read_all(todo: list[tuple[bytes, int, int]], workers: int) -> Iterator[Outc
         for chunk in _chunks(todo, 64):
             yield from read_chunk(chunk)
         return
-    import multiprocessing  # here: an unchanged rescan reads no header and starts no worker
+    from ..home.workers import WorkerPool  # here: an unchanged rescan reads no header and starts no worker
 
     if sys.platform.startswith("linux"):
         # fork after importing the parser once here: forkserver/spawn workers would each import
         # pydicom again (~0.4 s apiece, as much as reading 400 headers). The ledger connection
         # is inherited but never used by the workers (they only read headers and return facts).
         import pydicom  # noqa: F401
-
-        ctx = multiprocessing.get_context("fork")
-    else:
-        ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers) as pool:
-        for outcome in pool.imap(read_chunk, _chunks(todo, 64)):
+    with WorkerPool(workers, died="a scan worker process died (out of memory?): nothing of its files was "
+                    "indexed; scan again") as pool:
+        for outcome in pool.map(read_chunk, _chunks(todo, 64)):
             yield from outcome
 
 
