@@ -8,6 +8,7 @@ that tells the truth.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import requests
 
 from sfr_gateway.batch.names import batch_path
 from sfr_gateway.consent import registry as consent
-from sfr_gateway.errors import TransportError
+from sfr_gateway.errors import ConfigError, TransportError
 from sfr_gateway.home.config import load_config
 from sfr_gateway.ledger import batches as sql
 from sfr_gateway.ledger import open_ledger
@@ -104,27 +105,57 @@ def test_a_head_offset_beyond_what_was_sent_is_refused(new_batch, ledger, liar_t
     assert server.count("PATCH") == 0
 
 
-def test_upload_keeps_the_local_batch_when_the_server_only_claims_completion(home: Path, new_batch, liar_tus) -> None:
-    # before: "already complete", the batch acknowledged and its only copy deleted (keep_sent is off)
-    server = liar_tus("claims-complete")
+def _packaged(home: Path, new_batch, url: str, extra: str = "") -> tuple[Path, bytes]:
+    """HOME with destination ``url`` and one packaged batch B-0001 (of consented patient P) in its
+    outbox and ledger."""
     config_file = home / "config.toml"
-    config_file.write_text(config_file.read_text().replace('destination = ""', f'destination = "{server.url}"', 1))
+    text = config_file.read_text().replace('destination = ""', f'destination = "{url}"', 1)
+    config_file.write_text(text.replace("[batch]\n", "[batch]\n" + extra, 1))
     config = load_config(home)
     made = new_batch("B-0001", 40_000)
     content = made.path.read_bytes()
     path = batch_path(config.home.outbox, "B-0001")
     made.path.rename(path)
     made.signature.rename(path.with_name(path.name + ".minisig"))
+    with open_ledger(config.home.state_db) as led, led.transaction() as conn:
+        sql.begin_batch(conn, batch_id="B-0001", study_uid="1.2.3", patient_id="P", issuer="", pseudonym="TEST01-X",
+                        new_study_uid="2.25.1", part=1, consent_status="consented", consent_date="2026-01-01")
+        sql.finish_batch(conn, "B-0001", file_name=path.name, sha256=made.sha256, size=made.size, files=1,
+                         plaintext_bytes=made.size, released=[], study_uid="1.2.3", quarantined=[])
     with open_ledger(config.home.state_db) as led:
-        with led.transaction() as conn:
-            sql.begin_batch(conn, batch_id="B-0001", study_uid="1.2.3", patient_id="P", issuer="", pseudonym="TEST01-X",
-                            new_study_uid="2.25.1", part=1, consent_status="consented", consent_date="2026-01-01")
-            sql.finish_batch(conn, "B-0001", file_name=path.name, sha256=made.sha256, size=made.size, files=1,
-                             plaintext_bytes=made.size, released=[], study_uid="1.2.3", quarantined=[])
         consent.set_status(led, "P", "consented", today=dt.date.today())  # upload sends only releasable batches
-        renamed = type(made)(path, "B-0001", made.sha256, made.size)
-        _created_then_killed(server, renamed, led)
+    return path, content
+
+
+def test_upload_keeps_the_local_batch_when_the_server_only_claims_completion(home: Path, new_batch, liar_tus) -> None:
+    # before: "already complete", the batch acknowledged and its only copy deleted (keep_sent is off)
+    server = liar_tus("claims-complete")
+    path, content = _packaged(home, new_batch, server.url)
+    config = load_config(home)
+    with open_ledger(config.home.state_db) as led:
+        batch = type(new_batch("B-other", 1))(path, "B-0001", hashlib.sha256(content).hexdigest(), len(content))
+        _created_then_killed(server, batch, led)
         report = upload(led, config)
         assert report.acknowledged == [] and "B-0001" in report.failed
         assert sql.batch_state(led, "B-0001") == "failed"
     assert path.read_bytes() == content and path.with_name(path.name + ".minisig").exists()
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["removed-after-delivery", "keep_sent"])
+def test_a_confirmed_delivery_removes_the_local_batch_unless_keep_sent(home: Path, new_batch, liar_tus,
+                                                                      keep: bool) -> None:
+    server = liar_tus("honest")
+    path, content = _packaged(home, new_batch, server.url, "keep_sent = true\n" if keep else "")
+    config = load_config(home)
+    assert config.keep_sent is keep
+    with open_ledger(config.home.state_db) as led:
+        assert upload(led, config).acknowledged == ["B-0001"]
+    assert content in server.stored()
+    assert path.exists() is keep
+
+
+def test_keep_sent_must_be_a_boolean(home: Path) -> None:
+    config_file = home / "config.toml"
+    config_file.write_text(config_file.read_text().replace("[batch]\n", '[batch]\nkeep_sent = "no"\n', 1))
+    with pytest.raises(ConfigError, match="batch.keep_sent must be true or false"):
+        load_config(home)

@@ -298,6 +298,7 @@ class Config:
     zstd: ZstdSettings = ZstdSettings()
     image_compression: str = DEFAULT_IMAGE_COMPRESSION
     quarantine_copies: bool = False
+    keep_sent: bool = False
     dicom: DicomSettings = DicomSettings()
     pacs: PacsSettings = PacsSettings()
     raw: dict[str, Any] = field(default_factory=dict)
@@ -336,6 +337,13 @@ def _strs(value: Any, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config: {key} must be a list of strings")
     return tuple(value)
+
+
+def _flag(section: dict[str, Any], key: str, where: str) -> bool:
+    value = section.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"config: {where}.{key} must be true or false")
+    return value
 
 
 def load_config(home: Path) -> Config:
@@ -392,6 +400,7 @@ def load_config(home: Path) -> Config:
         batch_max_bytes=int(batch.get("max_bytes", 2 * 1024**3)),
         zstd=_zstd(batch),
         image_compression=_image_compression(batch),
+        keep_sent=_flag(batch, "keep_sent", "batch"),
         quarantine_copies=bool(raw.get("quarantine", {}).get("keep_copies", False)),
         dicom=_dicom(raw),
         pacs=_pacs(raw),
@@ -471,6 +480,9 @@ options = []
 [batch]
 # A study larger than this is split into several batches.
 max_bytes = {2 * 1024**3}
+# Delivered batches are removed from the outbox once the destination has confirmed all of them
+# (a tus server's claim alone never counts); true keeps them (in outbox/, for a local archive).
+# keep_sent = false
 # zstd compression of batches. Level 1 with min_match 7 and hash_log 6 (a tiny match table: CT
 # noise has few long matches, the gain is in the literals) costs about a quarter of the CPU of
 # plain level 1 for ~3 % more bytes on generated CT. Set both to 0 for the level's own values.

@@ -110,7 +110,7 @@ def upload(
             if sql.mark_acknowledged(ledger, b.batch_id):
                 report.acknowledged.append(b.batch_id)
                 report.bytes_sent += receipt.bytes_sent
-                if not config.raw.get("batch", {}).get("keep_sent", False):
+                if not config.keep_sent:  # only after the destination confirmed every byte
                     for p in (signature_path(path), path):
                         with contextlib.suppress(FileNotFoundError):
                             p.unlink()
