@@ -4,7 +4,10 @@ over 600 lines.
 
 Imports are read from the source with ``ast``: every ``import`` and ``from ... import`` of the
 package counts, at module level, inside functions (lazy imports for start-up speed) and under
-``TYPE_CHECKING`` alike, so a cycle cannot hide in a function body.
+``TYPE_CHECKING`` alike, so a cycle cannot hide in a function body; so does
+``importlib.import_module`` (the CLI's command modules, the engine package's lazy exports), and a
+dynamic import the reader cannot resolve fails the contract. A private name is neither imported
+(``from m import _x``) nor read as an attribute (``m._x``) from another module.
 """
 
 from __future__ import annotations
@@ -53,27 +56,84 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
+def _dynamic_targets(call: ast.Call, constants: dict[str, list[str]]) -> list[str] | None:
+    """The modules an ``import_module(...)`` call may load; None when the reader cannot tell.
+
+    A string names its module; an f-string ``f"sfr_gateway.deid.{...}"`` (a package's lazy
+    exports) may load any module under its fixed prefix; ``NAME[key]`` any string value of the
+    module-level dict ``NAME`` (``cli.COMMAND_MODULES``)."""
+    if not call.args:
+        return None
+    arg = call.args[0]
+    if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+        return [arg.value]
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        prefix = str(arg.values[0].value)
+        return [f"sfr_gateway.{m}" for m in MODULES if m and f"sfr_gateway.{m}".startswith(prefix)] or None
+    if isinstance(arg, ast.Subscript) and isinstance(arg.value, ast.Name) and arg.value.id in constants:
+        return constants[arg.value.id]
+    return None
+
+
+def _is_import_module(node: ast.AST) -> bool:
+    func = node.func if isinstance(node, ast.Call) else None
+    return (isinstance(func, ast.Attribute) and func.attr == "import_module") or \
+        (isinstance(func, ast.Name) and func.id == "import_module")
+
+
+def _module_dicts(tree: ast.Module) -> dict[str, list[str]]:
+    """Module-level ``NAME = {...}`` dicts: their string values."""
+    out: dict[str, list[str]] = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else \
+            node.target if isinstance(node, ast.AnnAssign) else None
+        value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+        if isinstance(target, ast.Name) and isinstance(value, ast.Dict):
+            out[target.id] = [v.value for v in value.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    return out
+
+
 def _imports(name: str, path: Path) -> Iterator[tuple[str, int]]:
-    """(imported module of the package, line) for every import in ``path``."""
-    is_pkg = path.name == "__init__.py"
-    package = name.split(".") if is_pkg else name.split(".")[:-1]
-    package = [p for p in package if p]
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
+    """(imported module of the package, line) for every import in ``path``.
+
+    ``importlib.import_module`` counts too (lazy command modules, a package's lazy exports); a
+    call whose target the reader cannot tell yields ``"?"``, which the tests refuse."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    constants = _module_dicts(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and _is_import_module(node):
+            targets = _dynamic_targets(node, constants)
+            if targets is None:
+                yield "?", node.lineno
+                continue
+            for target in targets:
+                if target == "sfr_gateway" or target.startswith("sfr_gateway."):
+                    yield _known(target.removeprefix("sfr_gateway").lstrip(".")), node.lineno
+        elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name == "sfr_gateway" or alias.name.startswith("sfr_gateway."):
                     yield _known(alias.name.removeprefix("sfr_gateway").lstrip(".")), node.lineno
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - node.level + 1] if node.level > 1 else package
-                target = ".".join(base + ([node.module] if node.module else []))
-            elif node.module and (node.module == "sfr_gateway" or node.module.startswith("sfr_gateway.")):
-                target = node.module.removeprefix("sfr_gateway").lstrip(".")
-            else:
-                continue
-            for alias in node.names:  # `from pkg import module` imports the module
-                sub = f"{target}.{alias.name}" if target else alias.name
-                yield (_known(sub) if sub in MODULES else _known(target)), node.lineno
+            for alias in node.names:
+                target = _from_target(name, path, node, alias.name)
+                if target is not None:
+                    yield target, node.lineno
+
+
+def _from_target(name: str, path: Path, node: ast.ImportFrom, alias: str) -> str | None:
+    """The module of the package that ``from ... import alias`` in module ``name`` loads, if any:
+    ``from pkg import module`` imports the module, ``from pkg import NAME`` the package."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    package = [p for p in package if p]
+    if node.level:
+        base = package[: len(package) - node.level + 1] if node.level > 1 else package
+        target = ".".join(base + ([node.module] if node.module else []))
+    elif node.module and (node.module == "sfr_gateway" or node.module.startswith("sfr_gateway.")):
+        target = node.module.removeprefix("sfr_gateway").lstrip(".")
+    else:
+        return None
+    sub = f"{target}.{alias}" if target else alias
+    return _known(sub) if sub in MODULES else _known(target)
 
 
 def _known(name: str) -> str:
@@ -83,7 +143,7 @@ def _known(name: str) -> str:
 
 
 def _graph() -> dict[str, set[str]]:
-    return {name: {m for m, _ in _imports(name, path) if m != name} for name, path in MODULES.items()}
+    return {name: {m for m, _ in _imports(name, path) if m not in (name, "?")} for name, path in MODULES.items()}
 
 
 def _layer(module: str) -> tuple[int, str] | None:
@@ -135,6 +195,21 @@ def test_the_import_reader_sees_lazy_and_relative_imports() -> None:
     graph = _graph()
     assert "deid.engine" in graph["run.release"] or "deid.files" in graph["run.release"]
     assert all(m in MODULES for deps in graph.values() for m in deps)
+
+
+def test_the_import_reader_sees_dynamic_imports() -> None:
+    """``import_module`` counts: the CLI's lazy command modules, and the engine package's lazy
+    exports (``from sfr_gateway.deid import Change`` loads ``deid.engine`` on first use)."""
+    graph = _graph()
+    assert {"cli.run", "cli.deidentify", "cli.mapping"} <= graph["cli"]
+    assert {"deid.engine", "deid.files", "deid.profile"} <= graph["deid"]
+    assert "deid.pseudonym" in graph["cli.consent"]
+
+
+def test_every_dynamic_import_can_be_read() -> None:
+    """An ``import_module`` whose target the reader cannot tell could hide a cycle."""
+    unread = [f"{name}:{line}" for name, path in MODULES.items() for m, line in _imports(name, path) if m == "?"]
+    assert unread == []
 
 
 def test_no_import_cycle() -> None:
@@ -190,6 +265,35 @@ def test_no_module_imports_another_modules_private_names() -> None:
             if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("sfr_gateway")):
                 wrong += [f"{name}:{node.lineno} {a.name}" for a in node.names
                           if a.name.startswith("_") and not a.name.startswith("__")]
+    assert wrong == []
+
+
+def _bound_modules(name: str, tree: ast.Module) -> dict[str, str]:
+    """Local names bound to a module of the package (``from . import gate as _gate``)."""
+    bound = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                target = _from_target(name, MODULES[name], node, alias.name)
+                if target is not None and target.rpartition(".")[2] == alias.name:
+                    bound[alias.asname or alias.name] = target
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.asname and alias.name.startswith("sfr_gateway."):
+                    bound[alias.asname] = alias.name.removeprefix("sfr_gateway.")
+    return bound
+
+
+def test_no_module_reads_another_modules_private_attributes() -> None:
+    """``module._name`` is a reach-in as much as ``from module import _name``."""
+    wrong = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound = _bound_modules(name, tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound \
+                    and node.attr.startswith("_") and not node.attr.startswith("__"):
+                wrong.append(f"{name}:{node.lineno} {bound[node.value.id]}.{node.attr}")
     assert wrong == []
 
 

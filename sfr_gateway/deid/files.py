@@ -293,7 +293,7 @@ def _check_pixels(ds: Dataset, ts: str, length: int | None = None, sop_class: st
         if sop_class in tables.iod_types() and any(tag in ds for tag in _IMAGE_PIXEL_MODULE):
             raise DicomError("truncated", "an Image Pixel module without Pixel Data: the file ends before its pixels")
         return
-    if ts not in pixels._NATIVE:
+    if ts not in pixels.NATIVE_SYNTAXES:
         return
     try:
         rows = pixels.read_int(ds, 0x00280010)

@@ -19,7 +19,8 @@ from sfr_gateway.deid.plan import Mask, Plan
 from sfr_gateway.errors import DicomError
 
 _BINARY_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT", "SQ", "UV", "SV"})
-_NATIVE = {
+#: Native (uncompressed) transfer syntaxes: their Pixel Data length can be checked and masked in place.
+NATIVE_SYNTAXES = {
     "1.2.840.10008.1.2",
     "1.2.840.10008.1.2.1",
     "1.2.840.10008.1.2.1.99",
@@ -100,7 +101,7 @@ def apply_mask(ds: Dataset, mask: Mask, transfer_syntax: str) -> None:
     """Blank ``mask.regions`` in every frame of native pixel data (in place, bytes only)."""
     import numpy as np
 
-    if transfer_syntax not in _NATIVE or "PixelData" not in ds:
+    if transfer_syntax not in NATIVE_SYNTAXES or "PixelData" not in ds:
         raise DicomError("burned-in-mask-unsupported", "mask layouts apply to uncompressed pixel data only")
     rows, cols = int(ds.Rows), int(ds.Columns)
     bits = int(ds.BitsAllocated)
