@@ -301,3 +301,16 @@ def test_no_module_reads_another_modules_private_attributes() -> None:
 def test_no_module_over_600_lines(name: str) -> None:
     lines = len(MODULES[name].read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{MODULES[name].relative_to(ROOT)}: {lines} lines"
+
+
+def test_each_cli_module_is_named_after_its_one_command() -> None:
+    """``cli/<name>.py`` serves the command ``<name>`` and nothing else (``common`` aside)."""
+    import importlib
+
+    from sfr_gateway.cli import COMMAND_MODULES
+
+    files = {m.removeprefix("cli.") for m in MODULES if m.startswith("cli.")} - {"common"}
+    assert set(COMMAND_MODULES) == files
+    for name, module in COMMAND_MODULES.items():
+        assert module == f"sfr_gateway.cli.{name}"
+        assert [c.name for c in importlib.import_module(module).COMMANDS] == [name]
