@@ -282,17 +282,26 @@ _IMAGE_PIXEL_MODULE = (0x00280002, 0x00280004, 0x00280010, 0x00280011, 0x0028010
                        0x00280103)
 
 
+#: Pixels that are not Pixel Data: Float and Double Float Pixel Data. (A Pixel Data Provider URL, the
+#: JPIP reference to a PACS, carries none: such an instance is held too.)
+_OTHER_PIXELS = (0x7FE00008, 0x7FE00009)
+NO_PIXEL_DATA = "an image SOP class without Pixel Data: possibly truncated at an element boundary; re-export it"
+
+
 def _check_pixels(ds: Dataset, ts: str, length: int | None = None, sop_class: str = "") -> None:
     """Pixel Data must hold Rows x Columns x samples x frames; ``length`` when it was not read.
 
-    An Image Pixel module without Pixel Data, in an image IOD, is a file cut at an element boundary
-    after its Image Pixel module began (issue 21: such a cut was released as a smaller, valid-looking
-    dataset). An image with no Image Pixel module at all is left alone: it cannot be told apart
-    from the stub files some tools write (pydicom's TINY_ALPHA CT images are such files)."""
+    An instance of an image SOP class (its IOD requires Pixel Data: ``tables.pixel_data_iods``)
+    without Pixel Data is held: ``truncated`` when its Image Pixel module began (the file ends
+    before its pixels), else ``no-pixel-data`` (possibly cut at an element boundary before the
+    module, which no length check can see; also the stub files some tools write, such as
+    pydicom's TINY_ALPHA CT images). Issue 21: such cuts were released as smaller datasets."""
     if length is None and 0x7FE00010 not in ds:
-        if sop_class in tables.iod_types() and any(tag in ds for tag in _IMAGE_PIXEL_MODULE):
+        if sop_class not in tables.pixel_data_iods() or any(tag in ds for tag in _OTHER_PIXELS):
+            return
+        if any(tag in ds for tag in _IMAGE_PIXEL_MODULE):
             raise DicomError("truncated", "an Image Pixel module without Pixel Data: the file ends before its pixels")
-        return
+        raise DicomError("no-pixel-data", NO_PIXEL_DATA)
     if ts not in pixels.NATIVE_SYNTAXES:
         return
     try:

@@ -114,6 +114,13 @@ def options() -> dict[str, dict[str, Any]]:
     return {k: v for k, v in _load_json("options.json").items() if not k.startswith("_")}
 
 
+@lru_cache(maxsize=1)
+def pixel_data_iods() -> frozenset[str]:
+    """SOP Class UIDs whose IOD requires Pixel Data (the Image Pixel module is Mandatory, PS3.3
+    C.7.6.3): an instance of one without Pixel Data is not an image (scan and deidentify hold it)."""
+    return frozenset(_load_json("pixel-data-iods.json")["sop_classes"])
+
+
 _FUNCTIONAL_GROUPS = (0x52009229, 0x52009230)  # Shared, Per-frame Functional Groups Sequence
 
 

@@ -27,6 +27,7 @@ UNREADABLE_REASONS = {
     "truncated": "the file ends before a declared element does",
     "unparseable": "the header cannot be parsed",
     "missing-uid": "no SOP Instance UID",
+    "no-pixel-data": "an image SOP class without Pixel Data: possibly truncated at an element boundary; re-export it",
     "permission-denied": "no read permission",
     "symlink-loop": "symbolic link loop",
     "io-error": "the file system returned an error",
@@ -107,6 +108,7 @@ def _check_lengths(ds: Any, fh: BinaryIO, size: int, syntax: str) -> None:
             raise DicomError("truncated", "image attributes but the file ends before pixel data")
         if last_end is not None and last_end < size:
             raise DicomError("truncated", "the file ends inside an element header")
+        _check_image_has_pixels(ds)
         return  # no pixel data element: a header-only object
     endian = ">" if syntax == _BIG_ENDIAN else "<"
     group, element = struct.unpack(endian + "HH", head[:4])
@@ -122,6 +124,16 @@ def _check_lengths(ds: Any, fh: BinaryIO, size: int, syntax: str) -> None:
         (length,), header = struct.unpack(endian + "H", head[6:8]), 8
     if length != _UNDEFINED and fh.tell() - len(head) + header + length > size:
         raise DicomError("truncated", "pixel data ends past the end of the file")
+
+
+def _check_image_has_pixels(ds: Any) -> None:
+    """An instance of an image SOP class (its IOD requires Pixel Data) that ends without pixels is
+    held (``no-pixel-data``): possibly cut at an element boundary, which no length can show."""
+    from ..deid.tables import pixel_data_iods
+
+    if _text(ds, "SOPClassUID") in pixel_data_iods() and not any(
+            tag in ds._dict for tag in (0x7FE00008, 0x7FE00009)):  # Float, Double Float Pixel Data
+        raise DicomError("no-pixel-data")
 
 
 def read_header(path: bytes | str) -> tuple[HeaderFacts, int, int]:
