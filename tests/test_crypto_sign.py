@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,77 @@ def test_comment_with_unicode_line_separators_round_trips(tmp_path: Path) -> Non
     path.write_bytes(b"x")
     comment = "site:A\u2028B\x85C\x0b"
     assert sign.verify_file(path, sign.sign_file(path, KEY, comment), PUB).trusted_comment == comment
+
+
+# --- issue 21: what the mutation campaign over sign.py showed untested ---------------------------
+
+
+def _legacy(data: bytes, comment: str = "c") -> str:
+    """A legacy (``Ed``) signature of ``data``: Ed25519 over the whole message, as ``minisign -l``."""
+    signature = KEY.private.sign(data)
+    glob = KEY.private.sign(signature + comment.encode())
+    return sign.Signature(sign.ALG_LEGACY, KEY.key_id, signature, comment, glob, "legacy").to_text()
+
+
+def test_base64_outside_the_alphabet_is_refused(tmp_path: Path) -> None:
+    """Lenient base64 decoding drops characters it does not know: a signature or key with junk
+    inside its base64 would then verify. Both are refused."""
+    path = tmp_path / "f"
+    path.write_bytes(b"batch")
+    lines = sign.sign_file(path, KEY, "site:A").split("\n")
+    for i in (1, 3):  # the signature line and the global signature line
+        junk = lines.copy()
+        junk[i] = junk[i][:10] + "!" + junk[i][10:]
+        with pytest.raises(IntegrityError, match="bad base64"):
+            sign.verify_file(path, "\n".join(junk), PUB)
+    b64 = PUB.to_base64()
+    with pytest.raises(KeyFileError, match=r"^not a minisign public key \(bad base64\)$"):
+        sign.PublicKey.parse(b64[:8] + "*" + b64[8:])
+
+
+def test_public_key_refusals_say_why() -> None:
+    with pytest.raises(KeyFileError, match=r"^not a minisign public key \(expected one base64 line\)$"):
+        sign.PublicKey.parse("untrusted comment: x\n" + PUB.to_base64() + "\n" + PUB.to_base64())
+    with pytest.raises(KeyFileError, match=r"^not a minisign Ed25519 public key$"):
+        sign.PublicKey.parse(PUB.to_base64()[:-4])
+
+
+def test_keys_and_signatures_are_values() -> None:
+    """Frozen: a key or a parsed signature cannot be changed after it was checked, and both can
+    be dictionary keys (the central host keeps site keys by id)."""
+    text = sign.sign_bytes(b"m", KEY, "c")
+    parsed = sign.Signature.parse(text)
+    assert {PUB: "site"}[sign.PublicKey.parse(PUB.file_text())] == "site"
+    assert hash(parsed) == hash(sign.Signature.parse(text))
+    with pytest.raises(AttributeError):
+        PUB.key = bytes(32)  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        parsed.trusted_comment = "forged"  # type: ignore[misc]
+
+
+def test_legacy_signatures_over_256_mib_are_refused_before_reading(tmp_path: Path) -> None:
+    """The legacy algorithm reads the whole file into memory: over 256 MiB it is refused from the
+    file's size alone (a sparse file: nothing is read)."""
+    path = tmp_path / "big"
+    with open(path, "wb") as fh:
+        fh.truncate(256 * 1024 * 1024 + 1)
+    with pytest.raises(IntegrityError, match="over 256 MiB"):
+        sign.verify_file(path, _legacy(b""), PUB)
+    small = tmp_path / "small"
+    small.write_bytes(b"legacy message")
+    assert sign.verify_file(small, _legacy(b"legacy message", "t"), PUB).trusted_comment == "t"
+
+
+def test_signing_and_verifying_a_file_read_it_in_bounded_blocks(tmp_path: Path) -> None:
+    """A batch is hashed in 1 MiB blocks: an 8 MiB file never sits in memory at once."""
+    path = tmp_path / "batch"
+    with open(path, "wb") as fh:
+        fh.truncate(8 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        text = sign.sign_file(path, KEY, "c")
+        sign.verify_file(path, text, PUB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024

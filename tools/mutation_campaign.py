@@ -18,12 +18,18 @@ so it never mutates ``_digest`` (``@lru_cache``) nor a module constant such as t
 fingerprint's purpose; mutmut 2 mutates every line. It is installed on first use into its own
 virtual environment, ``.venv-mutmut`` (not a test dependency: CI runs the tests, not this).
 
-After the layout change (issue 16), update the paths in ``TARGETS``: nothing else names them.
+A target may name ``functions`` (``name`` or ``Class.name``): then only their lines (decorators
+and ``def`` line included) are mutated, through mutmut's ``--use-patch-file`` (a patch that
+"adds" those lines; hence ``mutmut[patch]``). Each target's tests are listed killers first
+(the quickest test that catches most mutants), and pytest stops at the first failure.
+
+After a layout change, update the paths in ``TARGETS``: nothing else names them.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -41,15 +47,16 @@ WORK = ROOT / "benchmarks" / "out" / "mutation"
 RESULTS = ROOT / "benchmarks" / "results" / "mutation.json"
 EQUIVALENTS = ROOT / "tests" / "mutation-equivalents.md"
 TOOL_VENV = Path(os.environ.get("SFR_MUTMUT_VENV", ROOT / ".venv-mutmut"))
-MUTMUT = "mutmut==2.5.1"
+MUTMUT = "mutmut[patch]==2.5.1"  # the extra: whatthepatch, for --use-patch-file
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     mutate: tuple[str, ...]  # files or folders, relative to the checkout
-    tests: tuple[str, ...]  # the test files that exercise them
+    tests: tuple[str, ...]  # the test files that exercise them, killers first
     note: str = ""
+    functions: tuple[str, ...] = ()  # only these functions' lines (all lines when empty)
 
 
 #: Every path the campaign knows, in one place (update after a layout change).
@@ -58,12 +65,29 @@ TARGETS: tuple[Target, ...] = (
            ("tests/test_deid_known_answers.py", "tests/test_deid_profile.py")),
     Target("deid/private", ("sfr_gateway/deid/private.py",),
            ("tests/test_deid_private_elements.py", "tests/test_deid_profile.py"), "the private-tag rules"),
-    Target("consent/gate", ("sfr_gateway/consent/gate.py", "sfr_gateway/consent/identity.py"),
-           ("tests/test_consent_gate.py", "tests/test_consent_identity.py", "tests/test_consent_properties.py"),
-           "the consent gate and the identity rule it applies"),
-    Target("crypto/sign", ("sfr_gateway/crypto/sign.py",), ("tests/test_crypto_sign.py",), "minisign"),
-    Target("crypto/age", ("sfr_gateway/crypto/age.py", "sfr_gateway/crypto/agekeys.py", "sfr_gateway/crypto/bech32.py"),
-           ("tests/test_crypto_age.py", "tests/test_crypto_interop.py")),
+    Target("consent/gate", ("sfr_gateway/consent/gate.py", "sfr_gateway/consent/identity.py",
+                            "sfr_gateway/consent/policy.py", "sfr_gateway/consent/registry.py"),
+           ("tests/test_consent_decisions.py", "tests/test_consent_gate.py", "tests/test_consent_identity.py",
+            "tests/test_consent_properties.py", "tests/test_consent_registry.py"),
+           "the gate's decisions (the run's gate, the packaging and upload re-checks, pull's identities) "
+           "and the identity and status rules they apply",
+           functions=("decide", "Gate.releasable", "Gate.waiting", "Gate.identities_of", "decide_studies", "gate",
+                      "releasable_identities", "Resolution.unresolved", "Registry.__init__", "Registry.load",
+                      "Registry.restriction_scope", "Registry._no_issuer_target", "Registry.identities_of",
+                      "Registry.resolve", "Registry.restriction_targets", "Registry._applies", "Registry._target_of",
+                      "Registry.add", "Registry.standing", "Registry.applying_records", "check_policy",
+                      "classify", "release_basis", "study_release_basis", "batch_releasable", "is_releasable",
+                      "releasable_studies")),
+    Target("crypto/sign", ("sfr_gateway/crypto/sign.py",),
+           ("tests/test_crypto_sign.py", "tests/test_crypto_interop.py"), "minisign: the whole module"),
+    Target("crypto/age", ("sfr_gateway/crypto/age.py", "sfr_gateway/crypto/agekeys.py"),
+           ("tests/test_crypto_cctv.py", "tests/test_crypto_age.py", "tests/test_crypto_interop.py"),
+           "age decryption: header, stanza and STREAM parsing and checking, the identity it opens with",
+           functions=("_hkdf", "_unwrap_with", "_header_mac", "chunk_nonce", "_Source.__init__", "_Source._fill",
+                      "_Source.readline", "_Source.read", "_Source.at_eof", "_parse_header", "Decryptor.__init__",
+                      "Decryptor._open", "Decryptor._next_chunk", "Decryptor.readinto", "decrypt_stream",
+                      "decrypt_bytes", "b64decode", "Identity.__post_init__", "Identity.parse", "Identity.recipient",
+                      "parse_identities")),
     Target("deid/dates", ("sfr_gateway/deid/dates.py",),
            ("tests/test_deid_profile.py", "tests/test_deid_engine_rules.py", "tests/test_deid_known_answers.py")),
     Target("deid/text", ("sfr_gateway/deid/text.py", "sfr_gateway/deid/tokens.py"),
@@ -89,10 +113,13 @@ _STATUS = {"ok_killed": "killed", "bad_survived": "survived", "bad_timeout": "ti
 
 def _mutmut() -> Path:
     exe = TOOL_VENV / "bin" / "mutmut"
-    if not exe.exists():
+    python = TOOL_VENV / "bin" / "python"
+    if not exe.exists() or subprocess.run([str(python), "-c", "import whatthepatch"], capture_output=True,
+                                          check=False).returncode:
         print(f"installing {MUTMUT} into {TOOL_VENV}", file=sys.stderr)
-        venv.create(TOOL_VENV, with_pip=True)
-        subprocess.run([str(TOOL_VENV / "bin" / "python"), "-m", "pip", "install", "-q", MUTMUT], check=True)
+        if not python.exists():
+            venv.create(TOOL_VENV, with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", MUTMUT], check=True)
     return exe
 
 
@@ -115,15 +142,59 @@ def _copy(dest: Path) -> None:
         cache.write_bytes(saved)
 
 
+def function_lines(path: Path, names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(first, last) line of each named function of a module (``name`` or ``Class.name``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: dict[str, tuple[int, int]] = {}
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, ast.ClassDef):
+                visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                found[prefix + node.name] = (first, node.end_lineno or node.lineno)
+
+    visit(tree.body, "")
+    return [found[n] for n in names if n in found]
+
+
+def write_patch(target: Target, dest: Path) -> Path | None:
+    """A patch that "adds" the lines of the target's functions (None: mutate every line)."""
+    if not target.functions:
+        return None
+    known: set[str] = set()
+    out = []
+    for rel in target.mutate:
+        text = (ROOT / rel).read_text(encoding="utf-8").splitlines()
+        spans = function_lines(ROOT / rel, target.functions)
+        known |= {n for n in target.functions if function_lines(ROOT / rel, (n,))}
+        if not spans:
+            continue
+        out += [f"diff --git {rel} {rel}", f"--- {rel}", f"+++ {rel}"]  # without the first line whatthepatch
+        # reads the next files' hunks as the first file's
+        for first, last in sorted(spans):
+            out.append(f"@@ -0,0 +{first},{last - first + 1} @@")
+            out += ["+" + line for line in text[first - 1 : last]]
+    missing = sorted(set(target.functions) - known)
+    if missing:
+        raise SystemExit(f"{target.name}: no such function(s) {missing} in {target.mutate}")
+    patch = dest.parent / f"{dest.name}.patch"
+    patch.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return patch
+
+
 def run_target(target: Target) -> None:
     dest = WORK / target.name.replace("/", "-")
     _copy(dest)
+    patch = write_patch(target, dest)
     runner = " ".join([f"'{sys.executable}'", "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
                        *target.tests])
     env = {**os.environ, "PYTHONPATH": str(dest), "PYTHONDONTWRITEBYTECODE": "1", "HYPOTHESIS_PROFILE": "default"}
     start = time.monotonic()
     proc = subprocess.run([str(_mutmut()), "run", "--paths-to-mutate", ",".join(target.mutate), "--tests-dir", "tests",
-                           "--runner", runner, "--no-progress", "--simple-output"],
+                           "--runner", runner, "--no-progress", "--simple-output",
+                           *(["--use-patch-file", str(patch)] if patch else [])],
                           cwd=dest, env=env, capture_output=True, text=True, check=False)
     if proc.returncode & 1:
         raise SystemExit(f"{target.name}: mutmut failed\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -131,7 +202,9 @@ def run_target(target: Target) -> None:
 
 
 def _mutants(target: Target) -> list[dict[str, object]]:
-    """Every mutant of the target's cache: id, file, line number, original and mutated line, status."""
+    """Every mutant of the target's cache: id, file, line number, original and mutated line, status.
+    For a target of named functions, only the mutants inside them (the cache may hold others
+    from an earlier definition of the target)."""
     cache = WORK / target.name.replace("/", "-") / ".mutmut-cache"
     if not cache.exists():
         return []
@@ -139,8 +212,10 @@ def _mutants(target: Target) -> list[dict[str, object]]:
         rows = db.execute("SELECT Mutant.id, SourceFile.filename, Line.line_number, Line.line, Mutant.\"index\", "
                           "Mutant.status FROM Mutant JOIN Line ON Mutant.line = Line.id "
                           "JOIN SourceFile ON Line.sourcefile = SourceFile.id ORDER BY Mutant.id").fetchall()
+    spans = {rel: function_lines(ROOT / rel, target.functions) for rel in target.mutate} if target.functions else {}
     return [{"id": r[0], "file": r[1], "line_number": r[2] + 1, "line": r[3], "index": r[4],
-             "status": _STATUS.get(r[5], r[5])} for r in rows]
+             "status": _STATUS.get(r[5], r[5])} for r in rows
+            if r[1] in target.mutate and (not spans or any(a <= r[2] + 1 <= b for a, b in spans[r[1]]))]
 
 
 def _diff(target: Target, mutant_id: int) -> str:
@@ -211,7 +286,8 @@ def summarise(target: Target, with_diffs: bool = False) -> dict[str, object]:
             counts["unexplained"] += 1
             unexplained.append({"file": m["file"], "line": m["line_number"], "original": str(m["line"]).strip(),
                                 "mutant": after, **({"diff": diff} if with_diffs else {})})
-    return {"target": target.name, "mutated": list(target.mutate), "tests": list(target.tests), **counts,
+    return {"target": target.name, "mutated": list(target.mutate), "tests": list(target.tests),
+            "functions": list(target.functions), **counts,
             "unexplained_mutants": unexplained}
 
 
@@ -239,6 +315,8 @@ def main() -> int:
     if args.list:
         for t in TARGETS:
             print(f"{t.name:16s} {' '.join(t.mutate)}\n{'':16s} tests: {' '.join(t.tests)}")
+            if t.functions:
+                print(f"{'':16s} functions: {' '.join(t.functions)}")
         return 0
     unknown = [n for n in args.targets if n not in by_name]
     if unknown:
