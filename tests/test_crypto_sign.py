@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -211,3 +212,53 @@ def test_signing_and_verifying_a_file_read_it_in_bounded_blocks(tmp_path: Path) 
     finally:
         tracemalloc.stop()
     assert peak < 4 * 1024 * 1024
+
+
+def _exactly(message: str) -> str:
+    """A ``match`` pattern for exactly ``message``."""
+    return f"^{re.escape(message)}$"
+
+
+def test_key_file_refusals_say_why_and_where(tmp_path: Path) -> None:
+    """Each refusal names the file and what to do: the operator reads these messages, exactly."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    path = tmp_path / "site-signing.key"
+    sign.write_signing_key(path, KEY)
+    with pytest.raises(KeyFileError, match=_exactly(f"{path} already exists: refusing to overwrite a key")):
+        sign.write_signing_key(path, KEY)
+    path.chmod(0o640)
+    with pytest.raises(KeyFileError, match=_exactly(f"{path} is readable by group or others (run: chmod 600 {path})")):
+        sign.read_signing_key(path)
+    missing = tmp_path / "missing.key"
+    with pytest.raises(KeyFileError, match=_exactly(f"cannot read signing key {missing}: FileNotFoundError")):
+        sign.read_signing_key(missing)
+    junk = tmp_path / "junk.key"
+    junk.write_text("nope")
+    junk.chmod(0o600)
+    with pytest.raises(KeyFileError, match=_exactly(f"{junk}: not an Ed25519 private key")):
+        sign.read_signing_key(junk)
+    other = tmp_path / "x25519.key"  # a valid PKCS#8 key of another algorithm
+    other.write_bytes(x25519.X25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    other.chmod(0o600)
+    with pytest.raises(KeyFileError, match=_exactly(f"{other}: not an Ed25519 private key")):
+        sign.read_signing_key(other)
+    with pytest.raises(KeyFileError, match=_exactly(f"cannot read public key {missing}: FileNotFoundError")):
+        sign.PublicKey.load(missing)
+    latin = tmp_path / "latin1.pub"
+    latin.write_bytes(b"untrusted comment: cl\xe9\n" + PUB.to_base64().encode())
+    with pytest.raises(KeyFileError, match=_exactly(f"cannot read public key {latin}: UnicodeDecodeError")):
+        sign.PublicKey.load(latin)
+
+
+def test_a_signature_without_untrusted_comment_writes_an_empty_one() -> None:
+    """The untrusted comment defaults to empty: nothing is invented in a signature file."""
+    text = sign.sign_bytes(b"m", KEY, "c")
+    parsed = sign.Signature.parse(text)
+    bare = sign.Signature(parsed.algorithm, parsed.key_id, parsed.signature, parsed.trusted_comment,
+                          parsed.global_signature)
+    assert bare.to_text().split("\n")[0] == "untrusted comment: "
+    assert sign.Signature.parse(bare.to_text()).untrusted_comment == ""
+    assert sign.verify_bytes(b"m", bare.to_text(), PUB).trusted_comment == "c"
