@@ -248,7 +248,23 @@ def test_no_room_is_a_storage_error_before_anything_is_written(central_home: Pat
     batch = package.write_batch(tmp_path / "o", info(), items(1), [CENTRAL.recipient], KEY_A).path
     (central_home / "config.toml").write_text(f"[open]\nreserve_bytes = {2**62}\n")
     assert open_cli(central_home, batch, tmp_path / "in") == StorageError.exit_code == 16
-    assert "reserve_bytes" in capsys.readouterr().err and nothing_left(tmp_path / "in")
+    err = capsys.readouterr().err
+    assert "reserve_bytes" in err and "the private copy" in err and nothing_left(tmp_path / "in")  # before copying
+
+
+def test_files_larger_than_the_free_space_are_refused_before_the_first_is_written(tmp_path: Path) -> None:
+    """The private copy fits, what the manifest declares does not (1 PiB): refused after reading
+    the manifest and before any member, whatever the limits allow."""
+    size = 2**50
+    doc = json.loads(manifest([("z.dcm", b"")], "huge"))
+    doc["files"][0]["size"] = doc["counts"]["bytes"] = size
+    batch = seal_raw_batch(tmp_path, "huge", tar_bytes([reg("manifest.json", json.dumps(doc).encode()),
+                                                        reg("z.dcm", b"z" * 4096)]),
+                           [CENTRAL.recipient], KEY_A, "SITE-A")
+    roomy = OpenLimits(max_unpacked_bytes=2**60, max_ratio=2**60, reserve_bytes=0)
+    with pytest.raises(StorageError, match=f"batch huge needs {size + len(json.dumps(doc))} bytes"):
+        open_batch(batch, [CENTRAL], SITES, tmp_path / "in", limits=roomy)
+    assert nothing_left(tmp_path / "in")
 
 
 # --------------------------------------------------------------------------- malformed members

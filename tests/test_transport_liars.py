@@ -105,6 +105,50 @@ def test_a_head_offset_beyond_what_was_sent_is_refused(new_batch, ledger, liar_t
     assert server.count("PATCH") == 0
 
 
+@pytest.mark.parametrize("lost", [False, True], ids=["control", "server-lost-confirmed-bytes"])
+def test_a_head_offset_below_what_the_server_confirmed_is_refused(new_batch, ledger, liar_tus, lost: bool) -> None:
+    """A process confirmed 64 KiB, was killed, and the server's storage then lost them (a restart
+    on storage that did not survive). Before: the next process restarted from the server's lower
+    offset as if nothing had happened, so bytes the server had acknowledged vanished in silence."""
+    server = liar_tus("honest")
+    batch = new_batch("B-lost", 200_000)
+    _created_then_killed(server, batch, ledger)
+    state = SqliteUploadState(ledger, server.url)
+    url = state.load(batch.batch_id)[0]  # type: ignore[index]
+    chunk = batch.path.read_bytes()[:65536]
+    state.note_sent(batch.batch_id, len(chunk))  # as the client does before the bytes leave
+    resp = requests.patch(url, data=chunk, timeout=5, headers={
+        "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert resp.headers["Upload-Offset"] == str(len(chunk))
+    state.save(batch.batch_id, url, len(chunk))  # the confirmed offset, then the kill
+    if not lost:
+        assert send(server, batch, ledger).resumed_from == len(chunk)  # resumes where it stopped
+        assert batch.path.read_bytes() in server.stored()
+        return
+    server.lose_everything()
+    with pytest.raises(TransportError, match="holds 0 bytes of this upload after confirming 65536: it lost bytes"):
+        send(server, batch, ledger)
+    assert server.count("PATCH") == 2  # ours above and the signature's: the data is not sent again
+    assert state.receipt(batch.batch_id) is None
+
+
+def test_upload_against_a_stuck_server_ends_with_exit_10(home: Path, new_batch, liar_tus, cli) -> None:
+    """The review's finding end to end: before, `upload` (and `run`, holding the HOME lock) sent
+    PATCH after PATCH to a server that never advances, forever."""
+    server = liar_tus("stuck")
+    path, content = _packaged(home, new_batch, server.url)
+    config_file = home / "config.toml"
+    config_file.write_text(config_file.read_text().replace(
+        "[transport]\n", "[transport]\nretries = 2\nbackoff_seconds = 0\nbackoff_max_seconds = 0\n", 1))
+    result = cli("--home", home, "upload")
+    assert result.exit_code == TransportError.exit_code == 10, result.stderr
+    assert "did not advance" in result.stderr or "not delivered" in result.stderr
+    assert server.count("PATCH") == 3  # the signature part: the first try and 2 retries, then the run ends
+    assert path.read_bytes() == content
+    with open_ledger(load_config(home).home.state_db) as led:
+        assert sql.batch_state(led, "B-0001") == "failed"
+
+
 def _packaged(home: Path, new_batch, url: str, extra: str = "") -> tuple[Path, bytes]:
     """HOME with destination ``url`` and one packaged batch B-0001 (of consented patient P) in its
     outbox and ledger."""

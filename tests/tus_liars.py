@@ -10,6 +10,9 @@ need servers that are not. ``LiarServer(mode)`` stores uploads in memory and, pe
 - ``backwards``: after the first PATCH it forgets everything (HEAD and PATCH answers go back to 0);
 - ``beyond``: the first HEAD claims one byte more than the server received.
 
+Any mode can also ``lose_everything()``: the server forgets the bytes of every upload it had
+confirmed (a restart on storage that did not survive), and HEAD answers from what is left.
+
 Test modules load it with ``pytest_plugins = ["tus_liars"]``; the fixture ``liar_tus(mode)``
 starts one on an ephemeral port and stops it after the test.
 """
@@ -136,6 +139,12 @@ class LiarServer:
     def stored(self) -> list[bytes]:
         with self._server.lock:
             return [bytes(u["data"]) for u in self._server.uploads.values()]  # type: ignore[call-overload]
+
+    def lose_everything(self) -> None:
+        """Forget the bytes of every upload (the uploads themselves still answer HEAD)."""
+        with self._server.lock:
+            for upload in self._server.uploads.values():
+                del upload["data"][:]  # type: ignore[attr-defined]
 
     def stop(self) -> None:
         self._server.shutdown()
