@@ -191,6 +191,8 @@ def test_a_swap_between_the_check_and_the_decryption_is_never_decrypted(
 
     def verify_then_swap(*args: object) -> object:
         verified = real_verify(*args)  # type: ignore[arg-type]
+        [copy] = (tmp_path / "in").glob(".sfr-open.*/.batch.age")  # what will be decrypted: ours alone
+        assert stat.S_IMODE(copy.stat().st_mode) == 0o600 and stat.S_IMODE(copy.parent.stat().st_mode) == 0o700
         result.path.write_bytes(hostile)  # the attacker wins the race right after the check
         swapped.append(True)
         return verified
@@ -313,7 +315,17 @@ MALFORMED = {
     "huge PAX header": tar_bytes([M, _with_pax(reg(*A[0]), {"comment": "c" * 100_000})]),
     "truncated": tar_bytes([M, reg(*A[0])])[: MANIFEST_BLOCKS * 512 + 700],
     "lone zero block": tar_bytes([M])[: MANIFEST_BLOCKS * 512] + bytes(512) + tar_bytes([reg(*A[0])]),
+    "data after the end of the archive": tar_bytes([M, reg(*A[0])]) + b"x" * 512,
 }
+
+
+def test_a_manifest_larger_than_64_MiB_is_refused_before_it_is_read(tmp_path: Path) -> None:  # noqa: N802
+    """Its header is enough: the batch holds no byte of it (before: read up to the stream cap)."""
+    tar = _patch_header(tar_bytes([reg("manifest.json", b"")]), 0, 124, b"%011o\0" % (opener.MAX_MANIFEST_BYTES + 1))
+    batch = seal_raw_batch(tmp_path, "big", tar, [CENTRAL.recipient], KEY_A, "SITE-A")
+    with pytest.raises(IntegrityError, match="manifest.json is 67108865 bytes, more than the 67108864 allowed"):
+        open_batch(batch, [CENTRAL], SITES, tmp_path / "in")
+    assert nothing_left(tmp_path / "in")
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))

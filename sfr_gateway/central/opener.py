@@ -236,8 +236,10 @@ def _unpack(stream: Any, batch_id: str, site: str, dest: Path, batch_size: int,
     capped = _Capped(stream, MAX_MANIFEST_BYTES + MAX_EXTENDED_HEADER + 4 * BLOCK)
     tar = TarReader(capped.read)
     first = tar.next()
-    if first is None or first.name != MANIFEST_NAME or first.size > MAX_MANIFEST_BYTES:
+    if first is None or first.name != MANIFEST_NAME:
         raise IntegrityError("batch: the first member is not manifest.json")
+    if first.size > MAX_MANIFEST_BYTES:  # refused before a byte of it is read into memory
+        raise IntegrityError(f"batch: manifest.json is {first.size} bytes, more than the {MAX_MANIFEST_BYTES} allowed")
     raw = tar.read_data(first.size)
     try:
         manifest = json.loads(raw.decode("utf-8"))
