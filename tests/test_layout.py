@@ -314,3 +314,95 @@ def test_each_cli_module_is_named_after_its_one_command() -> None:
     for name, module in COMMAND_MODULES.items():
         assert module == f"sfr_gateway.cli.{name}"
         assert [c.name for c in importlib.import_module(module).COMMANDS] == [name]
+
+
+# Imports of the package's own modules inside functions, kept there for a reason other than the
+# one the test below measures: {(importer, imported): why}.
+LAZY_FOR_ANOTHER_REASON: dict[tuple[str, str], str] = {
+    ("scan.walk", "home.workers"): "multiprocessing (standard library) only when there are headers to read: "
+                                   "a cron rescan that finds nothing new forks nothing",
+}
+
+# In a fresh interpreter that has imported the importer: the third-party top-level modules (and
+# the engine, ``sfr_gateway.deid``, which light paths promise not to load: docs/architecture.md)
+# that importing the imported module adds. One fork per importer, one more per import.
+_PROBE = r"""
+import importlib, json, os, sys
+skip = set(sys.stdlib_module_names) | {"sfr_gateway"}
+def tops():
+    engine = {"sfr_gateway.deid"} & set(sys.modules)
+    return ({k.split(".")[0] for k in sys.modules if not k.startswith("_")} - skip) | engine
+def child(fn):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            data = json.dumps(fn()).encode()
+        except BaseException as e:
+            data = json.dumps({"error": repr(e)}).encode()
+        os.write(w, data)
+        os._exit(0)
+    os.close(w)
+    out = b""
+    while chunk := os.read(r, 1 << 16):
+        out += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(out)
+def per_importer(importer, targets):
+    importlib.import_module(importer)
+    before = tops()
+    def one(target):
+        importlib.import_module(target)
+        return sorted(tops() - before)
+    return {t: child(lambda t=t: one(t)) for t in targets}
+pairs = json.loads(sys.argv[1])
+print(json.dumps({m: child(lambda m=m: per_importer(m, ts)) for m, ts in pairs.items()}))
+"""
+
+
+def _lazy_imports() -> dict[tuple[str, str], int]:
+    """{(importer, imported module): line} for imports of the package inside function bodies."""
+    found: dict[tuple[str, str], int] = {}
+    for name, path in MODULES.items():
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = ast.Module(body=fn.body, type_ignores=[])
+                for node in ast.walk(body):
+                    if isinstance(node, ast.ImportFrom):
+                        for alias in node.names:
+                            target = _from_target(name, path, node, alias.name)
+                            if target is not None and target != name:
+                                found.setdefault((name, target), node.lineno)
+                    elif isinstance(node, ast.Import):
+                        for alias in node.names:
+                            if alias.name.startswith("sfr_gateway."):
+                                found.setdefault((name, _known(alias.name.removeprefix("sfr_gateway."))), node.lineno)
+    return found
+
+
+def test_every_import_inside_a_function_keeps_a_library_off_a_path() -> None:
+    """An import of the package inside a function is there for start-up speed, so it must load a
+    third-party library (or the engine) its module does not already load (measured); otherwise it
+    belongs at the top of the module, where a reader looks for what a module depends on. (Issue 16 counted 62
+    imports inside functions, some hiding cycles.)"""
+    import json
+    import subprocess
+    import sys
+
+    lazy = _lazy_imports()
+    assert set(LAZY_FOR_ANOTHER_REASON) <= set(lazy), "a listed lazy import is gone: drop it from the list"
+    pairs: dict[str, list[str]] = {}
+    for importer, imported in lazy:
+        if (importer, imported) not in LAZY_FOR_ANOTHER_REASON:
+            pairs.setdefault(f"sfr_gateway.{importer}" if importer else "sfr_gateway", []).append(
+                f"sfr_gateway.{imported}" if imported else "sfr_gateway")
+    proc = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(pairs)], capture_output=True, text=True,
+                          timeout=600, check=True, cwd=ROOT)
+    loaded = json.loads(proc.stdout)
+    light = [f"{importer}:{lazy[(importer, imported)]} imports {imported} inside a function, which loads no library"
+             f" (nor the engine) {importer} does not already load: move it to the top"
+             for (importer, imported) in lazy if (importer, imported) not in LAZY_FOR_ANOTHER_REASON
+             and loaded[f"sfr_gateway.{importer}"][f"sfr_gateway.{imported}"] == []]
+    assert light == []

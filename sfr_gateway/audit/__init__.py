@@ -32,6 +32,7 @@ from sfr_gateway.audit.collect import (
     audit_file,
     iter_audits,
 )
+from sfr_gateway.audit.html import HtmlSink
 from sfr_gateway.audit.report import (
     CSV_COLUMNS,
     SCHEMA,
@@ -42,6 +43,8 @@ from sfr_gateway.audit.report import (
     flatten,
 )
 from sfr_gateway.audit.summary import Summary
+from sfr_gateway.audit.thumbs import thumbnail_of_file
+from sfr_gateway.deid import tables
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import PseudonymKeys
 
@@ -63,16 +66,12 @@ def make_sink(fmt: str, fh: BinaryIO, *, color: bool = False) -> Sink:
     if fmt == "table":
         return TableSink(fh, color=color)
     if fmt == "html":
-        from sfr_gateway.audit.html import HtmlSink
-
         return HtmlSink(fh)
     raise ValueError(f"unknown audit format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
 def report_meta(plan: Plan, keys: PseudonymKeys, settings: AuditSettings) -> dict[str, Any]:
     """The header of every report: schema, tool, profile, masking."""
-    from sfr_gateway.deid import tables
-
     return {
         "schema": SCHEMA, "tool": f"sfr-gateway {__version__}",
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -101,8 +100,6 @@ def run_audit(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, fh: Bina
         sink.add(inst)
     thumbnails: dict[str, bytes | None] = {}
     if sink.wants_series_thumbnails and settings.thumbnails:
-        from sfr_gateway.audit.thumbs import thumbnail_of_file
-
         for stats in summary.series_list():
             middle = stats.middle_file()
             if middle:

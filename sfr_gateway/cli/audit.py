@@ -11,6 +11,8 @@ from typing import Any
 
 import click
 
+from ..home.fsutil import atomic_writer
+from ..keys.files import load_pseudonym_secret
 from .common import GatewayContext, pass_gateway
 
 _REVEAL_WARNING = ("WARNING: --reveal puts REAL patient values in this report. Keep it as protected as the "
@@ -34,8 +36,6 @@ def audit(gw: GatewayContext, sources: tuple[Path, ...], profile_name: str | Non
     from ..audit import AuditSettings, run_audit
     from ..deid.profile import compile_plan, load_profile
     from ..deid.pseudonym import PseudonymKeys
-    from ..home.fsutil import atomic_writer
-    from ..keys.files import load_pseudonym_secret
 
     config = gw.config()
     overrides: dict[str, Any] = config.overrides

@@ -10,7 +10,10 @@ from typing import Any
 
 import click
 
+from ..errors import TransportError
 from ..home.config import Config, HomePaths, default_home, load_config
+from ..home.logfile import attach
+from ..keys.files import check_key_permissions
 
 
 @dataclass
@@ -27,9 +30,6 @@ class GatewayContext:
     def config(self) -> Config:
         """Load config.toml and refuse to go on if key permissions are unsafe."""
         if self._config is None:
-            from ..home.logfile import attach
-            from ..keys.files import check_key_permissions
-
             self._config = load_config(self.home.root)
             attach(self._config.home.root)  # HOME/logs/sfr-gateway.log, when HOME can take it
             check_key_permissions(self.home)
@@ -59,6 +59,4 @@ def fail_if_undelivered(upload: dict[str, Any]) -> None:
     """Undelivered batches make the exit code 10 (after the report): cron and timers notice.
     They stay pending; the next run resumes them."""
     if upload.get("failed"):
-        from ..errors import TransportError
-
         raise TransportError(f"{len(upload['failed'])} item(s) not delivered; they stay pending for the next run")

@@ -8,7 +8,9 @@ import click
 
 from ..deid.folder import RunSpec, run
 from ..deid.profile import DEFAULT_PROFILE
+from ..keys.files import load_pseudonym_secret
 from ..ledger import open_ledger
+from ..mapping.derive import Derivation
 from .common import GatewayContext, echo_json, interactive, pass_gateway, site_overrides
 
 # rich is imported where it draws: `deidentify --json` (cron, benchmarks) never pays for it.
@@ -27,8 +29,6 @@ from .common import GatewayContext, echo_json, interactive, pass_gateway, site_o
 def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, profile_name: str | None,
                options: tuple[str, ...], workers: int, as_json: bool) -> None:
     """De-identify the DICOM files under SOURCES into OUTPUT (sources are never modified)."""
-    from ..keys.files import load_pseudonym_secret
-    from ..mapping.derive import Derivation
     from ..mapping.sync import WrittenStudies, record_written
 
     config = gw.config()

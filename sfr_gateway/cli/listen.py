@@ -8,6 +8,7 @@ import threading
 
 import click
 
+from ..home.config import check_ae_title
 from .common import GatewayContext, pass_gateway
 
 
@@ -28,7 +29,6 @@ def listen(gw: GatewayContext, port: int | None, ae_title: str | None, allow: tu
     file is durable. One line on stdout when ready: "listening on HOST:PORT as AE".
     """
     from ..dicomnet.listen import Listener, ListenSettings, serve
-    from ..home.config import check_ae_title
 
     config = gw.config()
     allow = tuple(check_ae_title(a, "--allow") for a in allow)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import MappingError
+from ..ledger import open_ledger
 from .common import GatewayContext, echo_json, pass_gateway
 
 
@@ -26,7 +28,6 @@ def mapping() -> None:
 def lookup_cmd(gw: GatewayContext, pseudonym: str | None, patient_id: str | None, issuer: str | None,
                as_json: bool) -> None:
     """Who is PSEUDONYM, or what is the pseudonym of --patient-id ID. Each lookup is recorded."""
-    from ..ledger import open_ledger
     from ..mapping.lookup import lookup
 
     if (pseudonym is None) == (patient_id is None):
@@ -64,7 +65,6 @@ def regenerate_cmd(gw: GatewayContext, sources: tuple[Path, ...], all_studies: b
     Every pseudonym already released is compared with the recomputation: a mismatch (the
     pseudonym secret changed) is named and nothing is written (exit 14).
     """
-    from ..ledger import open_ledger
     from ..mapping.regenerate import regenerate
 
     cfg = gw.config()
@@ -89,8 +89,6 @@ def regenerate_cmd(gw: GatewayContext, sources: tuple[Path, ...], all_studies: b
 @pass_gateway
 def verify_cmd(gw: GatewayContext, as_json: bool) -> None:
     """Check the stored mapping against a recomputation with the pseudonym secret (exit 14 if not)."""
-    from ..errors import MappingError
-    from ..ledger import open_ledger
     from ..mapping.regenerate import CheckReport, verify
 
     cfg = gw.config()
@@ -118,7 +116,6 @@ def verify_cmd(gw: GatewayContext, as_json: bool) -> None:
 @pass_gateway
 def export_cmd(gw: GatewayContext, recipient: str, fmt: str, output: Path | None) -> None:
     """Export the mapping for the data-protection officer, encrypted to their age key only."""
-    from ..ledger import open_ledger
     from ..mapping.export import export_mapping
 
     cfg = gw.config()

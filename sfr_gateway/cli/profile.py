@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from ..deid.describe import describe, to_markdown
 from ..deid.profile import DEFAULT_PROFILE, compile_plan, load_profile
 from .common import GatewayContext, echo_json, pass_gateway, site_overrides
 
@@ -24,8 +25,6 @@ def show(gw: GatewayContext, name: str | None, options: tuple[str, ...], fmt: st
     """What profile NAME does to each attribute, and which rule decides it."""
     from rich.console import Console
     from rich.table import Table
-
-    from ..deid.describe import describe, to_markdown
 
     attr: tuple[dict[str, Any], ...] = ()
     private: tuple[dict[str, Any], ...] = ()

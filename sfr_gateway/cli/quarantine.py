@@ -6,6 +6,8 @@ from typing import Any
 
 import click
 
+from ..ledger import open_ledger
+from ..run.held import held_back
 from .common import GatewayContext, echo_json, pass_gateway
 
 
@@ -19,9 +21,6 @@ def quarantine() -> None:
 @pass_gateway
 def list_(gw: GatewayContext, as_json: bool) -> None:
     """Every held-back study and file with its reason and what to do, then the refused files."""
-    from ..ledger import open_ledger
-    from ..run.held import held_back
-
     config = gw.config()
     with open_ledger(config.home.state_db) as ledger:
         data = held_back(ledger, refused=True)

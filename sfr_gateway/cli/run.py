@@ -8,6 +8,8 @@ from typing import Any
 import click
 
 from ..errors import HeldBackError
+from ..home.logfile import current
+from ..run.pipeline import run as run_pipeline
 from .common import GatewayContext, echo_json, fail_if_undelivered, interactive, pass_gateway
 
 
@@ -23,8 +25,6 @@ def run(gw: GatewayContext, sources: tuple[Path, ...], dry_run: bool, workers: i
     Exports come from SOURCES or from [site] exports in config.toml. One run at a time:
     a second one exits at once with code 7. Quiet when all is well (one line).
     """
-    from ..run.pipeline import run as run_pipeline
-
     config = gw.config()
     if interactive() and not as_json:
         from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
@@ -57,8 +57,6 @@ SHOWN = 20  # held-back files named on stderr; `quarantine list` names them all
 
 def _attention(report: Any, config: Any) -> None:
     """What a human should look at, on stderr (cron mails it)."""
-    from ..home.logfile import current
-
     logfile = current()
     if report.needs_attention:
         data = report.as_dict()

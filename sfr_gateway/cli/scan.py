@@ -11,6 +11,7 @@ import click
 from ..consent.registry import coverage
 from ..errors import ConfigError
 from ..ledger import open_ledger
+from ..ledger.instances import shared_groups
 from ..scan.eligibility import EXCLUSION_REASONS
 from ..scan.header import UNREADABLE_REASONS
 from ..scan.walk import scan as run_scan
@@ -49,8 +50,6 @@ def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
         consent = coverage(ledger, config.consent, dt.date.today())
         data = result.as_dict()
         if data["shared_uids"]["uids"]:
-            from ..ledger.instances import shared_groups
-
             data["shared_uid_groups"] = [[p.decode("utf-8", "backslashreplace") for p in group]
                                          for group in shared_groups(ledger, SHOWN_GROUPS)]
     data["consent"] = consent

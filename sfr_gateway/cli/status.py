@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..run import pipeline
 from .common import GatewayContext, echo_json, pass_gateway
 
 
@@ -15,9 +16,7 @@ from .common import GatewayContext, echo_json, pass_gateway
 @pass_gateway
 def status(gw: GatewayContext, as_json: bool) -> None:
     """Pending, sent, acknowledged and failed batches; consent coverage; last success and error."""
-    from ..run.pipeline import status as get_status
-
-    data = get_status(gw.config())
+    data = pipeline.status(gw.config())
     if as_json:
         echo_json(data)
         return

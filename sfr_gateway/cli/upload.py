@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..run.pipeline import upload_only
 from .common import GatewayContext, echo_json, fail_if_undelivered, pass_gateway
 
 
@@ -12,8 +13,6 @@ from .common import GatewayContext, echo_json, fail_if_undelivered, pass_gateway
 @pass_gateway
 def upload(gw: GatewayContext, as_json: bool) -> None:
     """Send pending batches and withdrawal requests (nothing is de-identified)."""
-    from ..run.pipeline import upload_only
-
     data = upload_only(gw.config())
     if as_json:
         echo_json(data)

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConsentError
+from ..errors import ConsentError, IntegrityError
 from ..home.config import ConsentPolicy
 from ..ledger import Ledger
 from ..ledger import consent as sql
@@ -250,7 +250,6 @@ def verify_withdrawal_request(request: sql.WithdrawalRequest, public: Any) -> di
     """Check a request's minisign signature with the site's public key
     (``sfr_gateway.crypto.sign.PublicKey``); return the payload. ConsentError if it does not verify."""
     from ..crypto.sign import verify_bytes
-    from ..errors import IntegrityError
 
     if request.signature_format != "minisign":
         raise ConsentError(f"unsupported withdrawal signature format {request.signature_format}")

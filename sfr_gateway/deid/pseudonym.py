@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from sfr_gateway.keys.files import secret_fingerprint
+
 if TYPE_CHECKING:
     from .plan import Plan
 
@@ -54,8 +56,6 @@ class PseudonymKeys:
     def fingerprint(self) -> str:
         """A short public fingerprint of the secret (never the secret itself): the same one
         ``init``, ``keys show`` and the mapping print."""
-        from sfr_gateway.keys.files import secret_fingerprint
-
         return secret_fingerprint(self.secret)
 
 

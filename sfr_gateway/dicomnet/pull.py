@@ -35,6 +35,7 @@ from ..home.lock import exclusive
 from ..ledger import Ledger, open_ledger
 from ..ledger import dicomnet as sql
 from . import query, statuses
+from .store import Incoming, valid_uid
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,6 @@ def _select(pacs: Any, ledger: Ledger, config: Config, patients: list[tuple[str,
 
 def _received(config: Config, study_uid: str, series_uid: str) -> int:
     """Instances of a series already in the incoming folder (received, maybe not yet scanned)."""
-    from .store import valid_uid
-
     if not (valid_uid(study_uid) and valid_uid(series_uid)):  # never a path from an answer that is not a UID
         return 0
     try:
@@ -315,7 +314,6 @@ def _ensure_listener(config: Config, report: PullReport) -> Any:
 def _get_store(config: Config) -> tuple[Any, frozenset[str]]:
     """C-GET: the instances come back on our association; they are stored as the listener does."""
     from .listen import admitted_classes, store_event
-    from .store import Incoming
 
     incoming = Incoming(config.incoming, admitted_classes(config))
     incoming.prepare()

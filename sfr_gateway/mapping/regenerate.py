@@ -22,6 +22,7 @@ from ..home.config import Config
 from ..keys.files import archived_secrets, load_pseudonym_secret
 from ..ledger import Ledger
 from ..ledger import mapping as sql
+from ..scan.walk import scan
 from .derive import Derivation, MappingEntry, compute
 from .store import MappingStore
 from .sync import sync_from_batches
@@ -146,8 +147,6 @@ def regenerate(
     """
     home = cfg.home
     if sources:
-        from ..scan.walk import scan
-
         scan(ledger, list(sources), cfg.selection)
     secret = load_pseudonym_secret(home)
     store = MappingStore.open(ledger, home)

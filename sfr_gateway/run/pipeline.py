@@ -15,12 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..consent import registry as consent
+from ..dicomnet.retention import prune_incoming  # received files released long enough ago
 from ..errors import ConfigError
 from ..home.config import Config
 from ..home.faults import checkpoint
 from ..home.lock import exclusive
-from ..ledger import Ledger, open_ledger
+from ..ledger import Ledger, instances, open_ledger
+from ..ledger import batches as sql
 from ..scan.walk import scan
+from ..transport.base import redact_url
+from .held import held_back
+from .upload import upload
 
 
 @dataclass
@@ -95,9 +101,7 @@ def run(
     progress: Callable[[str, int], None] | None = None,
 ) -> RunReport:
     """One whole pipeline run under the HOME lock (LockHeldError if another run holds it)."""
-    from ..consent import registry as consent
     from .release import release
-    from .upload import upload
 
     roots = list(sources) or list(config.default_sources())
     if not roots:
@@ -134,8 +138,6 @@ def run(
             report.upload = {"pending": _pending(ledger)}
         else:
             report.upload = upload(ledger, config, today=today).as_dict()
-            from ..dicomnet.retention import prune_incoming  # received files released long enough ago
-
             report.upload["incoming_removed"] = prune_incoming(ledger, config)
         lap("upload")
         report.seconds["total"] = time.perf_counter() - started
@@ -148,26 +150,17 @@ def run(
 
 
 def _pending(ledger: Ledger) -> int:
-    from ..ledger import batches as sql
-
     return len(sql.batches(ledger, ["packaged", "failed"]))
 
 
 def upload_only(config: Config) -> dict[str, Any]:
     """``sfr-gateway upload``: send pending batches and withdrawal requests, under the lock."""
-    from .upload import upload
-
     with exclusive(config.home.lock), open_ledger(config.home.state_db) as ledger:
         return upload(ledger, config).as_dict()
 
 
 def status(config: Config, today: dt.date | None = None) -> dict[str, Any]:
     """What is pending, sent, acknowledged or failed; consent coverage; last success and error."""
-    from ..consent import registry as consent
-    from ..ledger import batches as sql
-    from ..ledger import instances
-    from .held import held_back
-
     with open_ledger(config.home.state_db) as ledger:
         return {
             "site_id": config.site_id,
@@ -186,6 +179,4 @@ STATUS_LIMIT = 20  # held-back items `status` names; `quarantine list` names the
 
 
 def _redacted(url: str) -> str:
-    from ..transport.base import redact_url
-
     return redact_url(url)

@@ -26,12 +26,14 @@ from ..batch.names import batch_path, signature_path
 from ..batch.tarzst import FileMember, Member
 from ..batch.write import BatchInfo, PatientConsent, remove_stale_temps, write_batch
 from ..consent import registry as consent
+from ..crypto.age import parse_recipients
 from ..deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from ..deid.tables import PS315_EDITION
 from ..errors import DicomError
 from ..home.config import Config
 from ..home.faults import checkpoint
 from ..home.logfile import file_only, safe_traceback, where
+from ..home.workers import WorkerPool
 from ..keys.files import load_pseudonym_secret, load_signing_key
 from ..ledger import Ledger, held
 from ..ledger import batches as sql
@@ -177,7 +179,6 @@ def _deidentify_all(spec: RunSpec, workers: int, paths: list[bytes]) -> tuple[It
     and signature); the bytes bound is for files carried whole. The workers die with the run (a
     SIGKILLed run must not leave workers behind that hold the HOME lock they inherited)."""
     from ..deid.folder import init_worker
-    from ..home.workers import WorkerPool
 
     if workers < 1:
         init_worker(spec, quiet=True)
@@ -232,8 +233,6 @@ def release(
     progress: Callable[[int], None] | None = None,
 ) -> ReleaseReport:
     """De-identify and package every releasable study's unreleased instances."""
-    from ..crypto.age import parse_recipients
-
     report = ReleaseReport()
     outbox = config.home.outbox
     if not dry_run:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import DicomError, InputError
 from ..home.config import SelectionRules
+from ..home.logfile import file_only
 from ..ledger import Ledger
 from ..ledger import instances as sql
 from .eligibility import InstanceFacts, eligibility
@@ -241,8 +242,6 @@ def scan(
     })
     log.info("scan %s: %d files seen, %d read, %d unreadable", status, result.seen, result.read, result.unreadable)
     if result.shared_uid:
-        from ..home.logfile import file_only
-
         file_only.info("scan: %d file(s) read now share their SOP Instance UID with another file "
                        "(`sfr-gateway scan` lists them)", result.shared_uid)
     return result

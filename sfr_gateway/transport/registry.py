@@ -1,6 +1,6 @@
 """Which destination serves a URL: the registry by URL scheme (``file://`` drop folder, ``https://``
-tus 1.0). The implementations are imported here, when a URL names them, so the interface
-(``transport.base``) imports none of them.
+tus 1.0). The implementations are imported here, so the interface (``transport.base``) imports
+none of them; tus (``requests``) only when a URL names it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import Destination, TransportSettings, is_loopback, redact_url
+from .filedrop import FileDropDestination
 
 
 def destination_for(url: str, settings: TransportSettings | Mapping[str, Any] | None = None) -> Destination:
@@ -27,8 +28,6 @@ def destination_for(url: str, settings: TransportSettings | Mapping[str, Any] | 
     if parts.scheme == "file":
         if parts.netloc not in ("", "localhost"):
             raise ConfigError(f"destination {redact_url(url)}: file URLs must be local (file:///dir)")
-        from .filedrop import FileDropDestination
-
         return FileDropDestination(Path(urllib.parse.unquote(parts.path)))
     if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname)):
         if not parts.hostname:
