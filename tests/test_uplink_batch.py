@@ -64,8 +64,9 @@ def test_the_option_off_keeps_pixels_in_place_and_records_the_syntax(site: Site,
     from sfr_gateway.deid.folder import init_worker
     from sfr_gateway.run.release import _release_one, run_spec
 
+    assert load_config(site.home).image_compression == "jpeg-ls"  # the default (README: the decision and its table)
+    _set(site, "none")
     config = load_config(site.home)
-    assert config.image_compression == "none"  # the default (README: the decision and its table)
     path = next(p for p in site.export.files if pydicom.dcmread(p, stop_before_pixels=True).Modality == "CT")
     init_worker(run_spec(config), quiet=True)
     status, (_, _, pixels, entry) = _release_one(bytes(path))
@@ -88,7 +89,7 @@ def test_the_option_off_keeps_pixels_in_place_and_records_the_syntax(site: Site,
 
 def test_an_unknown_image_compression_is_a_config_error(site: Site) -> None:
     config = site.home / "config.toml"
-    config.write_text(config.read_text().replace('image_compression = "none"', 'image_compression = "jpeg2000"'))
+    config.write_text(config.read_text().replace('image_compression = "jpeg-ls"', 'image_compression = "jpeg2000"'))
     with pytest.raises(ConfigError, match="image_compression"):
         load_config(site.home)
 

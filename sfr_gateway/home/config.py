@@ -140,7 +140,7 @@ class ZstdSettings:
 
 # [batch] image_compression: how released images travel (deid.recode.CODECS, plus "none").
 IMAGE_COMPRESSIONS = ("jpeg-ls", "none")
-DEFAULT_IMAGE_COMPRESSION = "none"
+DEFAULT_IMAGE_COMPRESSION = "jpeg-ls"  # chosen from measurement: README "Uplink" (issue 20)
 
 
 _AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 1-16 printable ASCII characters, no backslash (PS3.5 AE)
