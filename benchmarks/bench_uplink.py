@@ -12,7 +12,8 @@ PyPI carry: pydicom-data's and pydicom's own real CT (``693_UNCR.dcm``, ``693_UN
 through the release path in this process, as ``run`` does it: de-identified with the ``basic``
 profile (pixels left in place), re-encoded or not (``deid.recode``), packaged by ``write_batch``
 (tar, zstd with the shipped ``[batch]`` settings, age, minisign). Reported per set and setting:
-batch bytes / the images' uncompressed pixel bytes, and CPU seconds per GB of input (this
+batch bytes / the images' uncompressed pixel bytes (per set; and for each real CT image, its
+released file compressed as in a batch), and CPU seconds per GB of input (this
 process's user + system time, median of ``--rounds`` interleaved rounds: the settings alternate
 within each round). JPEG 2000 Lossless (openjpeg, through ``pylibjpeg-openjpeg``) is measured
 beside when that package is installed (it is not a dependency): its code stream ratio and CPU.
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pydicom  # noqa: E402
 
 from sfr_gateway.batch.tarzst import FileMember  # noqa: E402
-from sfr_gateway.batch.write import BatchInfo, write_batch  # noqa: E402
+from sfr_gateway.batch.write import BatchInfo, compressor, write_batch  # noqa: E402
 from sfr_gateway.crypto import age, sign  # noqa: E402
 from sfr_gateway.deid import Pseudonymizer, PseudonymKeys, compile_plan, load_profile  # noqa: E402
 from sfr_gateway.deid.files import deidentify_file  # noqa: E402
@@ -104,6 +105,32 @@ def package(paths: list[Path], setting: str, plan: Any, pz: Any, outbox: Path, k
     out.path.unlink()
     out.signature_path.unlink()
     return size, pixel_bytes
+
+
+def one_image(path: Path, plan: Any, pz: Any) -> dict[str, Any]:
+    """One image's released file, zstd-compressed with the shipped ``[batch]`` settings, over its
+    pixel bytes, per setting: what the image itself costs in a batch's payload. A batch adds its
+    own overhead once (the manifest, its zstd frame padded to a whole 64 KiB age chunk, the
+    signature): the per-set ratios include it, a study of hundreds of images makes it negligible."""
+    z = ZstdSettings()
+    row: dict[str, Any] = {"file": path.name}
+    for setting in SETTINGS:
+        result = deidentify_file(path, plan, pz, record=False, pixels_in_place=True)
+        g = geometry(result.dataset)
+        native = native_pixels(result)
+        row["pixel_bytes"] = g.nbytes if g is not None else len(native or b"")
+        recoded = reencode(result, setting) if setting != "none" else None
+        if recoded is not None:
+            data = recoded.data
+        elif result.pixels is not None:
+            assert result.head is not None and native is not None
+            data = result.head + native
+        else:
+            assert result.data is not None
+            data = result.data
+        cctx = compressor(z.level, 0, z.min_match, z.hash_log)
+        row[f"{setting}_ratio"] = round(len(cctx.compress(data)) / row["pixel_bytes"], 3)
+    return row
 
 
 def j2k(paths: list[Path]) -> dict[str, float] | None:
@@ -169,6 +196,7 @@ def main() -> int:
                     t = time.process_time()
                     sizes[set_name, setting] = package(paths, setting, plan, pz, outbox, keys, counter)
                     cpu.setdefault((set_name, setting), []).append(time.process_time() - t)
+        per_file = [one_image(path, plan, pz) for path in sets["real CT"]]
     loads.append(load())
     rows = []
     for set_name, paths in sets.items():
@@ -193,7 +221,7 @@ def main() -> int:
             table.append({"week_gb": gb, "uplink_mbit_s": mbit,
                           **{f"{s}_{k}": round(v, 2) for s in SETTINGS for k, v in zip(("cpu_h", "upload_h", "hours"),
                                                                                        cells[s], strict=True)}})
-    doc = {"rows": rows, "delivery": table, "run_mb_s": mb_s, "rounds": args.rounds, "load_average": loads,
+    doc = {"rows": rows, "per_file": per_file, "delivery": table, "run_mb_s": mb_s, "rounds": args.rounds, "load_average": loads,
            "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -206,6 +234,11 @@ def main() -> int:
     for r in rows:
         lines.append(f"| {r['set']} | {r['setting']} | {r.get('files', '')} | {r.get('pixel_bytes', '')} | "
                      f"{r.get('batch_bytes', '')} | {r['ratio']} | {r['cpu_s_per_gb']} |")
+    lines += ["", "Each real CT image: its released file zstd-compressed with the shipped `[batch]` settings / its "
+              "pixel bytes (a batch's own overhead, its manifest padded to a 64 KiB age chunk, is in the per-set "
+              "ratios above, once per batch):", "",
+              "| image | pixel bytes | none | jpeg-ls |", "|---|---:|---:|---:|"]
+    lines += [f"| {f['file']} | {f['pixel_bytes']} | {f['none_ratio']} | {f['jpeg-ls_ratio']} |" for f in per_file]
     lines += ["", f"Delivery of a week's export = max(CPU time, bytes on the wire / uplink); CPU time at `run` "
               f"{mb_s['none']:.0f} MB/s (none) and {mb_s['jpeg-ls']:.0f} MB/s (jpeg-ls) of input; bytes at the real-CT "
               f"ratios {ct['none']['ratio']} and {ct['jpeg-ls']['ratio']}.", "",
