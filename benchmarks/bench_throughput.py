@@ -444,6 +444,29 @@ def load_average() -> str:
         return "?"
 
 
+def _burn(rounds: int) -> float:
+    """CPU-bound work (SHA-256 of a buffer in cache); returns its wall seconds."""
+    import hashlib
+
+    block = bytes(1 << 16)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        hashlib.sha256(block).digest()
+    return time.perf_counter() - start
+
+
+def cores_free(rounds: int = 8000) -> float:
+    """How many of 2 cores this run can have now: the same CPU-bound work in one process, then in
+    two at once; 2 x the first time / the slower of the two (2.0: both cores free, 1.0: about one).
+    The load average counts waiting jobs, not what they leave to us (niced ones leave nearly all)."""
+    import multiprocessing
+
+    one = _burn(rounds)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        two = max(pool.map(_burn, [rounds, rounds]))
+    return round(min(2.0, 2 * one / two), 2)
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -455,7 +478,7 @@ def cpu_model() -> str:
 
 
 def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipped: dict[str, str],
-           tag: str, loads: list[str]) -> dict[str, object]:
+           tag: str, loads: list[str], cores: list[float]) -> dict[str, object]:
     """Write the Markdown table, the JSON and the chart; return the result document."""
     med = {c.name: statistics.median(c.wall) for c in cs if c.wall}
     cp = med.get("cp -r")
@@ -489,7 +512,7 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
             goals.append((f"run -j{w} / deidentify -j{w}", ratio(r, d), 1.25))
     doc: dict[str, object] = {
         "files": files, "megabytes": round(megabytes, 1), "repeat": repeat, "machine": machine,
-        "machine_short": f"{os.cpu_count()} CPUs, {cpu_model()[:40]}", "load_average": loads,
+        "machine_short": f"{os.cpu_count()} CPUs, {cpu_model()[:40]}", "load_average": loads, "cores_free": cores,
         "rows": rows, "skipped": skipped,
         "goals": [{"what": g, "measured": m, "goal": lim} for g, m, lim in goals],
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -499,7 +522,8 @@ def report(cs: list[Contender], files: int, megabytes: float, repeat: int, skipp
     (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
     lines = [
         f"{files} files, {megabytes:.0f} MB ({files} slices 512x512), median of {repeat} interleaved rounds, "
-        f"page cache warm; {machine}; load average before/after: {loads[0]} / {loads[-1]}; {doc['date']}.",
+        f"page cache warm; {machine}; load average before/after: {loads[0]} / {loads[-1]}; "
+        f"cores free before/after (2 CPU-bound processes' speedup): {cores[0]} / {cores[-1]}; {doc['date']}.",
         "",
         "| contender | wall s | CPU s | files/s | MB/s | × cp -r | × floor | peak RSS (largest process) MB "
         "| peak RSS (tree) MB | files out | MB on the wire | runs |",
@@ -587,13 +611,14 @@ def main() -> int:
     cs = [c for c in cs if not any(s in c.name for s in args.skip)]
     subprocess.run(["cp", "-r", str(src), str(work / "warm")], check=True)  # warm the page cache
     shutil.rmtree(work / "warm")
-    loads = [load_average()]
+    loads, cores = [load_average()], [cores_free()]
     log(f"{len(files)} files, {megabytes:.0f} MB; {len(cs)} contenders x {args.repeat} rounds")
     for c in cs:
         c.peer = not (c.name.startswith(("cp -r", "pydicom", "sfr-gateway", "deidentify", "run -j")))
     run_rounds(cs, work, args.repeat, max(1, min(args.peers_repeat, args.repeat)))
     loads.append(load_average())
-    report(cs, len(files), megabytes, args.repeat, skipped, args.tag, loads)
+    cores.append(cores_free())
+    report(cs, len(files), megabytes, args.repeat, skipped, args.tag, loads, cores)
     return 0
 
 
