@@ -7,7 +7,8 @@ package counts, at module level, inside functions (lazy imports for start-up spe
 ``TYPE_CHECKING`` alike, so a cycle cannot hide in a function body; so does
 ``importlib.import_module`` (the CLI's command modules, the engine package's lazy exports), and a
 dynamic import the reader cannot resolve fails the contract. A private name is neither imported
-(``from m import _x``) nor read as an attribute (``m._x``) from another module.
+(``from m import _x``) nor read as an attribute (``m._x``) from another module. Imports inside
+functions are there for start-up speed only (measured), and the mapping has one write path.
 """
 
 from __future__ import annotations
@@ -406,3 +407,22 @@ def test_every_import_inside_a_function_keeps_a_library_off_a_path() -> None:
              for (importer, imported) in lazy if (importer, imported) not in LAZY_FOR_ANOTHER_REASON
              and loaded[f"sfr_gateway.{importer}"][f"sfr_gateway.{imported}"] == []]
     assert light == []
+
+
+def test_the_mapping_has_one_write_path() -> None:
+    """Issue 16: the mapping's rows are sealed and written by ``MappingStore.record`` only, which
+    ``mapping.sync.record_released`` (``run`` and ``deidentify``) and ``mapping.regenerate`` (the
+    rebuild) call; the ledger's mapping writes are reached from the mapping package only."""
+    writes = {"upsert_rows", "record_released", "delete_all_rows", "delete_rows_of_other_keys"}
+    callers: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                attr = node.func.attr
+                own = isinstance(node.func.value, ast.Name) and node.func.value.id == "self"
+                if attr in writes or (attr == "record" and not own):  # x.record(...): a MappingStore's
+                    callers.setdefault(attr, set()).add(name)
+    assert callers.get("upsert_rows") == {"mapping.store"}
+    assert callers.get("record") == {"mapping.sync", "mapping.regenerate"}
+    assert set().union(*(v for k, v in callers.items() if k in writes)) <= {"mapping.store", "mapping.sync",
+                                                                            "mapping.regenerate"}
