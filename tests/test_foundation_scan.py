@@ -259,11 +259,11 @@ def test_scan_output_has_no_patient_values(home: Path, sample_export, cli) -> No
 def test_header_facts_same_from_the_lean_reader_and_from_pydicom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan's fast path (raw ASCII values, lean reader) indexes exactly what pydicom's gives."""
     from sfr_gateway import sample
-    from sfr_gateway.scan import header as dicomio
+    from sfr_gateway.scan import header
 
     export = sample.generate_export(tmp_path / "export", patients=3, seed=21, rows=8, cols=8, slices=2)
-    fast = {p: dicomio.read_header(str(p)) for p in export.files}
-    monkeypatch.setattr(dicomio, "_read_lean", lambda path: None)
-    monkeypatch.setattr(dicomio, "_raw_ascii", lambda ds, keyword: None)
-    slow = {p: dicomio.read_header(str(p)) for p in export.files}
+    fast = {p: header.read_header(str(p)) for p in export.files}
+    monkeypatch.setattr(header, "_read_lean", lambda path: None)
+    monkeypatch.setattr(header, "_raw_ascii", lambda ds, keyword: None)
+    slow = {p: header.read_header(str(p)) for p in export.files}
     assert fast == slow
