@@ -56,9 +56,14 @@ class ConsentError(GatewayError):
 
 
 class TransportError(GatewayError):
-    """A destination cannot be reached or refused a batch."""
+    """A destination cannot be reached or refused a batch. ``cause`` names why, when known:
+    refused, dns, tls, timeout, unreachable, reset, http (``transport.causes``)."""
 
     exit_code = 10
+
+    def __init__(self, message: str, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class AuthError(TransportError):
@@ -127,6 +132,13 @@ class HeldBackError(GatewayError):
     ``quarantine list``); everything else releasable was released."""
 
     exit_code = 19
+
+
+class Interrupted(GatewayError):
+    """The command was interrupted (SIGINT: Ctrl-C, or SIGTERM: a service stopped) and stopped
+    cleanly: nothing half-done was kept as done, the next run resumes. 128 + SIGINT, as shells do."""
+
+    exit_code = 130
 
 
 # errno values that mean the file system under HOME cannot take our writes (ENOSPC, EDQUOT,
@@ -219,4 +231,5 @@ EXIT_CODES: dict[int, str] = {
     17: "DICOM network error (PACS unreachable, too slow, association dropped, retrieval partial; port in use)",
     18: "refused by the PACS (our AE title or the move destination unknown to it)",
     19: "partial run: some studies or files were held back, everything else went on (see `quarantine list`)",
+    130: "interrupted (Ctrl-C, SIGINT or SIGTERM): nothing was sent half-way; run again to resume",
 }

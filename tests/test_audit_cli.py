@@ -28,7 +28,7 @@ def _state(root: Path) -> dict[str, tuple[str, int]]:
 def test_audit_changes_nothing(home: Path, small_export: SampleExport, cli, tmp_path: Path) -> None:
     before, home_before = _state(small_export.root), _state(home)
     report = tmp_path / "reports" / "audit.json"
-    result = cli("--home", home, "audit", small_export.root, "--format", "json", "--output", report)
+    result = cli("--home", home, "audit", "--all", small_export.root, "--format", "json", "--output", report)
     assert result.exit_code == 0, result.stderr
     assert _state(small_export.root) == before
     assert _state(home) == home_before  # no quarantine record, no ledger write
@@ -38,14 +38,14 @@ def test_audit_changes_nothing(home: Path, small_export: SampleExport, cli, tmp_
 
 
 def test_unknown_profile_fails_before_reading(home: Path, small_export: SampleExport, cli) -> None:
-    result = cli("--home", home, "audit", small_export.root, "--profile", "no-such-profile")
+    result = cli("--home", home, "audit", "--all", small_export.root, "--profile", "no-such-profile")
     assert result.exit_code == 5
     assert "unknown profile" in result.stderr and result.stdout == ""
 
 
 def test_missing_source_is_an_input_error(home: Path, cli, tmp_path: Path) -> None:
     report = tmp_path / "audit.csv"
-    result = cli("--home", home, "audit", tmp_path / "nowhere", "--format", "csv", "--output", report)
+    result = cli("--home", home, "audit", "--all", tmp_path / "nowhere", "--format", "csv", "--output", report)
     assert result.exit_code == 8
     assert not report.exists()
 
@@ -54,7 +54,8 @@ def test_workers_give_the_same_report(home: Path, small_export: SampleExport, cl
     reports = []
     for workers in ("1", "2"):
         out = tmp_path / f"audit-{workers}.json"
-        assert cli("--home", home, "audit", small_export.root, "--format", "json", "-o", out, "-j", workers).exit_code == 0
+        assert cli("--home", home, "audit", "--all", small_export.root, "--format", "json", "-o", out,
+                   "-j", workers).exit_code == 0
         data = json.loads(out.read_text(encoding="utf-8"))
         data.pop("generated")
         reports.append(data)
@@ -62,8 +63,8 @@ def test_workers_give_the_same_report(home: Path, small_export: SampleExport, cl
 
 
 def test_table_on_stdout_and_option_changes_decisions(home: Path, small_export: SampleExport, cli) -> None:
-    plain = cli("--home", home, "audit", small_export.root)
-    kept = cli("--home", home, "audit", small_export.root, "--option", "retain-uids")
+    plain = cli("--home", home, "audit", "--all", small_export.root)
+    kept = cli("--home", home, "audit", "--all", small_export.root, "--option", "retain-uids")
     assert plain.exit_code == kept.exit_code == 0
     assert "Decisions per attribute" in plain.stdout and "would be released" in plain.stdout
     assert "StudyInstanceUID" in plain.stdout

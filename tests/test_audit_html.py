@@ -79,7 +79,7 @@ def test_html_report_renders_with_thumbnails(home: Path, small_export: SampleExp
     broken.parent.mkdir()
     whole = small_export.files[1].read_bytes()
     broken.write_bytes(whole[: len(whole) - 100])
-    result = cli("--home", home, "audit", small_export.root, broken.parent, "--format", "html", "--output", report)
+    result = cli("--home", home, "audit", "--all", small_export.root, broken.parent, "--format", "html", "--output", report)
     assert result.exit_code == 0, result.stderr
     text = report.read_text(encoding="utf-8")
     # self-contained: no URL other than data: URIs, no external stylesheet or script

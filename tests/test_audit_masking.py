@@ -24,7 +24,7 @@ def small_export(tmp_path_factory: pytest.TempPathFactory) -> SampleExport:
 @pytest.mark.parametrize("fmt", ["table", "json", "csv", "html"])
 def test_default_report_holds_no_planted_phi(home: Path, small_export: SampleExport, cli, tmp_path: Path, fmt: str) -> None:
     report = tmp_path / f"audit.{fmt}"
-    result = cli("--home", home, "audit", small_export.root, "--format", fmt, "--output", report)
+    result = cli("--home", home, "audit", "--all", small_export.root, "--format", fmt, "--output", report)
     assert result.exit_code == 0, result.stderr
     text = report.read_text(encoding="utf-8")
     assert len(text) > 1000
@@ -33,7 +33,7 @@ def test_default_report_holds_no_planted_phi(home: Path, small_export: SampleExp
 
 
 def test_stdout_report_holds_no_planted_phi(home: Path, small_export: SampleExport, cli) -> None:
-    result = cli("--home", home, "audit", small_export.root, "--format", "csv")
+    result = cli("--home", home, "audit", "--all", small_export.root, "--format", "csv")
     assert result.exit_code == 0, result.stderr
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert {r["record"] for r in rows} == {"attribute", "quarantine", "flag"}
@@ -43,7 +43,7 @@ def test_stdout_report_holds_no_planted_phi(home: Path, small_export: SampleExpo
 
 def test_reveal_shows_values_warns_and_writes_0600(home: Path, small_export: SampleExport, cli, tmp_path: Path) -> None:
     report = tmp_path / "revealed.json"
-    result = cli("--home", home, "audit", small_export.root, "--format", "json", "--reveal", "--output", report)
+    result = cli("--home", home, "audit", "--all", small_export.root, "--format", "json", "--reveal", "--output", report)
     assert result.exit_code == 0, result.stderr
     assert "WARNING" in result.stderr and "REAL patient values" in result.stderr
     assert stat.S_IMODE(report.stat().st_mode) == 0o600

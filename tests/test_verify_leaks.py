@@ -230,7 +230,9 @@ def test_truncated_output_is_an_error_and_still_searched(planted: CleanSet) -> N
     assert ("error", "phi-token", "patient-name-part") in got
 
 
-def test_dangling_reference_is_a_warning_only(planted: CleanSet) -> None:  # noqa: F811
+def test_dangling_reference_to_a_source_instance_left_out_is_information_only(planted: CleanSet) -> None:  # noqa: F811
+    """A reference to an instance of the sources that is not in the output (the selection excluded
+    the localizer) never fails the run and is information, not a warning (issue 17)."""
     target = planted.image_of(0)
     ref = pydicom.dcmread(target).ReferencedImageSequence[0].ReferencedSOPInstanceUID
     localizer = next(p for p in planted.files if pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID == ref)
@@ -239,7 +241,8 @@ def test_dangling_reference_is_a_warning_only(planted: CleanSet) -> None:  # noq
     assert report.clean
     dangling = {f.file for f in report.findings if f.check == "dangling-reference"}
     assert target.relative_to(planted.out).as_posix() in dangling
-    assert all(f.severity == "warning" for f in report.findings)
+    assert all(f.severity == "info" and f.kind == "source-not-released" for f in report.findings)
+    assert report.warnings == []
 
 
 def test_two_originals_mapped_to_one_new_uid(planted: CleanSet) -> None:  # noqa: F811

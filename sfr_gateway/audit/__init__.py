@@ -53,7 +53,7 @@ FINGERPRINT_ALGORITHM = "HMAC-SHA256(site pseudonym secret, 'audit-fingerprint' 
 
 __all__ = [
     "ACTIONS", "CSV_COLUMNS", "FORMATS", "SCHEMA", "AttributeRecord", "AuditSettings", "InstanceAudit", "Summary",
-    "audit_file", "flatten", "iter_audits", "make_sink", "run_audit",
+    "audit_file", "finish_report", "flatten", "iter_audits", "make_sink", "run_audit",
 ]
 
 
@@ -94,10 +94,17 @@ def run_audit(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, fh: Bina
     if not sink.wants_series_thumbnails:
         settings = AuditSettings(reveal=settings.reveal, thumbnails=False, thumb_size=settings.thumb_size)
     summary = Summary()
-    sink.start(report_meta(plan, keys, settings))
+    sink.start(report_meta(plan, keys, settings) | {"selection": "all files (no selection, no consent gate)"})
     for inst in iter_audits(sources, plan, keys, settings, workers=workers, progress=progress):
         summary.add(inst)
         sink.add(inst)
+    summary.would_release = summary.released
+    finish_report(sink, summary, settings)
+    return summary
+
+
+def finish_report(sink: Sink, summary: Summary, settings: AuditSettings) -> None:
+    """Series thumbnails (HTML: decoded from each series' middle source file), then the summaries."""
     thumbnails: dict[str, bytes | None] = {}
     if sink.wants_series_thumbnails and settings.thumbnails:
         for stats in summary.series_list():
@@ -105,4 +112,3 @@ def run_audit(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, fh: Bina
             if middle:
                 thumbnails[stats.series] = thumbnail_of_file(Path(middle), settings.thumb_size)
     sink.finish(summary, thumbnails)
-    return summary

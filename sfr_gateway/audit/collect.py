@@ -66,7 +66,8 @@ class AttributeRecord:
 
 @dataclass
 class InstanceAudit:
-    """The audit of one source file: released (with its attribute records) or quarantined."""
+    """The audit of one source file: released (with its attribute records), quarantined by the
+    engine, a duplicate released once, or (an audit as ``run``) not released, with ``why``."""
 
     file: str
     status: str
@@ -83,6 +84,7 @@ class InstanceAudit:
     flags: list[Flag] = field(default_factory=list)
     attributes: list[AttributeRecord] = field(default_factory=list)
     thumbnail: bytes | None = field(default=None, repr=False)
+    why: dict[str, str] | None = None  # not released by a run: stage, reason, detail
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (see docs/audit.md); the thumbnail is for the HTML report only."""
@@ -92,6 +94,7 @@ class InstanceAudit:
             "modality": self.modality, "series_number": self.series_number,
             "instance_number": self.instance_number, "mask": self.mask, "quarantine": self.quarantine,
             "flags": [f.as_dict() for f in self.flags], "attributes": [a.as_dict() for a in self.attributes],
+            **({"why": self.why} if self.why is not None else {}),
         }
 
 
@@ -247,6 +250,13 @@ def iter_audits(sources: Iterable[Path], plan: Plan, keys: PseudonymKeys, settin
     ``progress(done, total)`` is called after each file.
     """
     paths = list(iter_inputs(sources))  # paths only (a stat walk), so progress knows the total
+    yield from iter_audits_of(paths, plan, keys, settings, workers=workers, progress=progress)
+
+
+def iter_audits_of(paths: list[Path], plan: Plan, keys: PseudonymKeys, settings: AuditSettings, *,
+                   workers: int = 1, progress: Callable[[int, int], None] | None = None) -> Iterator[InstanceAudit]:
+    """Audit exactly ``paths``, in order (``iter_audits`` over the files under sources, the
+    audit as run over the files the run would release)."""
     total = len(paths)
     done = 0
     released: dict[str, str] = {}  # keyed SOP Instance UID -> the file released with it

@@ -161,7 +161,9 @@ class HtmlSink:
         if m.get("values") == "revealed":
             self._w('<p class="warn">This report shows REAL patient values (--reveal). Keep it under the same '
                     'protection as the source images; delete it when done.</p>\n')
-        cards = [("files", t["files"]), ("would be released", t["released"]), ("quarantined", t["quarantined"]),
+        self._w(f'<p class="meta">Selection: {_e(m.get("selection", ""))}</p>\n')
+        cards = [("files", t["files"]), ("would be released", t["would_release"]), ("quarantined", t["quarantined"]),
+                 ("not released", t["not_released"]),
                  ("patients", t["patients"]), ("studies", t["studies"]), ("series", t["series"]),
                  ("flags", t["flags"]), *((a, t["actions"][a]) for a in ACTIONS)]
         self._w('<div class="cards">' + "".join(f'<div class="card"><b>{v}</b>{_e(k)}</div>' for k, v in cards) + "</div>\n")
@@ -175,14 +177,21 @@ class HtmlSink:
         self._w(f"<script>{_JS}</script>\n</body></html>\n")
 
     def _studies(self, summary: Summary) -> None:
-        rows = [f"<tr><td>{_e(st['patient'])}</td><td title=\"{_e(st['study'])}\">{_e(short(st['study']))}</td>"
+        rows = [f"<tr><td>{_e(st['patient'] or '(no header)')}</td><td title=\"{_e(st['study'])}\">{_e(short(st['study']))}</td>"
                 f'<td class="n">{st["series"]}</td><td class="n">{st["instances"]}</td>'
+                f'<td class="n would">{st["released"]}</td><td class="verdict">{_e(st["verdict"])}</td>'
                 f'<td class="n{" q" if st["quarantined"] else ""}">{st["quarantined"]}</td>'
                 + "".join(f'<td class="n">{st["actions"][a]}</td>' for a in ACTIONS)
                 + f"<td class=\"flags\">{_e(', '.join(f'{k} {n}' for k, n in st['flags'].items()))}</td></tr>"
                 for st in summary.studies()]
-        self._w("<h2>Studies</h2>\n")
-        self._w(_table(["patient", "study", "series", "files", "quarantined", *ACTIONS, "flags"], rows))
+        self._w("<h2>Studies: what a run would release, and why not the rest</h2>\n")
+        self._w(_table(["patient", "study", "series", "files", "would release", "verdict", "quarantined", *ACTIONS,
+                        "flags"], rows, "sortable studies"))
+        why = summary.totals()["not_released_by_reason"]
+        if why:
+            self._w("<h2>Not released (stage: reason)</h2>\n")
+            self._w(_table(["stage: reason", "files"], [f'<tr><td>{_e(k)}</td><td class="n">{n}</td></tr>'
+                                                       for k, n in why.items()], "sortable not-released"))
 
     def _series(self, summary: Summary, thumbnails: dict[str, bytes | None], ph: str) -> None:
         rows = []

@@ -53,6 +53,9 @@ def flatten(inst: dict[str, Any]) -> Iterator[dict[str, str]]:
     """The CSV rows of one instance in its JSON form: a quarantine row, flag rows, attribute rows."""
     base = {k: _cell(inst.get(k)) for k in ("file", "status", "patient", "study", "series", "instance", "sop_class")}
     blank = dict.fromkeys(CSV_COLUMNS, "")
+    if inst.get("why"):  # not released by a run: the stage (action), the reason (rule), the detail
+        w = inst["why"]
+        yield {**blank, **base, "record": "not-released", "action": w["stage"], "rule": w["reason"], "detail": w["detail"]}
     if inst.get("quarantine"):
         q = inst["quarantine"]
         yield {**blank, **base, "record": "quarantine", "action": "quarantined", "rule": q["reason"], "detail": q["detail"]}
@@ -150,11 +153,26 @@ class TableSink:
         console = Console(file=buf, width=self.width, force_terminal=self.color, no_color=not self.color)
         m, t = self.meta, summary.totals()
         console.print(f"Audit (dry run) with profile {m.get('profile')} (options: {', '.join(m.get('options', [])) or 'none'}); "
-                      f"values {m.get('values')}; {t['files']} files: {t['released']} would be released, "
-                      f"{t['quarantined']} quarantined; {t['patients']} patients, {t['studies']} studies, {t['series']} series.")
+                      f"values {m.get('values')}; {m.get('selection', '')}.")
+        as_run = str(m.get("selection", "")).startswith("as run")
+        refused = (f"the engine would refuse {t['quarantined']} of them" if as_run else
+                   f"{t['quarantined']} refused by the engine")
+        console.print(f"{t['files']} files: {t['would_release']} would be released ({refused}), {t['not_released']} "
+                      f"not released; {t['patients']} patients, {t['studies']} studies, {t['series']} series.")
+        if t["not_released_by_reason"]:
+            console.print("Not released (stage: reason): " + ", ".join(
+                f"{key} {n}" for key, n in t["not_released_by_reason"].items()) + ".")
         if t["without_patient_id"]:
             console.print(f"No Patient ID: {t['without_patient_id']} files (flag no-patient-id): no consent can match "
                           "them; `run` holds them unless [consent] without_patient_id = \"release\".")
+        verdicts = Table(title="Per study: what a run would release, and why not the rest", title_justify="left")
+        for col in ("patient", "study", "files", "would release", "verdict"):
+            verdicts.add_column(col, justify="right" if col in ("files", "would release") else "left",
+                                no_wrap=col == "patient", overflow="fold")
+        for st in summary.studies():
+            verdicts.add_row(st["patient"] or "(no header)", short(st["study"]), str(st["instances"]),
+                             str(st["released"]), st["verdict"])
+        console.print(verdicts)
         studies = Table(title="Per study: attributes by action", title_justify="left")
         for col in ("patient", "study", "series", "files", "quar", *ACTIONS, "flags"):
             studies.add_column(col, justify="left" if col in ("patient", "study") else "right", no_wrap=col == "patient")

@@ -30,6 +30,8 @@ class SeriesStats:
     instances: int = 0
     released: int = 0
     quarantined: int = 0
+    not_released: int = 0
+    why: Counter[str] = field(default_factory=Counter)  # "stage: reason" -> files (audit as run)
     actions: Counter[str] = field(default_factory=Counter)
     flags: Counter[str] = field(default_factory=Counter)
     quarantine_reasons: Counter[str] = field(default_factory=Counter)
@@ -46,7 +48,9 @@ class SeriesStats:
         """JSON form."""
         return {"patient": self.patient, "study": self.study, "series": self.series, "modality": self.modality,
                 "series_number": self.series_number, "instances": self.instances, "released": self.released,
-                "quarantined": self.quarantined, "actions": {a: self.actions.get(a, 0) for a in ACTIONS},
+                "quarantined": self.quarantined, "not_released": self.not_released,
+                "why_not_released": dict(sorted(self.why.items())),
+                "actions": {a: self.actions.get(a, 0) for a in ACTIONS},
                 "flags": dict(sorted(self.flags.items())),
                 "quarantine_reasons": dict(sorted(self.quarantine_reasons.items()))}
 
@@ -58,6 +62,21 @@ class DecisionStats:
     instances: int = 0
     fingerprints: set[str] = field(default_factory=set)
     saturated: bool = False
+
+
+def verdict(study: dict[str, Any]) -> str:
+    """One study in words: what a run would release of it, and why not the rest."""
+    why = study["why"]
+    parts = []
+    if study["released"]:
+        parts.append(f"would release {study['released']}")
+    if study["quarantined"]:
+        parts.append(f"{study['quarantined']} refused by the engine")
+    if why:
+        shown = [f"{n} {key.partition(': ')[2]} ({key.partition(': ')[0]})"
+                 for key, n in sorted(why.items(), key=lambda kv: (-kv[1], kv[0]))]
+        parts.append("not released: " + ", ".join(shown))
+    return "; ".join(parts) or "nothing"
 
 
 def _number(text: str) -> float:
@@ -81,6 +100,8 @@ class Summary:
     attributes: int = 0
     actions: Counter[str] = field(default_factory=Counter)
     without_patient_id: int = 0
+    not_released: Counter[str] = field(default_factory=Counter)  # "stage: reason" -> files
+    would_release: int | None = None  # the run's plan (audit as run), else what the engine releases
 
     def add(self, inst: InstanceAudit) -> None:
         """Fold one instance in."""
@@ -97,6 +118,13 @@ class Summary:
         for flag in inst.flags:
             stats.flags[flag.kind] += 1
             self.flag_groups[(inst.series, flag.kind, _ITEM.sub("[*]", flag.path), flag.detail, inst.patient)] += 1
+        if inst.status == "not-released":  # a run would not take it: the stage and reason say why
+            why = inst.why or {}
+            why_key = f"{why.get('stage', '?')}: {why.get('reason', '?')}"
+            stats.not_released += 1
+            stats.why[why_key] += 1
+            self.not_released[why_key] += 1
+            return
         if inst.status == "duplicate":  # released once, as its first copy
             self.duplicates += 1
             return
@@ -130,14 +158,20 @@ class Summary:
         for s in self.series.values():
             st = out.setdefault((s.patient, s.study), {
                 "patient": s.patient, "study": s.study, "series": 0, "instances": 0, "released": 0,
-                "quarantined": 0, "actions": Counter(), "flags": Counter()})
+                "quarantined": 0, "not_released": 0, "why": Counter(), "actions": Counter(), "flags": Counter()})
             st["series"] += 1
-            for k in ("instances", "released", "quarantined"):
+            for k in ("instances", "released", "quarantined", "not_released"):
                 st[k] += getattr(s, k)
+            st["why"].update(s.why)
             st["actions"].update(s.actions)
             st["flags"].update(s.flags)
-        return [{**v, "actions": {a: v["actions"].get(a, 0) for a in ACTIONS}, "flags": dict(sorted(v["flags"].items()))}
-                for _, v in sorted(out.items())]
+        rows = []
+        for _, v in sorted(out.items()):
+            rows.append({**{k: x for k, x in v.items() if k != "why"}, "verdict": verdict(v),
+                         "why_not_released": dict(sorted(v["why"].items())),
+                         "actions": {a: v["actions"].get(a, 0) for a in ACTIONS},
+                         "flags": dict(sorted(v["flags"].items()))})
+        return rows
 
     def series_list(self) -> list[SeriesStats]:
         """Series in a stable order (patient, study, series number)."""
@@ -162,6 +196,9 @@ class Summary:
         """Whole-run totals."""
         reasons = Counter(q["reason"] for q in self.quarantined)
         return {"files": self.files, "released": self.released, "duplicates": self.duplicates,
+                "would_release": self.released if self.would_release is None else self.would_release,
+                "not_released": sum(self.not_released.values()),
+                "not_released_by_reason": dict(sorted(self.not_released.items())),
                 "quarantined": len(self.quarantined),
                 "quarantined_by_reason": dict(sorted(reasons.items())),
                 "patients": len({k[0] for k in self.series if k[0]}),

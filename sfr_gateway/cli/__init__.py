@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from .. import __version__
-from ..errors import GatewayError, from_exception, is_storage_failure
+from ..errors import GatewayError, Interrupted, from_exception, is_storage_failure
 from ..home import logfile
 from .common import GatewayContext
 
@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     file (without values), not on the terminal."""
     try:
         cli.main(args=argv, prog_name="sfr-gateway", standalone_mode=False)
+    except Interrupted as exc:  # a clean stop, not an error: its own words, nothing more
+        logfile.file_only.warning("exit %d: %s", exc.exit_code, exc)
+        click.echo(str(exc), err=True)
+        return exc.exit_code
     except GatewayError as exc:
         logfile.file_only.warning("exit %d: %s", exc.exit_code, exc)
         click.echo(f"error: {exc}", err=True)

@@ -59,4 +59,21 @@ def fail_if_undelivered(upload: dict[str, Any]) -> None:
     """Undelivered batches make the exit code 10 (after the report): cron and timers notice.
     They stay pending; the next run resumes them."""
     if upload.get("failed"):
-        raise TransportError(f"{len(upload['failed'])} item(s) not delivered; they stay pending for the next run")
+        failure = upload.get("failure") or {}
+        raise TransportError(f"not delivered ({failure.get('cause') or 'see the log'}): {_pending_words(upload)} "
+                             "stay pending; the next run or `sfr-gateway upload` delivers them", failure.get("cause", ""))
+
+
+def _pending_words(upload: dict[str, Any]) -> str:
+    n = upload.get("pending", 0)
+    return f"{n} batch{'' if n == 1 else 'es'}"
+
+
+def not_delivered(upload: dict[str, Any]) -> str:
+    """One line for stderr: what was not delivered, and why (the first failure's message, which
+    names the destination and the cause), instead of a dict of batch IDs."""
+    failure = upload.get("failure") or {}
+    others = len(upload["failed"]) - 1
+    more = f" (and {others} more item(s) not sent)" if others > 0 else ""
+    return (f"attention: not delivered: {failure.get('message', '?')}{more}; {_pending_words(upload)} stay "
+            "pending for the next run or `sfr-gateway upload`")

@@ -22,11 +22,20 @@ def check(gw: GatewayContext, as_json: bool) -> None:
     Exit 0 when it answers and accepts our credentials, 10 when unreachable or refused,
     11 when it rejects our credentials, 3 when [transport] is invalid.
     """
+    from ..errors import TransportError
+    from ..transport import redact_url
+
     config = gw.config()
-    with destination_for(config.effective_destination, config.transport) as dest:
-        facts = dest.check()
+    try:
+        with destination_for(config.effective_destination, config.transport) as dest:
+            facts = dest.check()
+    except TransportError as exc:  # AuthError too: the JSON says why, the exit code stays 10 or 11
+        if as_json:
+            echo_json({"destination": redact_url(config.effective_destination), "ok": False,
+                       "cause": exc.cause or type(exc).__name__, "error": str(exc), "exit_code": exc.exit_code})
+        raise
     if as_json:
-        echo_json(facts)
+        echo_json({**facts, "ok": True})
     elif facts["kind"] == "tus":
         click.echo(f"{facts['destination']}: tus {', '.join(facts['versions'])} OK "
                    f"(checksum: {facts['checksum'] or 'not offered'}; max size: {facts['max_size'] or 'none'})")

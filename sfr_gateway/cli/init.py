@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..home.init import init_site
+from ..home.init import check_destination, init_site
 from .common import GatewayContext, echo_json, pass_gateway
 
 
@@ -15,12 +15,21 @@ from .common import GatewayContext, echo_json, pass_gateway
 @click.option("--destination", default="", metavar="URL",
               help="file:///dir or https://host/files/ (default: a drop folder in HOME).")
 @click.option("--export", "exports", multiple=True, metavar="DIR", help="A PACS export folder `run` scans.")
+@click.option("--no-check", is_flag=True, help="Do not try to reach --destination first (e.g. not up yet).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_gateway
 def init(gw: GatewayContext, site_id: str, recipients: tuple[str, ...], destination: str,
-         exports: tuple[str, ...], as_json: bool) -> None:
-    """Initialise a gateway HOME: config.toml, pseudonym secret, site signing key, ledger."""
+         exports: tuple[str, ...], no_check: bool, as_json: bool) -> None:
+    """Initialise a gateway HOME: config.toml, pseudonym secret, site signing key, ledger.
+
+    With --destination, the destination is reached first (nothing sent): when it cannot be
+    reached at all, nothing is created (exit 10) unless --no-check."""
+    note = ""
+    if destination and not no_check and not gw.home.config.exists():
+        note = check_destination(destination)
     result = init_site(gw.home, site_id, recipients, destination, exports)
+    if note:
+        click.echo(f"attention: {note}", err=True)
     if as_json:
         echo_json({
             "home": str(result.home), "site_id": result.site_id,

@@ -7,10 +7,11 @@ from typing import Any
 
 import click
 
-from ..errors import HeldBackError
+from ..errors import HeldBackError, Interrupted
+from ..home.interrupt import MESSAGE, sigterm_interrupts
 from ..home.logfile import current
 from ..run.pipeline import run as run_pipeline
-from .common import GatewayContext, echo_json, fail_if_undelivered, interactive, pass_gateway
+from .common import GatewayContext, echo_json, fail_if_undelivered, interactive, not_delivered, pass_gateway
 
 
 @click.command()
@@ -26,6 +27,24 @@ def run(gw: GatewayContext, sources: tuple[Path, ...], dry_run: bool, workers: i
     a second one exits at once with code 7. Quiet when all is well (one line).
     """
     config = gw.config()
+    try:
+        with sigterm_interrupts():
+            report = _run(config, sources, dry_run, workers, as_json)
+    except KeyboardInterrupt:
+        raise Interrupted(MESSAGE) from None
+    if as_json:
+        echo_json(report.as_dict())
+    else:
+        click.echo(report.summary_line())
+        _attention(report, config)
+    fail_if_undelivered(report.as_dict()["upload"])
+    if report.held_back:
+        raise HeldBackError(f"the run went on, but held back {report.held_back_text()}: "
+                            "`sfr-gateway quarantine list` says why and what to do")
+
+
+def _run(config: Any, sources: tuple[Path, ...], dry_run: bool, workers: int | None, as_json: bool) -> Any:
+    """The pipeline, with a progress display on a terminal."""
     if interactive() and not as_json:
         from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
@@ -38,18 +57,8 @@ def run(gw: GatewayContext, sources: tuple[Path, ...], dry_run: bool, workers: i
                     tasks[stage] = bar.add_task(stage, total=None)
                 bar.update(tasks[stage], completed=n)
 
-            report = run_pipeline(config, sources, dry_run=dry_run, workers=workers, progress=progress)
-    else:
-        report = run_pipeline(config, sources, dry_run=dry_run, workers=workers)
-    if as_json:
-        echo_json(report.as_dict())
-    else:
-        click.echo(report.summary_line())
-        _attention(report, config)
-    fail_if_undelivered(report.as_dict()["upload"])
-    if report.held_back:
-        raise HeldBackError(f"the run went on, but held back {report.held_back_text()}: "
-                            "`sfr-gateway quarantine list` says why and what to do")
+            return run_pipeline(config, sources, dry_run=dry_run, workers=workers, progress=progress)
+    return run_pipeline(config, sources, dry_run=dry_run, workers=workers)
 
 
 SHOWN = 20  # held-back files named on stderr; `quarantine list` names them all
@@ -60,11 +69,14 @@ def _attention(report: Any, config: Any) -> None:
     logfile = current()
     if report.needs_attention:
         data = report.as_dict()
-        if data["scan"].get("unreadable"):
-            click.echo(f"attention: unreadable files by reason: {data['scan']['unreadable']}", err=True)
+        new_unreadable = data["scan"].get("this_scan", {}).get("unreadable", 0)
+        if new_unreadable:
+            click.echo(f"attention: {new_unreadable} file(s) found unreadable by this scan (in all: "
+                       f"{_counts(data['scan'].get('unreadable', {}))}): `sfr-gateway quarantine list` names them",
+                       err=True)
         if data["release"].get("quarantined"):
-            click.echo(f"attention: quarantined (see {config.home.quarantine}): "
-                       f"{data['release']['quarantined_by_reason']}", err=True)
+            click.echo(f"attention: refused by the engine: {_counts(data['release']['quarantined_by_reason'])} "
+                       f"(records in {config.home.quarantine}; `sfr-gateway quarantine list` names them)", err=True)
         for st in data["release"].get("held_back", {}).get("list", []):
             click.echo(f"attention: held back the study of {st['pseudonym']} ({st['files']} files, e.g. "
                        f"{st['example']}): {st['reason']}: {st['detail']}; retried at every run"
@@ -78,7 +90,12 @@ def _attention(report: Any, config: Any) -> None:
         if files:
             click.echo("attention: `sfr-gateway quarantine list` says why and what to do", err=True)
         if data["upload"].get("failed"):
-            click.echo(f"attention: not delivered: {data['upload']['failed']}", err=True)
+            click.echo(not_delivered(data["upload"]), err=True)
+
+
+def _counts(by_reason: dict[str, int]) -> str:
+    """'2 not-dicom, 1 truncated' (a reason count in words, not a Python dict)."""
+    return ", ".join(f"{n} {reason}" for reason, n in sorted(by_reason.items())) or "none"
 
 
 COMMANDS = [run]

@@ -49,6 +49,10 @@ def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
             result = run_scan(ledger, sources, config.selection)
         consent = coverage(ledger, config.consent, dt.date.today())
         data = result.as_dict()
+        from ..ledger.held import unreadable_files
+
+        data["unreadable_files"] = [{"path": p.decode("utf-8", "backslashreplace"), "reason": r, "since": when}
+                                    for p, r, when in unreadable_files(ledger)]
         if data["shared_uids"]["uids"]:
             data["shared_uid_groups"] = [[p.decode("utf-8", "backslashreplace") for p in group]
                                          for group in shared_groups(ledger, SHOWN_GROUPS)]
@@ -79,6 +83,9 @@ def render_summary(data: dict[str, Any]) -> None:
     console.print(table)
     _reasons(console, "Excluded instances by reason", "instances", data["excluded"], EXCLUSION_REASONS)
     _reasons(console, "Unreadable files by reason", "files", data["unreadable"], UNREADABLE_REASONS)
+    if data["unreadable"]:
+        console.print(f"{sum(data['unreadable'].values())} files could not be read: `sfr-gateway quarantine list` "
+                      "names each with its reason (`scan --json` too).", soft_wrap=True)
     _shared(console, data)
     nopid = data.get("without_patient_id", {})
     if nopid.get("instances"):

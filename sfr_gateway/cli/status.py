@@ -44,6 +44,10 @@ def status(gw: GatewayContext, as_json: bool) -> None:
     for state, row in sorted(data["batches"].items()):
         table.add_row(state, str(row["batches"]), str(row["files"]), f"{row['bytes']:,}")
     console.print(table)
+    if data.get("packaging", {}).get("batches"):
+        pk = data["packaging"]
+        console.print(f"packaging: {pk['batches']} batch{'' if pk['batches'] == 1 else 'es'} {pk['explanation']}",
+                      soft_wrap=True, highlight=False, markup=False)
     _held(console, data["held_back"])
     console.print(f"last success: {data['last_success'] or 'never'}")
     if data["last_error"]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from ..errors import Interrupted
+from ..home.interrupt import MESSAGE, sigterm_interrupts
 from ..run.pipeline import upload_only
-from .common import GatewayContext, echo_json, fail_if_undelivered, pass_gateway
+from .common import GatewayContext, echo_json, fail_if_undelivered, not_delivered, pass_gateway
 
 
 @click.command()
@@ -13,13 +15,18 @@ from .common import GatewayContext, echo_json, fail_if_undelivered, pass_gateway
 @pass_gateway
 def upload(gw: GatewayContext, as_json: bool) -> None:
     """Send pending batches and withdrawal requests (nothing is de-identified)."""
-    data = upload_only(gw.config())
+    config = gw.config()
+    try:
+        with sigterm_interrupts():
+            data = upload_only(config)
+    except KeyboardInterrupt:
+        raise Interrupted(MESSAGE) from None
     if as_json:
         echo_json(data)
     else:
         click.echo(f"uploaded {data['acknowledged']} batches to {data['destination']}; {data['pending']} pending")
         if data["failed"]:
-            click.echo(f"attention: not delivered: {data['failed']}", err=True)
+            click.echo(not_delivered(data), err=True)
     fail_if_undelivered(data)
 
 

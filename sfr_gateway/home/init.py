@@ -37,6 +37,31 @@ class InitResult:
     signing_public_key: str
 
 
+def check_destination(url: str) -> str:
+    """Reach ``url`` before a HOME is made for it (``init --destination``), sending nothing.
+
+    A host we cannot reach at all (refused, unknown name, timeout, no route) raises
+    TransportError naming the cause: nothing is created. A host that answers but refuses our
+    TLS verification or our (not yet configured) credentials is reachable: the returned note
+    says what to set in ``[transport]``; '' when all is well."""
+    from ..errors import AuthError, TransportError
+    from ..transport import destination_for
+
+    try:
+        with destination_for(url) as dest:
+            dest.check()
+    except AuthError:
+        return ("the destination answers but refuses requests without credentials: set [transport] "
+                "bearer_token_file (or client_cert) in config.toml, then `sfr-gateway destination check`")
+    except TransportError as exc:
+        if exc.cause == "tls":
+            return (f"the destination answers but its certificate is not trusted here ({exc}): set [transport] "
+                    "ca_bundle in config.toml, then `sfr-gateway destination check`")
+        raise TransportError(f"{exc}; nothing was created (check the URL, or initialise anyway with --no-check "
+                             "and run `sfr-gateway destination check` later)", exc.cause) from None
+    return ""
+
+
 def init_site(
     home: HomePaths,
     site_id: str,

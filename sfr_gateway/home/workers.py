@@ -49,6 +49,17 @@ def _die_with(parent: int, initializer: Callable[..., None] | None, args: tuple[
         initializer(*args)
 
 
+def _set_up(initializer: Callable[..., None] | None, args: tuple[Any, ...]) -> None:
+    """Every worker: Ctrl-C is the parent's to handle (a terminal sends SIGINT to the whole
+    process group: each worker's KeyboardInterrupt would print a traceback), SIGTERM (the
+    parent's ``terminate``) just ends it; then the command's own set-up."""
+    from .interrupt import ignore_in_worker
+
+    ignore_in_worker()
+    if initializer is not None:
+        initializer(*args)
+
+
 class WorkerPool:
     """``n`` forked worker processes, each set up once by ``initializer(*initargs)``.
 
@@ -62,9 +73,11 @@ class WorkerPool:
         self.n = n
         self.died = died
         ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+        setup: Callable[..., None] = _set_up
+        args: tuple[Any, ...] = (initializer, initargs)
         if die_with_parent:
-            initializer, initargs = _die_with, (os.getpid(), initializer, initargs)
-        self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=initializer, initargs=initargs)
+            setup, args = _die_with, (os.getpid(), setup, args)
+        self.pool = ProcessPoolExecutor(n, mp_context=ctx, initializer=setup, initargs=args)
 
     def __enter__(self) -> WorkerPool:
         return self

@@ -61,6 +61,12 @@ def pending_instances(ledger: Ledger, study_uid: str) -> list[PendingInstance]:
     return [PendingInstance(r[0], bytes(r[1]), r[2], r[3] or "", r[4], r[5] or "") for r in rows]
 
 
+def release_rows(ledger: Ledger) -> dict[str, tuple[str, str | None, str | None]]:
+    """Every SOP Instance UID with a release row: (state, batch ID, reason)."""
+    rows = ledger.conn.execute("SELECT sop_instance_uid, state, batch_id, reason FROM releases")
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
 def next_part(ledger: Ledger, study_uid: str) -> int:
     row = ledger.conn.execute("SELECT COALESCE(MAX(part), 0) FROM batches WHERE study_uid = ?", (study_uid,)).fetchone()
     return int(row[0]) + 1

@@ -149,6 +149,30 @@ def open_ledger(path: Path) -> Ledger:
     return ledger
 
 
+def scratch_copy(path: Path) -> Ledger:
+    """An in-memory copy of the ledger at ``path`` (an empty, migrated one if there is none):
+    a command that must reason like a run (``audit``: scan, select, gate) works on it and leaves
+    the HOME as it was. The copy lives in this process's memory only: it holds what state.db
+    holds (local patient IDs), so it is never written to a temporary file."""
+    path = Path(path)
+    try:
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if path.exists():
+            # not mode=ro: a read-only connection leaves empty -wal and -shm files behind; this
+            # one, the last to close, removes them (and writes nothing: we only read)
+            source = sqlite3.connect(path, timeout=30)
+            try:
+                source.backup(conn)
+            finally:
+                source.close()
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    ledger = Ledger(conn, path)
+    _migrate(ledger)
+    return ledger
+
+
 def _migrate(ledger: Ledger) -> None:
     current = ledger.schema_version
     available = migrations()

@@ -140,6 +140,26 @@ def quarantined_files(ledger: Ledger, limit: int = 10000) -> list[tuple[bytes | 
     return [(bytes(r[0]) if r[0] is not None else None, r[1], r[2]) for r in rows]
 
 
+def unreadable_files(ledger: Ledger) -> list[tuple[bytes, str, str]]:
+    """Files the scan could not read, as long as they are in the export unchanged: (path,
+    reason, when the scan that found it so started). A changed file is read again, a removed one
+    is marked missing: either way it leaves this list."""
+    rows = ledger.conn.execute(
+        """SELECT i.path, COALESCE(i.reason, ''), COALESCE(s.started_at, '') FROM instances i
+           LEFT JOIN scans s ON s.id = i.last_seen_scan
+           WHERE i.state = 'unreadable' ORDER BY i.path""").fetchall()
+    return [(bytes(r[0]), r[1], r[2]) for r in rows]
+
+
+def refused_in_export(ledger: Ledger) -> int:
+    """Instances the engine refused whose file is still in the export (indexed)."""
+    row = ledger.conn.execute(
+        """SELECT COUNT(*) FROM releases r WHERE r.state = 'quarantined' AND EXISTS (
+               SELECT 1 FROM instances i WHERE i.sop_instance_uid = r.sop_instance_uid AND +i.state = 'indexed')"""
+    ).fetchone()
+    return int(row[0])
+
+
 def counts(ledger: Ledger) -> dict[str, int]:
     """How many studies and files are held back now, and instances the engine quarantined."""
     q = ledger.conn.execute
@@ -150,3 +170,8 @@ def counts(ledger: Ledger) -> dict[str, int]:
     identical = q("SELECT COUNT(*) FROM duplicate_files WHERE verdict = 'identical'").fetchone()[0]
     quarantined = q("SELECT COUNT(*) FROM releases WHERE state = 'quarantined'").fetchone()[0]
     return {"studies": studies, "files": files, "identical_copies": identical, "quarantined": quarantined}
+
+
+def unreadable_count(ledger: Ledger) -> int:
+    """Files the scan could not read (the state index: few rows, found without reading the others)."""
+    return int(ledger.conn.execute("SELECT COUNT(*) FROM instances WHERE state = 'unreadable'").fetchone()[0])

@@ -213,3 +213,36 @@ def unreadable_files(ledger: Ledger, limit: int = 1000) -> list[tuple[bytes, str
     rows = ledger.conn.execute(
         "SELECT path, reason FROM instances WHERE state = 'unreadable' ORDER BY path LIMIT ?", (limit,))
     return [(bytes(p), r) for p, r in rows]
+
+
+@dataclass(frozen=True)
+class IndexedFile:
+    """One file of the index as selection recorded it (what the audit as run reports on)."""
+
+    path: bytes
+    state: str
+    reason: str | None
+    eligible: int
+    exclusion: str | None
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    patient_id: str | None
+    issuer: str
+    study_uid: str | None
+    series_uid: str | None
+    modality: str | None
+    series_number: int | None
+
+
+def files_under(ledger: Ledger, roots: Sequence[bytes]) -> list[IndexedFile]:
+    """The indexed and unreadable files under ``roots`` (not those gone), by path."""
+    out: list[IndexedFile] = []
+    for root in roots:
+        prefix = root.rstrip(b"/") + b"/"
+        rows = ledger.conn.execute(
+            """SELECT path, state, reason, eligible, exclusion, sop_class_uid, sop_instance_uid, patient_id,
+                      issuer, study_uid, series_uid, modality, series_number
+               FROM instances WHERE (substr(path, 1, ?) = ? OR path = ?) AND state IN ('indexed', 'unreadable')
+               ORDER BY path""", (len(prefix), prefix, root))
+        out.extend(IndexedFile(bytes(r[0]), *r[1:]) for r in rows)
+    return out

@@ -39,11 +39,15 @@ class RunReport:
     release: dict[str, Any] = field(default_factory=dict)
     upload: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    unusable: dict[str, int] = field(default_factory=dict)  # files the gateway cannot use, by kind
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dry_run": self.dry_run, "scan": self.scan, "consent": self.consent,
-                "release": self.release, "upload": self.upload,
-                "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        out = {"dry_run": self.dry_run, "scan": self.scan, "consent": self.consent,
+               "release": self.release, "upload": self.upload, "unusable_files": self.unusable,
+               "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
+        if self.dry_run:  # the number `audit --format json` carries too (the same plan)
+            out["would_release"] = int(self.release.get("would_release", {}).get("instances", 0))
+        return out
 
     @property
     def needs_attention(self) -> bool:
@@ -63,7 +67,8 @@ class RunReport:
         if self.dry_run:
             would = r.get("would_release", {})
             return (f"dry run: would release {would.get('instances', 0)} instances of {would.get('studies', 0)} "
-                    f"studies ({would.get('bytes', 0) / 1e6:.1f} MB); {u.get('pending', 0)} batches pending upload")
+                    f"studies ({would.get('bytes', 0) / 1e6:.1f} MB); {u.get('pending', 0)} batches pending upload"
+                    f"{self.unusable_text()}")
         held = self.consent.get("without_patient_id", {})
         nopid = (f"; {held['eligible_instances']} eligible instances without Patient ID held"
                  if held.get("eligible_instances") and held.get("policy") != "release" else "")
@@ -75,8 +80,18 @@ class RunReport:
                 f"released {r.get('instances', 0)} instances in {r.get('batches', 0)} batches "
                 f"({r.get('quarantined', 0)} quarantined{self._held_text()}); "
                 f"uploaded {u.get('acknowledged', 0)} batches "
-                f"to {u.get('destination', '?')}, {u.get('pending', 0)} pending{nopid}")
+                f"to {u.get('destination', '?')}, {u.get('pending', 0)} pending{nopid}{self.unusable_text()}")
 
+    def unusable_text(self) -> str:
+        """'; 3 files cannot be used (2 unreadable, 1 refused): `sfr-gateway quarantine list`' while any
+        exist, at every run (not only the run that found them)."""
+        total = self.unusable.get("total", 0)
+        if not total:
+            return ""
+        kinds = ", ".join(f"{self.unusable[k]} {words}" for k, words in
+                          (("unreadable", "unreadable"), ("refused", "refused by the engine"),
+                           ("held_back", "held back")) if self.unusable.get(k))
+        return f"; {total} {'file' if total == 1 else 'files'} cannot be used ({kinds}): `sfr-gateway quarantine list`"
 
     def held_back_text(self) -> str:
         """'1 study and 2 files' held back by this run ('' when none)."""
@@ -129,6 +144,9 @@ def run(
         report.release = release(ledger, config, today=today, workers=workers, dry_run=dry_run,
                                  progress=step("release")).as_dict()
         lap("release")
+        from .held import unusable
+
+        report.unusable = unusable(ledger)
         if not dry_run:  # the local mapping: every packaged study, and its pseudonym as released
             from ..mapping.sync import sync_for_run
 
@@ -172,7 +190,28 @@ def status(config: Config, today: dt.date | None = None) -> dict[str, Any]:
                 state: len(consent.withdrawal_requests(ledger, state)) for state in ("pending", "sent")
             },
             "held_back": held_back(ledger, limit=STATUS_LIMIT),
+            "packaging": _packaging(ledger, config),
         }
+
+
+def _packaging(ledger: Ledger, config: Config) -> dict[str, Any]:
+    """Batches in ``packaging``, and why: a run packaging them now, or one that was interrupted
+    (Ctrl-C, killed, power cut) before their files were finished: nothing of them was sent, and
+    the next run removes them and packages their studies again."""
+    from ..home.lock import holder
+    from ..ledger import batches as sql
+
+    n = len(sql.batches(ledger, ["packaging"]))
+    pid = holder(config.home.lock)
+    if not n:
+        explanation = ""
+    elif pid is not None:
+        explanation = f"a run (pid {pid}) is packaging {'it' if n == 1 else 'them'} now"
+    else:
+        explanation = (f"left by a run that was interrupted (Ctrl-C, killed or a power cut) while packaging "
+                       f"{'it' if n == 1 else 'them'}: nothing of {'it' if n == 1 else 'them'} was sent; the next "
+                       "run removes what was written and packages the study again")
+    return {"batches": n, "run_in_progress": pid, "explanation": explanation}
 
 
 STATUS_LIMIT = 20  # held-back items `status` names; `quarantine list` names them all

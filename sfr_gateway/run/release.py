@@ -39,6 +39,7 @@ from ..ledger import Ledger, held
 from ..ledger import batches as sql
 from . import duplicates
 from .bulkhead import StudyFailure, study_failure
+from .plan import plan_release
 
 if TYPE_CHECKING:
     from ..deid.files import PixelRef
@@ -237,17 +238,13 @@ def release(
     outbox = config.home.outbox
     if not dry_run:
         recover(ledger, outbox)
-    gate = consent.gate(ledger, config.consent, today)
-    releasable = {s.study_uid for s in gate.releasable}
+    planned = plan_release(ledger, config, today)  # the same plan `run --dry-run` and `audit` report
     if not dry_run:
-        _settle_duplicates(ledger, config, releasable, report)
-    todo = [(study, sql.pending_instances(ledger, study)) for study in sorted(releasable)]
-    todo = [(study, pending) for study, pending in todo if pending]
+        _settle_duplicates(ledger, config, planned.releasable, report)
+    todo = planned.todo
     if dry_run:
-        report.studies = len(todo)
-        report.instances = sum(len(p) for _, p in todo)
-        report.would_release = {"studies": len(todo), "instances": report.instances,
-                                "bytes": sum(i.size for _, p in todo for i in p)}
+        report.would_release = planned.would_release
+        report.studies, report.instances = report.would_release["studies"], report.would_release["instances"]
         return report
     if not todo:
         held.keep_only(ledger, ())

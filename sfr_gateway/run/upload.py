@@ -22,6 +22,7 @@ from ..errors import AuthError, IntegrityError, TransportError
 from ..home.config import DEFAULT_DESTINATION_DIRNAME, Config
 from ..home.faults import checkpoint
 from ..home.fsutil import atomic_write_bytes, atomic_write_text
+from ..home.logfile import file_only
 from ..ledger import Ledger
 from ..ledger import batches as sql
 from ..transport.base import redact_url
@@ -44,6 +45,13 @@ class UploadReport:
     cancelled_removed: int = 0
     consent_held: list[str] = field(default_factory=list)
     pending: int = 0
+    failure: dict[str, str] | None = None  # the first failure: its cause and message
+
+    def note_failure(self, item: str, exc: Exception) -> None:
+        """``item`` was not delivered because of ``exc`` (kept pending for the next run)."""
+        self.failed[item] = str(exc)
+        if self.failure is None:
+            self.failure = {"cause": getattr(exc, "cause", "") or type(exc).__name__, "message": str(exc)}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,7 +60,7 @@ class UploadReport:
             "withdrawals_sent": self.withdrawals_sent, "announcements_sent": self.announcements_sent,
             "cancelled_removed": self.cancelled_removed, "consent_held": len(self.consent_held),
             "consent_held_ids": self.consent_held,
-            "pending": self.pending,
+            "pending": self.pending, "failure": self.failure,
         }
 
 
@@ -101,8 +109,8 @@ def upload(
                 raise
             except (TransportError, IntegrityError) as exc:
                 sql.mark_failed(ledger, b.batch_id, str(exc))
-                report.failed[b.batch_id] = str(exc)
-                log.warning("batch %s not delivered: %s", b.batch_id, exc)
+                report.note_failure(b.batch_id, exc)
+                file_only.warning("batch %s not delivered: %s", b.batch_id, exc)
                 if isinstance(exc, TransportError):
                     break  # the destination is unwell: leave the rest for the next run
                 continue
@@ -152,7 +160,7 @@ def _send_withdrawals(ledger: Ledger, config: Config, dest: Any, state: Any, req
             raise
         except (TransportError, IntegrityError) as exc:
             consent.mark_withdrawal_request(ledger, req.id, "pending", str(exc))
-            report.failed[name] = str(exc)
+            report.note_failure(name, exc)
             return
         consent.mark_withdrawal_request(ledger, req.id, "sent")
         report.withdrawals_sent += 1
@@ -174,7 +182,7 @@ def _send_announcements(config: Config, dest: Any, state: Any, report: UploadRep
         except AuthError:
             raise
         except (TransportError, IntegrityError) as exc:
-            report.failed[path.stem] = str(exc)
+            report.note_failure(path.stem, exc)
             return
         sent = config.home.outbox / "sent"
         sent.mkdir(mode=0o700, exist_ok=True)

@@ -140,6 +140,7 @@ class TransportSettings:
     connect_timeout: float = 15.0
     timeout: float = 60.0
     retries: int = 8
+    retry_budget: float = 30.0
     backoff_base: float = 1.0
     backoff_max: float = 300.0
     chunk_size: int = 8 * 1024 * 1024
@@ -157,7 +158,7 @@ class TransportSettings:
         """Validate ``[transport]``; unknown keys and bad values raise ConfigError."""
         known = {
             "bearer_token_file", "client_cert", "client_key", "ca_bundle", "timeout_seconds",
-            "connect_timeout_seconds", "retries", "backoff_seconds", "backoff_max_seconds",
+            "connect_timeout_seconds", "retries", "retry_budget_seconds", "backoff_seconds", "backoff_max_seconds",
             "chunk_bytes", "bandwidth_limit_kbps", "bandwidth_limit_bytes_per_second", "checksum",
         }
         unknown = sorted(set(transport) - known)
@@ -206,6 +207,7 @@ class TransportSettings:
             connect_timeout=number("connect_timeout_seconds", 15, 0.1),
             timeout=number("timeout_seconds", 60, 0.1),
             retries=int(number("retries", 8, 0)),
+            retry_budget=number("retry_budget_seconds", 30.0, 0),
             backoff_base=number("backoff_seconds", 1.0, 0),
             backoff_max=number("backoff_max_seconds", 300.0, 0),
             chunk_size=int(number("chunk_bytes", 8 * 1024 * 1024, 1024)),

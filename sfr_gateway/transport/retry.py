@@ -10,11 +10,43 @@ RETRY_AFTER_MAX = 3600.0
 
 
 class Retryable(Exception):
-    """A failure worth trying again later (connection lost, 5xx, stall), with the server's hint."""
+    """A failure worth trying again later (connection lost, 5xx, stall), with the server's hint
+    and its cause (a key of ``transport.causes.CAUSES``)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, cause: str = "") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.cause = cause
+
+
+class RetryBudget:
+    """Seconds one run may spend on failures: failed attempts and the waits between them,
+    over every batch it sends (``[transport] retry_budget_seconds``). When it is spent the run
+    stops retrying and leaves the batches pending: a cron run against a dead destination ends
+    in about that long instead of minutes of backoff while it holds the HOME lock."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds = seconds
+        self.spent = 0.0
+        self._clock = clock
+        self._since: float | None = None
+
+    def attempt(self) -> None:
+        """An attempt starts now (its time counts only if it fails)."""
+        self._since = self._clock()
+
+    def failed(self) -> None:
+        """The attempt begun by ``attempt`` failed: its time is spent."""
+        if self._since is not None:
+            self.spent += max(self._clock() - self._since, 0.0)
+            self._since = None
+
+    def allows(self, delay: float) -> bool:
+        """May the run wait ``delay`` seconds and try again?"""
+        return self.spent + delay <= self.seconds
+
+    def waited(self, delay: float) -> None:
+        self.spent += delay
 
 
 def parse_retry_after(value: str | None, now: Callable[[], float] = time.time) -> float | None:

@@ -25,7 +25,10 @@ never moves cannot hold a cron run, and the HOME lock, forever).
 Connection errors, timeouts (a stalled link), 5xx, 408 and 429 are retried with exponential
 backoff and jitter, never sooner than ``Retry-After``; a retry re-reads the offset with HEAD.
 A ``Retry-After`` longer than ``backoff_max`` ends the call (TransportError): a cron run does
-not sit for an hour holding the lock, the next run resumes.
+not sit for an hour holding the lock, the next run resumes. One budget of seconds bounds the
+failures of a whole run (``retry_budget_seconds``: failed attempts and the waits between them,
+over every batch): against a dead destination a run ends in about that long, naming the cause
+(refused, DNS, TLS, timeout, HTTP status: ``transport.causes``), and the batches stay pending.
 401/403 raise AuthError at once; 413 a TransportError that says the batch is too large.
 TLS verification failures are never retried and never downgraded.
 
@@ -53,6 +56,7 @@ import requests
 from .. import __version__
 from ..errors import AuthError, IntegrityError, TransportError
 from ..home.faults import checkpoint
+from ..home.logfile import file_only
 from .base import (
     DATA,
     SIGNATURE,
@@ -66,7 +70,8 @@ from .base import (
     redact_url,
     utcnow,
 )
-from .retry import Retryable, Throttle, ThrottledBody, backoff_delay, parse_retry_after
+from .causes import classify, http_status
+from .retry import Retryable, RetryBudget, Throttle, ThrottledBody, backoff_delay, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +126,7 @@ class TusDestination(Destination):
         self._rng = rng
         self._server: ServerInfo | None = None
         self._throttle = Throttle(self.settings.bandwidth_limit, sleep=sleep, clock=clock)
+        self.budget = RetryBudget(self.settings.retry_budget, clock=clock)  # shared by every send of this run
         # An explicit CA bundle path is passed on every request so REQUESTS_CA_BUNDLE cannot
         # override it; verification is never switched off.
         self._verify: str | bool = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
@@ -199,7 +205,7 @@ class TusDestination(Destination):
             if resp.status_code not in (404, 410):
                 self._check(resp, "HEAD")
         except Retryable as exc:
-            raise TransportError(f"{redact_url(self.url)}: {exc}") from None
+            raise TransportError(self._named(exc), exc.cause) from None
         return {
             "destination": redact_url(self.url), "kind": "tus", "versions": list(server.versions),
             "extensions": sorted(server.extensions), "checksum": server.checksum_algorithm,
@@ -227,6 +233,7 @@ class TusDestination(Destination):
         attempts = 0
         recreated = False
         while True:
+            self.budget.attempt()
             try:
                 server = self._discover()
                 if url is None:
@@ -261,20 +268,28 @@ class TusDestination(Destination):
                 recreated, url, offset = True, None, None
             except Retryable as exc:
                 attempts += 1
+                self.budget.failed()
                 if exc.retry_after is not None and exc.retry_after > self.settings.backoff_max:
                     raise TransportError(
-                        f"{redact_url(self.url)}: {exc}; the server asks us to come back in "
-                        f"{exc.retry_after:.0f} s: left to a later run"
+                        f"{self._named(exc)}; the server asks us to come back in "
+                        f"{exc.retry_after:.0f} s: left to a later run", exc.cause
                     ) from None
                 if attempts > self.settings.retries:
                     raise TransportError(
-                        f"{redact_url(self.url)}: {exc} (gave up after {attempts} attempts; next run resumes)"
-                    ) from None
+                        f"{self._named(exc)} (gave up after {attempts} attempts; next run resumes)",
+                        exc.cause) from None
                 delay = backoff_delay(attempts, self.settings.backoff_base, self.settings.backoff_max,
                                       exc.retry_after, self._rng)
-                log.warning("batch %s %s: %s; retry %d/%d in %.1fs",
-                            batch_id, part, exc, attempts, self.settings.retries, delay)
+                if not self.budget.allows(delay):
+                    raise TransportError(
+                        f"{self._named(exc)} ({attempts} attempt(s); this run's retry budget of "
+                        f"{self.budget.seconds:.0f} s is spent; next run resumes)", exc.cause) from None
+                file_only.info("batch %s %s: %s; retry %d/%d in %.1fs",
+                               batch_id, part, exc, attempts, self.settings.retries, delay)
+                log.info("batch %s %s: %s; retry %d/%d in %.1fs",
+                         batch_id, part, exc, attempts, self.settings.retries, delay)
                 self._sleep(delay)
+                self.budget.waited(delay)
                 offset = None  # whatever happened, ask the server where we are
 
     # -- protocol steps -----------------------------------------------------------------
@@ -387,6 +402,11 @@ class TusDestination(Destination):
 
     # -- HTTP plumbing --------------------------------------------------------------------
 
+    def _named(self, exc: Exception) -> str:
+        """The message of ``exc``, naming the destination once."""
+        text, url = str(exc), redact_url(self.url)
+        return text if url in text else f"{url}: {text}"
+
     def _call(self, method: str, url: str, **kwargs: object) -> requests.Response:
         try:
             return self._session.request(
@@ -399,12 +419,16 @@ class TusDestination(Destination):
             if any(marker in text for marker in _TLS_FATAL):
                 raise TransportError(
                     f"{redact_url(url)}: TLS verification failed (server certificate not trusted or wrong "
-                    "host name); check transport.ca_bundle. Never retried, never downgraded."
+                    "host name); check transport.ca_bundle. Never retried, never downgraded.", "tls"
                 ) from None
-            raise Retryable(f"{method} {redact_url(url)}: TLS connection lost") from None
+            raise Retryable(f"{method} {redact_url(url)}: TLS connection lost", cause="tls") from None
         except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-            kind = "timed out (stalled link?)" if isinstance(exc, requests.Timeout) else "connection failed"
-            raise Retryable(f"{method} {redact_url(url)}: {kind}") from None
+            cause = classify(exc)
+            if cause.kind == "timeout" and isinstance(exc, requests.Timeout):
+                words = "timed out (stalled link?): " + cause.words
+            else:
+                words = cause.words
+            raise Retryable(f"{method} {redact_url(url)}: {words}", cause=cause.kind) from None
 
     def _check(self, resp: requests.Response, what: str) -> None:
         """Raise for statuses every step treats alike."""
@@ -417,9 +441,10 @@ class TusDestination(Destination):
                 f"{what} {where}: the server refuses a batch this large (413); lower [batch] max_bytes"
             )
         if code >= 500 or code in _RETRY_STATUS:
-            raise Retryable(f"{what} {where}: server answered {code}", parse_retry_after(resp.headers.get("Retry-After")))
+            raise Retryable(f"{what} {where}: server answered {http_status(code).words}",
+                            parse_retry_after(resp.headers.get("Retry-After")), cause="http")
         if code >= 400:
-            raise TransportError(f"{what} {where}: server answered {code}")
+            raise TransportError(f"{what} {where}: server answered {http_status(code).words}", "http")
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

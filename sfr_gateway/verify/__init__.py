@@ -75,6 +75,7 @@ def verify_outputs(
     report.output_files = len(out_files)
     out_facts = [s.facts for s in scans if s.facts is not None]
     report.dicom_outputs = len(out_facts)
+    report.manifests = sum(s.manifest for s in scans)
 
     pairs = pair_files(src_facts, out_facts)
     report.paired = len(pairs)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA = "sfr-gateway/verify/1"
+_RANK = {"error": 0, "warning": 1, "info": 2}
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Finding:
     """One problem found in one output file."""
 
     severity: str
-    """``error`` (fails the run) or ``warning``."""
+    """``error`` (fails the run), ``warning``, or ``info`` (expected, said for completeness)."""
     check: str
     """``phi-token``, ``uid-mapping``, ``media-storage-uid``, ``study-folder``, ``identity-removed``,
     ``dangling-reference``, ``unreadable-output``."""
@@ -79,10 +80,31 @@ class VerifyReport:
     tokens: dict[str, int] = field(default_factory=dict)
     pixel_data_searched: bool = False
     seconds: float = 0.0
+    manifests: int = 0  # batch manifests among the outputs: searched, not DICOM, not a finding
 
     @property
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+    @property
+    def infos(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "info"]
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Findings grouped by severity, check and kind, worst first (errors, then warnings, then
+        information; the most frequent first): how many, in how many files."""
+        groups: dict[tuple[str, str, str], tuple[int, set[str]]] = {}
+        for f in self.findings:
+            n, files = groups.get((f.severity, f.check, f.kind), (0, set()))
+            files.add(f.file)
+            groups[(f.severity, f.check, f.kind)] = (n + 1, files)
+        rows = [{"severity": sev, "check": check, "kind": kind, "findings": n, "files": len(files)}
+                for (sev, check, kind), (n, files) in groups.items()]
+        return sorted(rows, key=lambda r: (_RANK.get(r["severity"], 9), -r["findings"], r["check"], r["kind"]))
 
     @property
     def clean(self) -> bool:
@@ -112,11 +134,14 @@ class VerifyReport:
                 "source_files": self.source_files,
                 "unreadable_sources": self.unreadable_sources,
                 "paired_outputs": self.paired,
+                "batch_manifests": self.manifests,
                 "errors": len(self.errors),
-                "warnings": len(self.findings) - len(self.errors),
+                "warnings": len(self.warnings),
+                "info": len(self.infos),
                 "by_check": self.counts_by_check(),
                 "tokens_by_kind": self.tokens,
             },
+            "summary": self.summary(),
             "findings": [f.to_dict(reveal) for f in self.findings],
             "seconds": round(self.seconds, 3),
             "files_per_second": round(rate, 1) if rate else None,

@@ -25,8 +25,11 @@ Checks (each a finding; see ``report.py``)
   folder is the parent of the series folder when files are 4 levels deep or more under OUT,
   else the folder holding the files; files at the top of OUT are not checked).
 * ``identity-removed`` (error): Patient Identity Removed (0012,0062) is not ``YES``.
-* ``dangling-reference`` (warning): a Referenced SOP Instance UID names no output file (expected
-  when the referenced image was quarantined or not exported).
+* ``dangling-reference``: a Referenced SOP Instance UID names no output file. Information
+  (``info``, kind ``source-not-released``) when it stands for an instance of the sources (learnt
+  from the pairs) that is not in the output: the selection excluded it (a localizer, a dose
+  screen) or the engine quarantined it, as expected. A warning (``unresolved``) otherwise: the
+  reference names an image we never saw.
 An original UID that survives anywhere is a token leak, reported by the scan (``scan.py``).
 """
 
@@ -126,6 +129,8 @@ def check_uids(sources: list[FileFacts], outputs: list[FileFacts],
     findings: list[Finding] = []
     findings += _mapping_findings(outputs, pairs)
     output_sops = {o.sop_uid for o in outputs if o.sop_uid}
+    source_sops = {s.sop_uid for s in sources if s.sop_uid}
+    original_of = _originals(outputs, pairs)
     for out in outputs:
         if out.identity_removed != "YES":
             findings.append(Finding("error", "identity-removed", out.rel, "(0012,0062)",
@@ -135,11 +140,33 @@ def check_uids(sources: list[FileFacts], outputs: list[FileFacts],
             findings.append(Finding("error", "media-storage-uid", out.rel, "(0002,0003)",
                                     "MediaStorageSOPInstanceUID", "differs-from-sop-instance-uid"))
         for path, uid in out.refs:
-            if uid not in output_sops:
+            if uid in output_sops:
+                continue
+            if original_of.get(uid) in source_sops:  # a source instance left out: excluded or quarantined
+                findings.append(Finding("info", "dangling-reference", out.rel, path, "ReferencedSOPInstanceUID",
+                                        "source-not-released", token=uid,
+                                        detail="an instance of the sources not in the output (excluded by the "
+                                               "selection, or quarantined)"))
+            else:
                 findings.append(Finding("warning", "dangling-reference", out.rel, path,
                                         "ReferencedSOPInstanceUID", "unresolved", token=uid))
     findings += _study_folder_findings(outputs)
     return findings
+
+
+def _originals(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts]) -> dict[str, str]:
+    """New UID -> the original it stands for, learnt from paired files (UI elements at the same
+    path and keyword), where that is unambiguous."""
+    seen: dict[str, set[str]] = defaultdict(set)
+    for out in outputs:
+        src = pairs.get(out.rel)
+        if src is None:
+            continue
+        for path, (keyword, new) in out.uis.items():
+            before = src.uis.get(path)
+            if before is not None and before[0] == keyword and before[1] != new and _same_shape(src, out, path):
+                seen[new].add(before[1])
+    return {new: next(iter(olds)) for new, olds in seen.items() if len(olds) == 1}
 
 
 def _mapping_findings(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts]) -> list[Finding]:
