@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..transport import destination_for
+from ..errors import TransportError
+from ..transport import destination_for, redact_url
 from .common import GatewayContext, echo_json, pass_gateway
 
 
@@ -22,8 +23,6 @@ def check(gw: GatewayContext, as_json: bool) -> None:
     Exit 0 when it answers and accepts our credentials, 10 when unreachable or refused,
     11 when it rejects our credentials, 3 when [transport] is invalid.
     """
-    from ..errors import TransportError
-    from ..transport import redact_url
 
     config = gw.config()
     try:

@@ -11,6 +11,7 @@ import click
 from ..consent.registry import coverage
 from ..errors import ConfigError
 from ..ledger import open_ledger
+from ..ledger.held import unreadable_files
 from ..ledger.instances import shared_groups
 from ..scan.eligibility import EXCLUSION_REASONS
 from ..scan.header import UNREADABLE_REASONS
@@ -49,7 +50,6 @@ def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
             result = run_scan(ledger, sources, config.selection)
         consent = coverage(ledger, config.consent, dt.date.today())
         data = result.as_dict()
-        from ..ledger.held import unreadable_files
 
         data["unreadable_files"] = [{"path": p.decode("utf-8", "backslashreplace"), "reason": r, "since": when}
                                     for p, r, when in unreadable_files(ledger)]

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import AuthError, ConfigError, TransportError
 from ..keys.files import (
     check_key_permissions,
     create_pseudonym_secret,
@@ -17,6 +17,7 @@ from ..keys.files import (
     secret_fingerprint,
 )
 from ..ledger import open_ledger
+from ..transport import destination_for
 from .config import DEFAULT_DESTINATION_DIRNAME, HomePaths, render_config
 from .fsutil import atomic_write_text
 
@@ -44,8 +45,6 @@ def check_destination(url: str) -> str:
     TransportError naming the cause: nothing is created. A host that answers but refuses our
     TLS verification or our (not yet configured) credentials is reachable: the returned note
     says what to set in ``[transport]``; '' when all is well."""
-    from ..errors import AuthError, TransportError
-    from ..transport import destination_for
 
     try:
         with destination_for(url) as dest:

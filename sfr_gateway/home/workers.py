@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from ..errors import GatewayError
+from .interrupt import ignore_in_worker
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,7 +54,6 @@ def _set_up(initializer: Callable[..., None] | None, args: tuple[Any, ...]) -> N
     """Every worker: Ctrl-C is the parent's to handle (a terminal sends SIGINT to the whole
     process group: each worker's KeyboardInterrupt would print a traceback), SIGTERM (the
     parent's ``terminate``) just ends it; then the command's own set-up."""
-    from .interrupt import ignore_in_worker
 
     ignore_in_worker()
     if initializer is not None:

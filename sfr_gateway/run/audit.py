@@ -20,10 +20,19 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from sfr_gateway.audit import finish_report, make_sink, report_meta
 from sfr_gateway.audit.collect import NO_PATIENT_ID_FLAG, AuditSettings, InstanceAudit, iter_audits_of
 from sfr_gateway.audit.summary import Summary
+from sfr_gateway.consent.registry import WAITING_REASONS
 from sfr_gateway.deid.plan import Plan
 from sfr_gateway.deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
+from sfr_gateway.ledger import batches, held, instances
+from sfr_gateway.ledger.db import scratch_copy
+from sfr_gateway.run.duplicates import CONFLICT, compare
+from sfr_gateway.run.plan import plan_release
+from sfr_gateway.scan.eligibility import EXCLUSION_REASONS
+from sfr_gateway.scan.header import UNREADABLE_REASONS
+from sfr_gateway.scan.walk import scan
 
 STAGES = {
     "unreadable": "the scan cannot read the file",
@@ -58,11 +67,6 @@ def _not_released(row: Any, stage: str, reason: str, detail: str, pz: Pseudonymi
 
 def _verdicts(ledger: Any, plan: Any, rows: list[Any], pz: Pseudonymizer) -> Iterator[InstanceAudit]:
     """Why a run would not release each of ``rows`` (files outside the plan), as the run decides."""
-    from sfr_gateway.consent.registry import WAITING_REASONS
-    from sfr_gateway.ledger import batches, held
-    from sfr_gateway.run.duplicates import CONFLICT, compare
-    from sfr_gateway.scan.eligibility import EXCLUSION_REASONS
-    from sfr_gateway.scan.header import UNREADABLE_REASONS
 
     releases = batches.release_rows(ledger)
     owners = {g[0].sop_instance_uid: g[0].path for g in held.shared_eligible(ledger)}
@@ -106,11 +110,6 @@ def audit_as_run(config: Any, sources: Iterable[Path], plan: Plan, keys: Pseudon
                  today: dt.date | None = None) -> Summary:
     """Audit what ``run`` would release from ``sources`` now (and why every other file would not
     be); write the ``fmt`` report to ``fh``; return the totals. The HOME is not written."""
-    from sfr_gateway.audit import make_sink, report_meta
-    from sfr_gateway.ledger import instances
-    from sfr_gateway.ledger.db import scratch_copy
-    from sfr_gateway.run.plan import plan_release
-    from sfr_gateway.scan.walk import scan
 
     settings = settings or AuditSettings()
     today = today or dt.date.today()
@@ -141,7 +140,5 @@ def audit_as_run(config: Any, sources: Iterable[Path], plan: Plan, keys: Pseudon
             summary.add(audit)
             sink.add(audit)
     summary.would_release = would["instances"]
-    from sfr_gateway.audit import finish_report
-
     finish_report(sink, summary, settings)
     return summary

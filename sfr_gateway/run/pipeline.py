@@ -20,12 +20,12 @@ from ..dicomnet.retention import prune_incoming  # received files released long 
 from ..errors import ConfigError
 from ..home.config import Config
 from ..home.faults import checkpoint
-from ..home.lock import exclusive
+from ..home.lock import exclusive, holder
 from ..ledger import Ledger, instances, open_ledger
 from ..ledger import batches as sql
 from ..scan.walk import scan
 from ..transport.base import redact_url
-from .held import held_back
+from .held import held_back, unusable
 from .upload import upload
 
 
@@ -144,7 +144,6 @@ def run(
         report.release = release(ledger, config, today=today, workers=workers, dry_run=dry_run,
                                  progress=step("release")).as_dict()
         lap("release")
-        from .held import unusable
 
         report.unusable = unusable(ledger)
         if not dry_run:  # the local mapping: every packaged study, and its pseudonym as released
@@ -198,8 +197,6 @@ def _packaging(ledger: Ledger, config: Config) -> dict[str, Any]:
     """Batches in ``packaging``, and why: a run packaging them now, or one that was interrupted
     (Ctrl-C, killed, power cut) before their files were finished: nothing of them was sent, and
     the next run removes them and packages their studies again."""
-    from ..home.lock import holder
-    from ..ledger import batches as sql
 
     n = len(sql.batches(ledger, ["packaging"]))
     pid = holder(config.home.lock)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from ..batch.names import FORMAT, MANIFEST_NAME
 from . import tokens as tk
 from .report import Finding
 from .sources import read_dataset
@@ -128,7 +129,6 @@ def is_batch_manifest(path: Path) -> bool:
     """True for the ``manifest.json`` of an opened batch (its own format tag), not any JSON file."""
     import json
 
-    from ..batch.names import FORMAT, MANIFEST_NAME
 
     if path.name != MANIFEST_NAME:
         return False
