@@ -220,7 +220,20 @@ def _walk(ds: Dataset, prefix: str, inherited: list[str], pixels: bool, meta: bo
 
 
 def pixel_digest(ds: Dataset) -> str | None:
-    """SHA-256 of the Pixel Data bytes (or None), used only to pair outputs with sources."""
+    """SHA-256 of the pixel values (or None), used only to pair outputs with sources: of the
+    Pixel Data bytes as stored when they are native; decoded first when they are compressed (a
+    batch may carry images re-encoded losslessly, ``[batch] image_compression``: their values
+    are the source's, their bytes are not). pydicom decodes, never the engine; an image that
+    cannot be decoded gets no digest (it is paired by its structure, or not at all)."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if 0x7FE00010 in ds and syntax is not None and syntax.is_compressed:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return hashlib.sha256(ds.pixel_array.tobytes()).hexdigest()
+        except Exception:  # noqa: BLE001 - no decoder for it, or damaged: no pixel key
+            return None
     for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009):
         if tag in ds:
             value = ds[tag].value
