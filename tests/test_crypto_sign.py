@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -262,3 +263,77 @@ def test_a_signature_without_untrusted_comment_writes_an_empty_one() -> None:
     assert bare.to_text().split("\n")[0] == "untrusted comment: "
     assert sign.Signature.parse(bare.to_text()).untrusted_comment == ""
     assert sign.verify_bytes(b"m", bare.to_text(), PUB).trusted_comment == "c"
+
+
+def test_every_verification_refusal_says_exactly_what_failed(tmp_path: Path) -> None:
+    """``central open`` shows these messages to the operator (and the audit log keeps them): each
+    refusal names its cause, and a malformed file is refused as malformed, before any key is used."""
+    path = tmp_path / "batch"
+    path.write_bytes(b"batch bytes")
+    text = sign.sign_file(path, KEY, "site:A")
+    lines = text.split("\n")
+    refusals = {
+        "signature: a .minisig file has exactly four lines": "\n".join(lines[:3]),
+        "signature: missing untrusted/trusted comment line": text.replace("trusted comment: site", "comment: site"),
+        "signature: bad base64": "\n".join([lines[0], lines[1][:5] + "!" + lines[1][5:], *lines[2:]]),
+        "signature: not a minisign Ed25519 signature": "\n".join(
+            [lines[0], base64.b64encode(base64.b64decode(lines[1]) + b"\0").decode(), *lines[2:]]),
+        "signature: does not verify (file altered or wrong key)": text.replace(lines[1], sign.sign_bytes(
+            b"other", KEY, "site:A").split("\n")[1]),
+        "signature: trusted comment altered (global signature does not verify)": text.replace("site:A", "site:B"),
+    }
+    for message, bad in refusals.items():
+        with pytest.raises(IntegrityError, match=_exactly(message)):
+            sign.verify_file(path, bad, PUB)
+    other = sign.PublicKey.of(sign.generate_signing_key())
+    expected = (f"signature: made by key {sign.key_id_hex(KEY.key_id)}, "
+                f"not by the expected key {sign.key_id_hex(other.key_id)}")
+    with pytest.raises(IntegrityError, match=_exactly(expected)):
+        sign.verify_file(path, text, other)
+    with pytest.raises(IntegrityError, match=_exactly(
+            "signature: legacy (Ed) signature needs the whole file: use verify_file")):
+        sign.verify_digest(_legacy(b"batch bytes"), PUB, sign.file_blake2b(path))
+
+
+def test_signing_refusals_say_exactly_what_is_wrong(tmp_path: Path) -> None:
+    """A comment is one line of text, ``\\r`` included (minisign splits lines at it too)."""
+    for comment in ("a\nb", "a\rb"):
+        with pytest.raises(ValueError, match=_exactly("trusted comment must be a single line")):
+            sign.sign_bytes(b"m", KEY, comment)
+        with pytest.raises(ValueError, match=_exactly("untrusted comment must be a single line")):
+            sign.sign_bytes(b"m", KEY, "c", untrusted_comment=comment)
+    with pytest.raises(ValueError, match=_exactly("trusted comment must be valid Unicode text (no lone surrogates)")):
+        sign.sign_bytes(b"m", KEY, "\udc80")
+    with pytest.raises(ValueError, match=_exactly("sign_digest needs a 64-byte BLAKE2b-512 digest")):
+        sign.sign_digest(bytes(32), KEY, "c")
+
+
+def test_untrusted_comment_written_and_read_back() -> None:
+    """The default untrusted comment names the key (as minisign's does); a given one is kept as is."""
+    first = sign.sign_bytes(b"m", KEY, "c").split("\n")[0]
+    assert first == f"untrusted comment: signature from sfr-gateway site key {sign.key_id_hex(KEY.key_id)}"
+    text = sign.sign_bytes(b"m", KEY, "c", untrusted_comment="batch b-1 of site A")
+    assert sign.Signature.parse(text).untrusted_comment == "batch b-1 of site A"
+
+
+def test_a_signature_file_with_crlf_line_ends_verifies(tmp_path: Path) -> None:
+    """A .minisig that went through a Windows share (CRLF) still verifies: the ``\\r`` is not part
+    of the trusted comment."""
+    text = sign.sign_bytes(b"m", KEY, "site:A")
+    crlf = text.replace("\n", "\r\n")
+    assert sign.verify_bytes(b"m", crlf, PUB).trusted_comment == "site:A"
+
+
+def test_legacy_signatures_of_exactly_256_mib_are_checked_not_refused(tmp_path: Path) -> None:
+    """256 MiB is the largest legacy file read (the limit is inclusive): a file of exactly that
+    size is read and checked (here: a signature of another message, so it does not verify)."""
+    path = tmp_path / "limit"
+    with open(path, "wb") as fh:
+        fh.truncate(256 * 1024 * 1024)
+    with pytest.raises(IntegrityError, match=_exactly("signature: does not verify (file altered or wrong key)")):
+        sign.verify_file(path, _legacy(b""), PUB)
+    with open(path, "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(IntegrityError, match=_exactly(
+            "signature: legacy (Ed) signatures are refused for files over 256 MiB")):
+        sign.verify_file(path, _legacy(b""), PUB)
