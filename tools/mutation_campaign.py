@@ -225,14 +225,16 @@ def _diff(target: Target, mutant_id: int) -> str:
     return proc.stdout
 
 
-def recheck(target: Target, diff: str) -> bool:
-    """Apply a survivor's diff to a fresh copy and run the target's tests: True if they fail.
+def recheck(target: Target, diff: str) -> bool | None:
+    """Apply a survivor's diff to a fresh copy and run the target's tests: True if they fail,
+    None if the diff no longer applies.
 
     mutmut 2 counts any exit status but 1 as passing (a crash, an interrupted run), so every
-    unexplained survivor is run once more, alone."""
+    unexplained survivor is run once more, alone; so is every mutant it did not run."""
     scratch = WORK / "recheck"
     _copy(scratch)
-    subprocess.run(["patch", "-p0", "-s", "-d", str(scratch)], input=diff, text=True, check=True)
+    if subprocess.run(["patch", "-p0", "-s", "-d", str(scratch)], input=diff, text=True, check=False).returncode:
+        return None
     env = {**os.environ, "PYTHONPATH": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
                            *target.tests], cwd=scratch, env=env, capture_output=True, text=True, check=False)
@@ -270,15 +272,21 @@ def summarise(target: Target, with_diffs: bool = False) -> dict[str, object]:
         if status in ("killed", "timeout", "suspicious"):
             counts["killed" if status != "timeout" else "timeout"] += 1
             continue
-        if status in ("untested", "skipped"):
-            counts["untested"] += 1
-            continue
-        counts["survived"] += 1
         diff = _diff(target, int(m["id"]))  # type: ignore[call-overload]
         after = _mutated_line(diff)
+        if status in ("untested", "skipped"):  # mutmut left it (a decorator removed, a stale line):
+            verdict = recheck(target, diff)  # applied and tested here, like a survivor
+            if verdict is None:
+                counts["untested"] += 1
+                continue
+            if verdict:
+                counts["killed"] += 1
+                counts["killed_on_recheck"] += 1
+                continue
+        counts["survived"] += 1
         if any(f == m["file"] and o == str(m["line"]).strip() and a == after for f, o, a, _ in known):
             counts["equivalent"] += 1
-        elif recheck(target, diff):
+        elif status not in ("untested", "skipped") and recheck(target, diff):
             counts["survived"] -= 1
             counts["killed"] += 1
             counts["killed_on_recheck"] += 1
