@@ -78,3 +78,15 @@ def test_identities_of_a_study(ledger: Ledger) -> None:
     assert sorted(g.identities_of("9.1")) == [("", ""), ("P1", "CHU"), ("P2", "CLINIQUE")]
     assert g.identities_of("9.2") == [("P3", "CHU")]
     assert g.identities_of("9.3") == []
+
+
+def test_an_instance_without_patient_id_never_takes_a_recorded_patients_consent(ledger: Ledger) -> None:
+    """A missing Patient ID is looked up as itself (empty: no record can have it), never as a
+    placeholder: exports and registries do hold placeholder IDs such as ``XXXX`` or ``UNKNOWN``,
+    and a study without Patient ID must not show (or, under ``release``, rest on) their consent."""
+    add_studies(ledger, [("", "", "10.1")])
+    for placeholder in ("XXXX", "UNKNOWN", "ANONYMOUS", "0"):
+        lib.set_status(ledger, placeholder, "consented", today=TODAY)
+    for policy in (EXPLICIT, RELEASE_NO_PID):
+        study, = lib.gate(ledger, policy, TODAY).studies
+        assert (study.patient_id, study.status, study.effective) == ("", "unknown", None)

@@ -251,3 +251,24 @@ def test_chunk_writer_can_start_after_reserved_chunks() -> None:
     assert early.next_counter == 2
     assert len(front.getvalue()) == 2 * (CHUNK + 16)
     assert age.decrypt_bytes(header + front.getvalue() + tail.getvalue(), [ID1]) == head + rest
+
+
+def test_reads_of_any_size_give_the_plaintext_and_decrypt_stream_counts_it() -> None:
+    """``central open`` reads the stream in its own block sizes: any sequence of read sizes gives
+    the plaintext once, in order; ``decrypt_stream`` returns the plaintext length it wrote."""
+    data = os.urandom(2 * CHUNK + 1000)
+    ct = age.encrypt_bytes(data, [ID1.recipient])
+    for sizes in ([1, 7, CHUNK, 3], [CHUNK - 1, 2], [5000]):
+        dec = age.Decryptor(io.BytesIO(ct), [ID1])
+        got = bytearray()
+        for size in itertools.cycle(sizes):
+            block = dec.read(size)
+            if not block:
+                break
+            assert len(block) <= size
+            got += block
+            assert len(got) <= len(data), "a byte was returned twice"
+        assert bytes(got) == data
+    out = io.BytesIO()
+    assert age.decrypt_stream(io.BytesIO(ct), out, [ID1]) == len(data) == len(out.getvalue())
+    assert age.decrypt_stream(io.BytesIO(age.encrypt_bytes(b"", [ID1.recipient])), io.BytesIO(), [ID1]) == 0

@@ -81,7 +81,8 @@ TARGETS: tuple[Target, ...] = (
     Target("crypto/sign", ("sfr_gateway/crypto/sign.py",),
            ("tests/test_crypto_sign.py", "tests/test_crypto_interop.py"), "minisign: the whole module"),
     Target("crypto/age", ("sfr_gateway/crypto/age.py", "sfr_gateway/crypto/agekeys.py"),
-           ("tests/test_crypto_cctv.py", "tests/test_crypto_age.py", "tests/test_crypto_interop.py"),
+           ("tests/test_crypto_age_refusals.py", "tests/test_crypto_cctv.py", "tests/test_crypto_age.py",
+            "tests/test_crypto_interop.py"),
            "age decryption: header, stanza and STREAM parsing and checking, the identity it opens with",
            functions=("_hkdf", "_unwrap_with", "_header_mac", "chunk_nonce", "_Source.__init__", "_Source._fill",
                       "_Source.readline", "_Source.read", "_Source.at_eof", "_parse_header", "Decryptor.__init__",
@@ -225,20 +226,32 @@ def _diff(target: Target, mutant_id: int) -> str:
     return proc.stdout
 
 
-def recheck(target: Target, diff: str) -> bool | None:
-    """Apply a survivor's diff to a fresh copy and run the target's tests: True if they fail,
-    None if the diff no longer applies.
+RECHECK_TIMEOUT = 180  # seconds: a mutant that makes the tests loop is killed (as mutmut's timeout does)
+
+
+def recheck(target: Target, diff: str) -> str | None:
+    """Apply a mutant's diff to a fresh copy and run the target's tests: ``killed`` (they fail),
+    ``timeout``, ``survived``, or None when the diff no longer applies.
 
     mutmut 2 counts any exit status but 1 as passing (a crash, an interrupted run), so every
-    unexplained survivor is run once more, alone; so is every mutant it did not run."""
+    unexplained survivor is run once more, alone; so is every mutant it did not run (mutmut 2.5.1
+    skips decorator removals, and its worker process sometimes dies on this machine, leaving the
+    run waiting: what it left untested is tested here)."""
     scratch = WORK / "recheck"
     _copy(scratch)
     if subprocess.run(["patch", "-p0", "-s", "-d", str(scratch)], input=diff, text=True, check=False).returncode:
         return None
     env = {**os.environ, "PYTHONPATH": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
-                           *target.tests], cwd=scratch, env=env, capture_output=True, text=True, check=False)
-    return proc.returncode == 1
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+                             *target.tests], cwd=scratch, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        returncode = proc.wait(timeout=RECHECK_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+        return "timeout"
+    return "killed" if returncode == 1 else "survived"
 
 
 def _mutated_line(diff: str) -> str:
@@ -260,6 +273,14 @@ def _unquote(cell: str) -> str:
     return re.sub(r"^`|`$", "", cell).replace("\\|", "|")
 
 
+def _record(target: Target, mutant_id: int, verdict: str | None) -> None:
+    """Keep a verdict on a mutant mutmut did not run in its cache (the next report reads it)."""
+    status = {"killed": "ok_killed", "timeout": "bad_timeout", "survived": "bad_survived"}.get(verdict or "")
+    if status:
+        with sqlite3.connect(WORK / target.name.replace("/", "-") / ".mutmut-cache") as db:
+            db.execute("UPDATE Mutant SET status = ? WHERE id = ?", (status, mutant_id))
+
+
 def summarise(target: Target, with_diffs: bool = False) -> dict[str, object]:
     mutants = _mutants(target)
     known = equivalents()
@@ -274,21 +295,25 @@ def summarise(target: Target, with_diffs: bool = False) -> dict[str, object]:
             continue
         diff = _diff(target, int(m["id"]))  # type: ignore[call-overload]
         after = _mutated_line(diff)
-        if status in ("untested", "skipped"):  # mutmut left it (a decorator removed, a stale line):
-            verdict = recheck(target, diff)  # applied and tested here, like a survivor
+        untested = status in ("untested", "skipped")
+        if untested:  # mutmut did not run it: applied and tested here, like a survivor
+            verdict = recheck(target, diff)
+            _record(target, int(m["id"]), verdict)  # type: ignore[call-overload]
             if verdict is None:
                 counts["untested"] += 1
                 continue
-            if verdict:
-                counts["killed"] += 1
+            if verdict != "survived":
+                counts["killed" if verdict == "killed" else "timeout"] += 1
                 counts["killed_on_recheck"] += 1
                 continue
         counts["survived"] += 1
         if any(f == m["file"] and o == str(m["line"]).strip() and a == after for f, o, a, _ in known):
             counts["equivalent"] += 1
-        elif status not in ("untested", "skipped") and recheck(target, diff):
+            continue
+        verdict = "survived" if untested else recheck(target, diff)
+        if verdict in ("killed", "timeout"):
             counts["survived"] -= 1
-            counts["killed"] += 1
+            counts["killed" if verdict == "killed" else "timeout"] += 1
             counts["killed_on_recheck"] += 1
         else:
             counts["unexplained"] += 1
