@@ -134,6 +134,13 @@ class HeldBackError(GatewayError):
     exit_code = 19
 
 
+class NeedsAttention(GatewayError):
+    """``status`` found the site needing attention (WARNING or CRITICAL, named on its last line;
+    ``status --check`` says it with the Nagios plugin codes instead)."""
+
+    exit_code = 20
+
+
 class Interrupted(GatewayError):
     """The command was interrupted (SIGINT: Ctrl-C, or SIGTERM: a service stopped) and stopped
     cleanly: nothing half-done was kept as done, the next run resumes. 128 + SIGINT, as shells do."""
@@ -231,5 +238,6 @@ EXIT_CODES: dict[int, str] = {
     17: "DICOM network error (PACS unreachable, too slow, association dropped, retrieval partial; port in use)",
     18: "refused by the PACS (our AE title or the move destination unknown to it)",
     19: "partial run: some studies or files were held back, everything else went on (see `quarantine list`)",
+    20: "status: the site needs attention (a WARNING or CRITICAL condition, named on the last line)",
     130: "interrupted (Ctrl-C, SIGINT or SIGTERM): nothing was sent half-way; run again to resume",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from pipeline_fixtures import Site
 
 from sfr_gateway.crypto.age import Identity
 from sfr_gateway.sample import SampleExport
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} ")  # before a line not on a terminal
 
 
 @pytest.fixture

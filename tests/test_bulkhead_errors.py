@@ -184,14 +184,14 @@ def test_tracebacks_in_the_log_keep_the_stack_and_withhold_data() -> None:
 
 
 def test_an_internal_error_goes_to_the_log_file_not_the_terminal(cli, home: Path, monkeypatch) -> None:
-    from sfr_gateway.run import pipeline
+    from sfr_gateway.monitor import state  # what `status` calls (issue 17; was run.pipeline.status)
 
     value = "".join(reversed("TNOPUD"))
 
     def broken(*args, **kwargs):
         raise RuntimeError("a value like " + value)
 
-    monkeypatch.setattr(pipeline, "status", broken)
+    monkeypatch.setattr(state, "collect", broken)
     result = cli("--home", home, "status")
     assert result.exit_code == 1
     assert "Traceback" not in result.stderr and value not in result.stderr

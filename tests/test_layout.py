@@ -26,9 +26,10 @@ PACKAGE = ROOT / "sfr_gateway"
 # Lower layers never import higher ones; packages on one line are independent of each other.
 # (The order and why: docs/architecture.md, "Layers".)
 LAYERS: list[tuple[str, ...]] = [
-    ("__main__",),
+    ("__main__", "sample.__main__"),  # entry points: `python -m sfr_gateway`, `python -m sfr_gateway.sample`
     ("cli",),
     ("home.init",),
+    ("monitor",),  # issue 17: status, metrics, alerts, status page after each run; reads run's held-back listing
     ("run",),
     ("audit", "verify", "dicomnet", "central"),
     ("mapping", "consent"),

@@ -135,7 +135,8 @@ def _references(text: str) -> tuple[list[str], list[str]]:
             modules.append(token.removesuffix(".py").rstrip("/").replace("/", "."))
         else:
             files.append(token)
-    modules += re.findall(r"\bsfr_gateway(?:\.[A-Za-z_][A-Za-z0-9_]*)+", text)
+    # a dotted name after a slash is a file in a path (HOME/metrics/sfr_gateway.prom), not a module
+    modules += re.findall(r"(?<!/)\bsfr_gateway(?:\.[A-Za-z_][A-Za-z0-9_]*)+", text)
     modules += [f"sfr_gateway.{m.removesuffix('.py').replace('/', '.')}"
                 for m in re.findall(r"`([a-z_]+/[a-z_]+(?:\.py)?)`", text) if m.split("/")[0] in PACKAGES]
     return modules, files

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import sys
 from pathlib import Path
 
 import click
@@ -18,7 +17,7 @@ import click
 from .. import __version__
 from ..errors import GatewayError, Interrupted, from_exception, is_storage_failure
 from ..home import logfile
-from .common import GatewayContext
+from .common import GatewayContext, stamp
 
 COMMAND_MODULES: dict[str, str] = {
     "init": "sfr_gateway.cli.init",
@@ -38,6 +37,7 @@ COMMAND_MODULES: dict[str, str] = {
     "listen": "sfr_gateway.cli.listen",
     "quarantine": "sfr_gateway.cli.quarantine",
     "pull": "sfr_gateway.cli.pull",
+    "sample": "sfr_gateway.cli.sample",
 }
 
 
@@ -50,8 +50,32 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in COMMAND_MODULES and cmd_name not in self.commands:
             for command in importlib.import_module(COMMAND_MODULES[cmd_name]).COMMANDS:
+                _accept_home(command)
                 self.add_command(command)
         return super().get_command(ctx, cmd_name)
+
+
+def _take_home(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """``--home`` after the command (``sfr-gateway status --home H``), as people type it."""
+    if value is None:
+        return
+    gw = ctx.find_object(GatewayContext)
+    if gw is None:
+        return
+    if gw.home_given and Path(gw.home_arg or "").absolute() != value.absolute():
+        raise click.UsageError(f"--home given twice, with two folders ({gw.home_arg} and {value})", ctx)
+    gw.home_arg, gw.home_given = value, True
+
+
+def _accept_home(command: click.Command) -> None:
+    """Give the command (and each subcommand of a group) a ``--home`` of its own, once."""
+    if not any(p.name == "home" for p in command.params):
+        command.params.append(click.Option(
+            ["--home"], type=click.Path(file_okay=False, path_type=Path), expose_value=False, is_eager=True,
+            callback=_take_home, help="Gateway HOME (may also come before the command)."))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_home(sub)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -66,9 +90,9 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, home: Path | None, verbose: int) -> None:
     """Site-side de-identification gateway for the SFR national chest-CT database."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logfile.to_stderr(logging.WARNING - 10 * min(verbose, 2))
     ctx.obj = GatewayContext(home)
+    ctx.obj.home_given = ctx.get_parameter_source("home") == click.core.ParameterSource.COMMANDLINE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,14 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     other exception the code of its cause (``errors.from_exception``), its traceback in the log
     file (without values), not on the terminal."""
     try:
-        cli.main(args=argv, prog_name="sfr-gateway", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="sfr-gateway", standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code:  # a command's `Exit(code)`
+            return code
     except Interrupted as exc:  # a clean stop, not an error: its own words, nothing more
         logfile.file_only.warning("exit %d: %s", exc.exit_code, exc)
-        click.echo(str(exc), err=True)
+        click.echo(f"{stamp(err=True)}{exc}", err=True)
         return exc.exit_code
     except GatewayError as exc:
         logfile.file_only.warning("exit %d: %s", exc.exit_code, exc)
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"{stamp(err=True)}error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -97,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         err = from_exception(exc)
         logfile.file_only.error("%s\n%s", err, logfile.safe_traceback(exc))
         where = logfile.current()
-        click.echo(f"error: {err}" + (f" (log: {where})" if where and not is_storage_failure(exc) else ""), err=True)
+        click.echo(f"{stamp(err=True)}error: {err}" + (f" (log: {where})" if where and not is_storage_failure(exc) else ""),
+                   err=True)
         return err.exit_code
     finally:
         logfile.detach_all()

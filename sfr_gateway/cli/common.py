@@ -12,7 +12,7 @@ import click
 
 from ..errors import TransportError
 from ..home.config import Config, HomePaths, default_home, load_config
-from ..home.logfile import attach
+from ..home.logfile import LogSettings, attach, file_only
 from ..keys.files import check_key_permissions
 
 
@@ -21,6 +21,7 @@ class GatewayContext:
     """Carried in ``click.Context.obj``: the HOME, and its config loaded on first use."""
 
     home_arg: Path | None
+    home_given: bool = False  # --home on the command line (before or after the command), not from the environment
     _config: Config | None = field(default=None, init=False, repr=False)
 
     @property
@@ -31,7 +32,8 @@ class GatewayContext:
         """Load config.toml and refuse to go on if key permissions are unsafe."""
         if self._config is None:
             self._config = load_config(self.home.root)
-            attach(self._config.home.root)  # HOME/logs/sfr-gateway.log, when HOME can take it
+            # HOME/logs/sfr-gateway.log (rotated), and syslog if asked, when HOME can take it
+            attach(self._config.home.root, LogSettings.from_raw(self._config.raw))
             check_key_permissions(self.home)
         return self._config
 
@@ -75,5 +77,38 @@ def not_delivered(upload: dict[str, Any]) -> str:
     failure = upload.get("failure") or {}
     others = len(upload["failed"]) - 1
     more = f" (and {others} more item(s) not sent)" if others > 0 else ""
-    return (f"attention: not delivered: {failure.get('message', '?')}{more}; {_pending_words(upload)} stay "
+    return (f"not delivered: {failure.get('message', '?')}{more}; {_pending_words(upload)} stay "
             "pending for the next run or `sfr-gateway upload`")
+
+
+def wide_console(file: Any = None, min_width: int = 0) -> Any:
+    """A rich Console that never cuts a table: on a terminal its width (at least
+    ``min_width``); redirected to a file or a pipe (``consent list > f``), as wide as the
+    content needs (rich would otherwise assume 80 columns and cut IDs and paths with "…")."""
+    from rich.console import Console
+
+    if file is None and sys.stdout.isatty():
+        return Console(width=max(Console().width, min_width)) if min_width else Console()
+    return Console(file=file, width=10_000, soft_wrap=False, color_system=None)
+
+
+def stamp(err: bool = False) -> str:
+    """A timestamp to put before a line when its stream is not a terminal (cron appends the
+    output to a file): ``2026-12-06T02:30:04+0100 ``; on a terminal, nothing."""
+    import datetime as dt
+
+    stream = sys.stderr if err else sys.stdout
+    try:
+        if stream.isatty():
+            return ""
+    except (AttributeError, ValueError):
+        pass
+    return dt.datetime.now().astimezone().strftime("%Y-%m-%dT%H:%M:%S%z") + " "
+
+
+def attention(text: str) -> None:
+    """A line a human should read, on stderr (cron mails it), timestamped when not on a
+    terminal, and kept in the log file (and syslog, when configured) as a warning."""
+
+    file_only.warning("attention: %s", text)
+    click.echo(f"{stamp(err=True)}attention: {text}", err=True)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from ..consent import registry as lib
@@ -23,7 +22,7 @@ from ..errors import ConsentError, GatewayError
 from ..home.config import Config
 from ..keys.files import load_pseudonym_secret, load_signing_key
 from ..ledger import open_ledger
-from .common import GatewayContext, echo_json, pass_gateway
+from .common import GatewayContext, echo_json, pass_gateway, wide_console
 
 
 def _today() -> dt.date:
@@ -222,7 +221,7 @@ def list_cmd(gw: GatewayContext, status: str | None, as_json: bool) -> None:
         table.add_row(str(d["patient_id"]), str(d["issuer"]), str(d["status"]), str(d["date"] or ""),
                       str(d["records"]), str(d["eligible_studies"]), "yes" if d["releasable"] else "no",
                       _applies(d["applies_to"], str(d["issuer"])))
-    Console(width=max(Console().width, 120)).print(table)  # wide enough never to cut a local ID
+    wide_console(min_width=120).print(table)  # never cuts a local ID, on a terminal or in a file
 
 
 def _applies(res: dict[str, Any], own_issuer: str | None = None) -> str:
@@ -275,7 +274,7 @@ def show_cmd(gw: GatewayContext, patient_id: str, issuer: str | None, as_json: b
     for r in data["history"]:
         table.add_row(r["effective"], r["status"], r["issuer"] or "(none)", _applies(r["applies_to"]), r["recorded_at"],
                       r["source"], r["reference"], r["operator"], r["reason"])
-    Console(width=max(Console().width, 160)).print(table)
+    wide_console(min_width=160).print(table)
     for r in data["history"]:  # never silently ineffective: each record that reaches no scanned patient, in words
         if r["applies_to"]["unresolved"]:
             click.echo(f"record of {r['effective']} ({r['status']}, issuer {r['issuer'] or '(none)'}): {r['describe']}")

@@ -11,7 +11,7 @@ from ..deid.profile import DEFAULT_PROFILE
 from ..keys.files import load_pseudonym_secret
 from ..ledger import open_ledger
 from ..mapping.derive import Derivation
-from .common import GatewayContext, echo_json, interactive, pass_gateway, site_overrides
+from .common import GatewayContext, echo_json, interactive, pass_gateway, site_overrides, wide_console
 
 # rich is imported where it draws: `deidentify --json` (cron, benchmarks) never pays for it.
 
@@ -60,10 +60,9 @@ def deidentify(gw: GatewayContext, sources: tuple[Path, ...], output: Path, prof
     if as_json:
         echo_json(data)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = wide_console()
     rate = data["seen"] / data["seconds"] if data["seconds"] else 0.0
     console.print(f"De-identified {data['released']} of {data['seen']} files with profile {data['profile']} "
                   f"({data['patients']} patients, {data['studies']} studies, {data['series']} series; "

@@ -8,7 +8,7 @@ import click
 
 from ..deid.describe import describe, to_markdown
 from ..deid.profile import DEFAULT_PROFILE, compile_plan, load_profile
-from .common import GatewayContext, echo_json, pass_gateway, site_overrides
+from .common import GatewayContext, echo_json, pass_gateway, site_overrides, wide_console
 
 
 @click.group()
@@ -23,7 +23,6 @@ def profile() -> None:
 @pass_gateway
 def show(gw: GatewayContext, name: str | None, options: tuple[str, ...], fmt: str) -> None:
     """What profile NAME does to each attribute, and which rule decides it."""
-    from rich.console import Console
     from rich.table import Table
 
     attr: tuple[dict[str, Any], ...] = ()
@@ -40,7 +39,7 @@ def show(gw: GatewayContext, name: str | None, options: tuple[str, ...], fmt: st
     if fmt == "markdown":
         click.echo(to_markdown(info), nl=False)
         return
-    console = Console()
+    console = wide_console()
     console.print(f"Profile [bold]{info['profile']}[/] (PS3.15 {info['ps315_edition']}); options: "
                   f"{', '.join(info['options']) or 'none'}; dates: {info['dates']['mode']}")
     table = Table(show_lines=False)

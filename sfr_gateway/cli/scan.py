@@ -16,7 +16,7 @@ from ..ledger.instances import shared_groups
 from ..scan.eligibility import EXCLUSION_REASONS
 from ..scan.header import UNREADABLE_REASONS
 from ..scan.walk import scan as run_scan
-from .common import GatewayContext, echo_json, interactive, pass_gateway
+from .common import GatewayContext, echo_json, interactive, pass_gateway, wide_console
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,10 +65,9 @@ def scan(gw: GatewayContext, sources: tuple[Path, ...], as_json: bool) -> None:
 
 def render_summary(data: dict[str, Any]) -> None:
     """The human summary of a scan."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = wide_console()
     this = data["this_scan"]
     console.print(
         f"Scanned {this['seen']} files: {this['read']} read, {this['unchanged']} unchanged, "

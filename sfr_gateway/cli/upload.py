@@ -7,7 +7,7 @@ import click
 from ..errors import Interrupted
 from ..home.interrupt import MESSAGE, sigterm_interrupts
 from ..run.pipeline import upload_only
-from .common import GatewayContext, echo_json, fail_if_undelivered, not_delivered, pass_gateway
+from .common import GatewayContext, attention, echo_json, fail_if_undelivered, not_delivered, pass_gateway, stamp
 
 
 @click.command()
@@ -24,9 +24,9 @@ def upload(gw: GatewayContext, as_json: bool) -> None:
     if as_json:
         echo_json(data)
     else:
-        click.echo(f"uploaded {data['acknowledged']} batches to {data['destination']}; {data['pending']} pending")
+        click.echo(f"{stamp()}uploaded {data['acknowledged']} batches to {data['destination']}; {data['pending']} pending")
         if data["failed"]:
-            click.echo(not_delivered(data), err=True)
+            attention(not_delivered(data))
     fail_if_undelivered(data)
 
 

@@ -512,6 +512,40 @@ zstd_hash_log = 6
 # Keep a copy of each refused file in HOME/quarantine (it holds PHI: off by default).
 keep_copies = false
 
+[log]
+# HOME/logs/sfr-gateway.log, timestamped, rotated at max_bytes with `backups` old files kept.
+# syslog = true also sends warnings and errors to syslog (journald reads /dev/log too).
+# max_bytes = 10485760
+# backups = 5
+# syslog = false
+# syslog_address = "/dev/log"     # or "host:514" (UDP)
+# syslog_facility = "daemon"
+
+[monitoring]
+# After each run: HOME/metrics/sfr_gateway.prom (Prometheus textfile) and, if set, an HTML status
+# page. The thresholds are those of `sfr-gateway status --check` (README: Monitoring).
+# metrics = true
+# metrics_file = ""
+# status_page = ""                # e.g. "status.html" (relative to HOME) or an absolute path
+# warn_after_hours = 26           # no successful run for this long: WARNING
+# critical_after_hours = 72       # ... CRITICAL
+# withdrawal_warn_hours = 24      # a withdrawal request not delivered for this long: WARNING
+# withdrawal_critical_hours = 72  # ... CRITICAL
+# quarantine_is_warning = false
+
+[alerts]
+# An e-mail and/or a webhook when a run ends badly. Secrets only in 0600 files.
+# when = ["failed", "undelivered", "recovered"]
+# email_to = ["pacs-admin@example.org"]
+# email_from = ""
+# smtp_host = "localhost"
+# smtp_port = 25
+# smtp_starttls = false
+# smtp_user = ""
+# smtp_password_file = ""
+# webhook_url = ""
+# webhook_token_file = ""
+
 [dicom]
 # The gateway as a DICOM node: `sfr-gateway listen` (C-STORE and C-ECHO SCP). Enter ae_title,
 # this host's address and port in the PACS as the destination ("send to node") of the research

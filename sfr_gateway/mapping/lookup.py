@@ -30,7 +30,10 @@ def lookup(
         sync_from_batches(ledger, config, store)
     if pseudonym is not None:
         kind = "pseudonym"
-        matches = store.lookup_pseudonym(pseudonym)
+        typed = pseudonym.strip()
+        matches = store.lookup_pseudonym(typed)
+        if not matches and typed.upper() != typed:  # the gateway's pseudonyms are upper case (site id, base32)
+            matches = store.lookup_pseudonym(typed.upper())
     else:
         kind = "patient-id+issuer" if issuer is not None else "patient-id"
         matches = store.lookup_patient(patient_id or "", issuer)

@@ -20,12 +20,11 @@ from ..dicomnet.retention import prune_incoming  # received files released long 
 from ..errors import ConfigError
 from ..home.config import Config
 from ..home.faults import checkpoint
-from ..home.lock import exclusive, holder
-from ..ledger import Ledger, instances, open_ledger
+from ..home.lock import exclusive
+from ..ledger import Ledger, open_ledger
 from ..ledger import batches as sql
 from ..scan.walk import scan
-from ..transport.base import redact_url
-from .held import held_back, unusable
+from .held import unusable
 from .upload import upload
 
 
@@ -113,9 +112,12 @@ def run(
     today: dt.date | None = None,
     dry_run: bool = False,
     workers: int | None = None,
-    progress: Callable[[str, int], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> RunReport:
-    """One whole pipeline run under the HOME lock (LockHeldError if another run holds it)."""
+    """One whole pipeline run under the HOME lock (LockHeldError if another run holds it).
+
+    ``progress(stage, done, total=None)``: ``scan`` and ``release`` count files, ``upload``
+    bytes; the total comes with a first call when it is known."""
     from .release import release
 
     roots = list(sources) or list(config.default_sources())
@@ -137,12 +139,13 @@ def run(
     with exclusive(config.home.lock), open_ledger(config.home.state_db) as ledger:
         ledger.record_event("run", "start", "ok", {"dry_run": dry_run, "roots": [str(r) for r in roots]})
         step = (lambda name: (lambda n: progress(name, n))) if progress else (lambda name: None)
-        report.scan = scan(ledger, roots, config.selection, progress=step("scan")).as_dict()
+        total = (lambda name: (lambda n: progress(name, 0, n))) if progress else (lambda name: None)
+        report.scan = scan(ledger, roots, config.selection, progress=step("scan"), on_total=total("scan")).as_dict()
         lap("scan")
         checkpoint("after-scan")
         report.consent = consent.coverage(ledger, config.consent, today)
         report.release = release(ledger, config, today=today, workers=workers, dry_run=dry_run,
-                                 progress=step("release")).as_dict()
+                                 progress=step("release"), on_total=total("release")).as_dict()
         lap("release")
 
         report.unusable = unusable(ledger)
@@ -154,7 +157,7 @@ def run(
         if dry_run:
             report.upload = {"pending": _pending(ledger)}
         else:
-            report.upload = upload(ledger, config, today=today).as_dict()
+            report.upload = upload(ledger, config, today=today, progress=_bytes_sent(ledger, progress)).as_dict()
             report.upload["incoming_removed"] = prune_incoming(ledger, config)
         lap("upload")
         report.seconds["total"] = time.perf_counter() - started
@@ -166,6 +169,26 @@ def run(
     return report
 
 
+def _bytes_sent(ledger: Ledger, progress: Callable[..., None] | None) -> Callable[[int, int], None] | None:
+    """The transport reports (bytes done, bytes total) per batch; the bar wants the whole upload."""
+    if progress is None:
+        return None
+    total = sum(b.size or 0 for b in sql.batches(ledger, ["packaged", "failed"]))
+    if not total:
+        return None
+    progress("upload", 0, total)
+    seen = {"before": 0, "done": 0, "size": 0}
+
+    def moved(done: int, size: int) -> None:
+        if done < seen["done"] or size != seen["size"]:  # the next batch
+            seen["before"] += seen["size"] if seen["done"] else 0
+            seen["size"] = size
+        seen["done"] = done
+        progress("upload", min(total, seen["before"] + done))
+
+    return moved
+
+
 def _pending(ledger: Ledger) -> int:
     return len(sql.batches(ledger, ["packaged", "failed"]))
 
@@ -174,45 +197,3 @@ def upload_only(config: Config) -> dict[str, Any]:
     """``sfr-gateway upload``: send pending batches and withdrawal requests, under the lock."""
     with exclusive(config.home.lock), open_ledger(config.home.state_db) as ledger:
         return upload(ledger, config).as_dict()
-
-
-def status(config: Config, today: dt.date | None = None) -> dict[str, Any]:
-    """What is pending, sent, acknowledged or failed; consent coverage; last success and error."""
-    with open_ledger(config.home.state_db) as ledger:
-        return {
-            "site_id": config.site_id,
-            "destination": _redacted(config.effective_destination),
-            "index": instances.summary(ledger),
-            "consent": consent.coverage(ledger, config.consent, today or dt.date.today()),
-            **sql.status_counts(ledger),
-            "withdrawal_requests": {
-                state: len(consent.withdrawal_requests(ledger, state)) for state in ("pending", "sent")
-            },
-            "held_back": held_back(ledger, limit=STATUS_LIMIT),
-            "packaging": _packaging(ledger, config),
-        }
-
-
-def _packaging(ledger: Ledger, config: Config) -> dict[str, Any]:
-    """Batches in ``packaging``, and why: a run packaging them now, or one that was interrupted
-    (Ctrl-C, killed, power cut) before their files were finished: nothing of them was sent, and
-    the next run removes them and packages their studies again."""
-
-    n = len(sql.batches(ledger, ["packaging"]))
-    pid = holder(config.home.lock)
-    if not n:
-        explanation = ""
-    elif pid is not None:
-        explanation = f"a run (pid {pid}) is packaging {'it' if n == 1 else 'them'} now"
-    else:
-        explanation = (f"left by a run that was interrupted (Ctrl-C, killed or a power cut) while packaging "
-                       f"{'it' if n == 1 else 'them'}: nothing of {'it' if n == 1 else 'them'} was sent; the next "
-                       "run removes what was written and packages the study again")
-    return {"batches": n, "run_in_progress": pid, "explanation": explanation}
-
-
-STATUS_LIMIT = 20  # held-back items `status` names; `quarantine list` names them all
-
-
-def _redacted(url: str) -> str:
-    return redact_url(url)

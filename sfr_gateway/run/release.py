@@ -29,7 +29,7 @@ from ..consent import registry as consent
 from ..crypto.age import parse_recipients
 from ..deid.pseudonym import Pseudonymizer, PseudonymKeys, patient_key
 from ..deid.tables import PS315_EDITION
-from ..errors import DicomError
+from ..errors import DicomError, GatewayError
 from ..home.config import Config
 from ..home.faults import checkpoint
 from ..home.logfile import file_only, safe_traceback, where
@@ -63,7 +63,7 @@ class ReleaseReport:
     plaintext_bytes: int = 0
     batch_bytes: int = 0
     skipped_withdrawn: int = 0
-    would_release: dict[str, int] = field(default_factory=dict)
+    would_release: dict[str, Any] = field(default_factory=dict)
     held_back: list[dict[str, Any]] = field(default_factory=list)  # studies: pseudonym, example path, reason
     duplicates: dict[str, int] = field(default_factory=dict)
     held_files: list[dict[str, str]] = field(default_factory=list)  # newly held back: path, other path
@@ -232,8 +232,10 @@ def release(
     workers: int = 1,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> ReleaseReport:
-    """De-identify and package every releasable study's unreleased instances."""
+    """De-identify and package every releasable study's unreleased instances (``progress(done)``
+    counts instances; ``on_total(instances)`` is called once they are known)."""
     report = ReleaseReport()
     outbox = config.home.outbox
     if not dry_run:
@@ -243,7 +245,7 @@ def release(
         _settle_duplicates(ledger, config, planned.releasable, report)
     todo = planned.todo
     if dry_run:
-        report.would_release = planned.would_release
+        report.would_release = {**planned.would_release, "list": _would_list(config, todo)}
         report.studies, report.instances = report.would_release["studies"], report.would_release["instances"]
         return report
     if not todo:
@@ -255,6 +257,8 @@ def release(
     plan = spec.plan()
     pz = Pseudonymizer.for_plan(PseudonymKeys(spec.secret, config.site_id), plan)
     parts = [(study, part) for study, pending in todo for part in _parts(pending, config.batch_max_bytes)]
+    if on_total:
+        on_total(sum(len(part) for _, part in parts))
     files = {study: len(pending) for study, pending in todo}
     results, pool = _deidentify_all(spec, workers, [i.path for _, part in parts for i in part])
     packing = Packing(ledger, config, spec, recipients, signing, today, report)
@@ -327,6 +331,28 @@ def _forget_batch(ledger: Ledger, outbox: Path, batch_id: str) -> None:
             p.unlink()
     with ledger.transaction() as conn:
         sql.drop_batch(conn, batch_id)
+
+
+def _would_list(config: Config, todo: list[tuple[str, list[sql.PendingInstance]]]) -> list[dict[str, Any]]:
+    """Which studies a dry run would release: the patient's pseudonym (as the release derives
+    it; None without the secret), the folder holding the study's files, series, instances, bytes."""
+    import os
+
+    try:
+        pz: Pseudonymizer | None = Pseudonymizer.for_plan(PseudonymKeys(load_pseudonym_secret(config.home),
+                                                                        config.site_id))
+    except GatewayError:
+        pz = None
+    out = []
+    for study, pending in todo:
+        patients = sorted({(i.patient_id, i.issuer) for i in pending})
+        paths = [bytes(i.path).decode("utf-8", "backslashreplace") for i in pending]
+        out.append({
+            "pseudonyms": [pz.patient(patient_key(pid, issuer, study)) for pid, issuer in patients] if pz else None,
+            "folder": os.path.commonpath([os.path.dirname(p) for p in paths]),
+            "series": len({i.series_uid for i in pending}), "instances": len(pending),
+            "bytes": sum(i.size for i in pending)})
+    return sorted(out, key=lambda st: st["folder"])
 
 
 def _hold(ledger: Ledger, study: str, pseudonym: str, example: bytes, files: int, failure: StudyFailure,

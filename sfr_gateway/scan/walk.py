@@ -167,11 +167,13 @@ def scan(
     rules: SelectionRules,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> ScanResult:
     """Index every file under ``sources`` (never modified) and return what this scan did.
 
     First a walk that only stats (cheap, and it gives the total), then the headers of new and
     changed files are read, in ``workers`` processes for large batches, and committed in chunks.
+    ``progress(done)`` counts files; ``on_total(files)`` is called once the walk knows how many.
     """
     roots = []
     for src in sources:
@@ -210,6 +212,8 @@ def scan(
         indexed: list[tuple[bytes, int, int, HeaderFacts, str | None]] = []
         unreadable = []
         done = result.unchanged + result.unreadable
+        if on_total:
+            on_total(result.seen)
         for path, size, mtime, facts in _read_all(todo, workers):
             result.read += 1
             if isinstance(facts, str):

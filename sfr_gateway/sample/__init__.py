@@ -1,6 +1,7 @@
 """Synthetic PACS exports: chest-CT studies carrying fake PHI, for the demo, tests and benchmarks.
 
-Everything here is invented. Names, IDs and dates come from a seeded generator; nothing is real.
+Everything here is invented. From the command line: ``sfr-gateway sample OUTDIR`` (or
+``python -m sfr_gateway.sample OUTDIR``). Names, IDs and dates come from a seeded generator; nothing is real.
 The planted PHI is deliberately nasty: accented French names, the name inside free text and a
 private element, IDs inside nested sequences, two character sets.
 """
@@ -386,3 +387,4 @@ def generate_export(
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return SampleExport(root=out, files=files, patients=people)
+
