@@ -31,7 +31,7 @@ def outcome_of(exit_code: int) -> str:
     return "failed"
 
 
-def record(ledger: Ledger, outcome: str, detail: dict[str, Any]) -> None:
+def record_outcome(ledger: Ledger, outcome: str, detail: dict[str, Any]) -> None:
     """Append the outcome of a run (``detail``: exit code, times, counts, the error message of
     the gateway's own errors: no patient values)."""
     ledger.record_event("run", "outcome", outcome, detail)

@@ -107,7 +107,7 @@ def _after_run(config: Config, settings: Settings, watch: RunWatch, code: int, e
         with open_ledger(config.home.state_db) as ledger:
             last = runs.history(ledger, 1)
             previous = last[0]["outcome"] if last else None
-            runs.record(ledger, outcome, record)
+            runs.record_outcome(ledger, outcome, record)
             ended_at = runs.history(ledger, 1)[0]["ended_at"]  # the recorded time: metrics agree with status
         watch.done["recorded"] = True
     except Exception as err:  # noqa: BLE001 - the ledger may be what failed the run
