@@ -57,7 +57,7 @@ class ConsentError(GatewayError):
 
 class TransportError(GatewayError):
     """A destination cannot be reached or refused a batch. ``cause`` names why, when known:
-    refused, dns, tls, timeout, unreachable, reset, http (``transport.causes``)."""
+    refused, dns, tls, timeout, unreachable, reset, http (``transport.causes``); drop-folder."""
 
     exit_code = 10
 

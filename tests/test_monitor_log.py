@@ -31,7 +31,7 @@ def test_run_lines_and_log_file_are_timestamped_and_free_of_patient_values(tmp_p
     lines = proc.stderr.splitlines()
     assert lines and all(re.match(rf"{STAMP} ", line) for line in lines), proc.stderr
     assert any(re.match(rf"{STAMP} attention: not delivered", line) for line in lines)
-    assert any(re.match(rf"{STAMP} error: not delivered \([A-Za-z -]+\): \d+ batch(es)? stay pending", line) for line in lines)
+    assert any(re.match(rf"{STAMP} error: not delivered \(drop-folder\): \d+ batch(es)? stay pending", line) for line in lines)
     log = (site.home / "logs" / "sfr-gateway.log").read_text(encoding="utf-8")
     assert all(re.match(rf"{STAMP} (INFO|WARNING|ERROR) \[\d+\] sfr_gateway", line) for line in log.splitlines()
                if not line.startswith((" ", "Traceback"))), log

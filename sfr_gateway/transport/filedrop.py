@@ -67,7 +67,7 @@ class FileDropDestination(Destination):
             log.info("batch %s: already delivered to %s, nothing to send", batch_id, self.url)
             return done
         if not self.directory.is_dir():
-            raise TransportError(f"drop folder {self.directory} does not exist (share not mounted?)")
+            raise TransportError(f"drop folder {self.directory} does not exist (share not mounted?)", "drop-folder")
         batch_path = Path(batch_path)
         sig_path = check_batch(batch_path, sha256, size)
         sig_target = self.directory / sig_path.name
@@ -93,9 +93,9 @@ class FileDropDestination(Destination):
 
     def check(self) -> dict[str, Any]:
         if not self.directory.is_dir():
-            raise TransportError(f"drop folder {self.directory} does not exist (share not mounted?)")
+            raise TransportError(f"drop folder {self.directory} does not exist (share not mounted?)", "drop-folder")
         if not os.access(self.directory, os.W_OK | os.X_OK):
-            raise TransportError(f"drop folder {self.directory} is not writable by this user")
+            raise TransportError(f"drop folder {self.directory} is not writable by this user", "drop-folder")
         return {"destination": self.url, "kind": "drop folder", "writable": True}
 
     def _place(self, source: Path, target: Path, sha256: str, progress: Progress | None) -> int:
@@ -128,9 +128,10 @@ class FileDropDestination(Destination):
             checkpoint("drop-after-rename")
         except FileExistsError:
             raise TransportError(f"drop folder {self.directory}: {part.name} appeared while we wrote it "
-                                 "(another writer?): nothing was overwritten, the next run retries") from None
+                                 "(another writer?): nothing was overwritten, the next run retries", "drop-folder") from None
         except OSError as exc:
-            raise TransportError(f"drop folder {self.directory}: cannot write {target.name}: {exc.strerror}") from None
+            raise TransportError(f"drop folder {self.directory}: cannot write {target.name}: {exc.strerror}",
+                                 "drop-folder") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(part)
