@@ -90,3 +90,84 @@ def test_an_instance_without_patient_id_never_takes_a_recorded_patients_consent(
     for policy in (EXPLICIT, RELEASE_NO_PID):
         study, = lib.gate(ledger, policy, TODAY).studies
         assert (study.patient_id, study.status, study.effective) == ("", "unknown", None)
+
+
+def test_a_study_naming_two_identities_is_held_until_both_are_releasable(ledger: Ledger) -> None:
+    """The gate's rule for a study whose instances name two patients (a merged or mislabelled
+    study): releasable only when both are, every part carrying the blocking decision; the
+    packaging re-check (study_release_basis) and the upload re-check (batch_releasable) apply it
+    too. (test_consent_gate's two-patient test indexes one path per study and instance number,
+    so its second patient replaces the first: it never held two identities.)"""
+    from sfr_gateway.consent.registry import ReleaseBasis, batch_releasable, study_release_basis
+
+    index(ledger, [("P1", "CHU", "20.1"), ("P2", "CHU", "20.1"), ("P3", "CHU", "20.2")])
+    lib.set_status(ledger, "P1", "consented", issuer="CHU", today=TODAY)
+    lib.set_status(ledger, "P3", "consented", issuer="CHU", today=TODAY)
+    decided = {(s.study_uid, s.patient_id): (s.status, s.decision) for s in lib.gate(ledger, EXPLICIT, TODAY).studies}
+    assert decided == {("20.1", "P1"): ("consented", "unknown"), ("20.1", "P2"): ("unknown", "unknown"),
+                       ("20.2", "P3"): ("consented", "releasable")}
+    assert lib.releasable_studies(ledger, EXPLICIT, TODAY) == ["20.2"]
+    with ledger.snapshot() as conn:
+        assert study_release_basis(conn, "20.1", "P1", "CHU", EXPLICIT, TODAY) is None
+        assert not batch_releasable(conn, "20.1", EXPLICIT, TODAY)
+        assert batch_releasable(conn, "20.2", EXPLICIT, TODAY)
+    lib.set_status(ledger, "P2", "consented", issuer="CHU", today=TODAY)
+    assert lib.releasable_studies(ledger, EXPLICIT, TODAY) == ["20.1", "20.2"]
+    day = TODAY.isoformat()
+    with ledger.snapshot() as conn:
+        assert study_release_basis(conn, "20.1", "P1", "CHU", EXPLICIT, TODAY) == ReleaseBasis("consented", day,
+                                                                                                "explicit")
+        assert study_release_basis(conn, "20.1", "P3", "CHU", EXPLICIT, TODAY) is None  # not in that study
+        assert study_release_basis(conn, "20.9", "P1", "CHU", EXPLICIT, TODAY) is None  # no such study
+        assert batch_releasable(conn, "20.1", EXPLICIT, TODAY)
+        assert not batch_releasable(conn, "20.9", EXPLICIT, TODAY)
+
+
+def test_a_batch_is_sent_only_if_every_patient_it_holds_is_still_releasable(ledger: Ledger) -> None:
+    """The upload re-check covers the patients of the study's batches as well as its eligible
+    instances: a batch made for a patient whose instances left the export is still checked."""
+    from sfr_gateway.consent.registry import batch_releasable
+    from sfr_gateway.ledger.batches import begin_batch
+
+    index(ledger, [("P1", "CHU", "22.1")])
+    lib.set_status(ledger, "P1", "consented", issuer="CHU", today=TODAY)
+    with ledger.transaction() as conn:
+        begin_batch(conn, batch_id="b-22", study_uid="22.1", patient_id="P9", issuer="CHU", pseudonym="X",
+                    new_study_uid="2.25.1", part=1, consent_status="consented", consent_date=TODAY.isoformat())
+    with ledger.snapshot() as conn:
+        assert not batch_releasable(conn, "22.1", EXPLICIT, TODAY)  # P9 has no consent
+    lib.set_status(ledger, "P9", "consented", issuer="CHU", today=TODAY)
+    with ledger.snapshot() as conn:
+        assert batch_releasable(conn, "22.1", EXPLICIT, TODAY)
+
+
+def test_the_release_basis_of_studies_without_patient_id(ledger: Ledger) -> None:
+    """Under ``without_patient_id = "release"`` a study without Patient ID is released on the
+    basis ``no-patient-id`` (no consent date); under ``hold`` it has none."""
+    from sfr_gateway.consent.registry import ReleaseBasis, batch_releasable, release_basis, study_release_basis
+
+    index(ledger, [("", "", "21.1")])
+    basis = ReleaseBasis("no-patient-id", "", "explicit")
+    assert release_basis(ledger, "", "", RELEASE_NO_PID, TODAY) == basis
+    assert release_basis(ledger, "", "", EXPLICIT, TODAY) is None
+    with ledger.snapshot() as conn:
+        assert study_release_basis(conn, "21.1", "", "", RELEASE_NO_PID, TODAY) == basis
+        assert study_release_basis(conn, "21.1", "", "", EXPLICIT, TODAY) is None
+        assert batch_releasable(conn, "21.1", RELEASE_NO_PID, TODAY)
+        assert not batch_releasable(conn, "21.1", EXPLICIT, TODAY)
+    lib.set_status(ledger, "P1", "consented", issuer="CHU", today=TODAY)
+    assert release_basis(ledger, "P1", "CHU", EXPLICIT, TODAY) == ReleaseBasis("consented", TODAY.isoformat(),
+                                                                              "explicit")
+
+
+def test_classify_and_check_policy_say_exactly_why() -> None:
+    from sfr_gateway.consent.policy import check_policy, classify
+    from sfr_gateway.errors import ConsentError
+
+    assert classify("consented", "2026-01-01", True, EXPLICIT, TODAY) == "withdrawn"  # the flag alone holds it
+    assert classify("withdrawn", "2026-01-01", False, EXPLICIT, TODAY) == "withdrawn"
+    assert classify("no-such-status", None, False, EXPLICIT, TODAY) == "unknown"
+    with pytest.raises(ConsentError, match=r"^consent mode must be one of explicit, non-opposition$"):
+        check_policy(ConsentPolicy("opt-out", 30))
+    with pytest.raises(ConsentError, match=r"^consent delay_days must be >= 0$"):
+        check_policy(ConsentPolicy("explicit", -1))
