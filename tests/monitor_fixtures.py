@@ -13,11 +13,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import pydicom
 import pytest
 from bulkhead_fixtures import make_site
 from pipeline_fixtures import Site
+
+T = TypeVar("T")
 
 __all__ = ["make_site", "Site", "add_config", "set_destination", "parse_prometheus", "value", "burn_in_one_slice",
            "SmtpServer", "WebhookServer", "smtp_server", "webhook_server", "planted_tokens"]
@@ -183,13 +186,7 @@ class _SmtpHandler(socketserver.StreamRequestHandler):
 def smtp_server() -> Iterator[SmtpServer]:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _SmtpHandler)
     server.daemon_threads = True
-    box = SmtpServer(server.server_address[1])
-    server.box = box  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield box
-    server.shutdown()
-    server.server_close()
+    yield from _serve(server, SmtpServer(server.server_address[1]))
 
 
 # -- a real webhook receiver on 127.0.0.1 -----------------------------------------------------------
@@ -220,10 +217,15 @@ class _HookHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def webhook_server() -> Iterator[WebhookServer]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _HookHandler)
-    box = WebhookServer(server.server_address[1])
+    yield from _serve(server, WebhookServer(server.server_address[1]))
+
+
+def _serve(server: socketserver.BaseServer, box: T) -> Iterator[T]:
+    """Serve on a thread until the test is done; the handlers find what they record in `box`."""
     server.box = box  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield box
-    server.shutdown()
-    server.server_close()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield box
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -36,7 +36,7 @@ An original UID that survives anywhere is a token leak, reported by the scan (``
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,16 @@ def _originals(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts]) -> dic
     """New UID -> the original it stands for, learnt from paired files (UI elements at the same
     path and keyword), where that is unambiguous."""
     seen: dict[str, set[str]] = defaultdict(set)
+    for _out, _path, _keyword, old, new in _replaced_uids(outputs, pairs):
+        seen[new].add(old)
+    return {new: next(iter(olds)) for new, olds in seen.items() if len(olds) == 1}
+
+
+def _replaced_uids(outputs: Iterable[FileFacts],
+                   pairs: dict[str, FileFacts]) -> Iterator[tuple[FileFacts, str, str, str, str]]:
+    """(output, path, keyword, original UID, new UID) for each UI element of a paired output that
+    replaced the one at the same path and keyword of its source. Other elements are not comparable
+    here; an unchanged original is a token leak, which the scan reports."""
     for out in outputs:
         src = pairs.get(out.rel)
         if src is None:
@@ -165,26 +175,18 @@ def _originals(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts]) -> dic
         for path, (keyword, new) in out.uis.items():
             before = src.uis.get(path)
             if before is not None and before[0] == keyword and before[1] != new and _same_shape(src, out, path):
-                seen[new].add(before[1])
-    return {new: next(iter(olds)) for new, olds in seen.items() if len(olds) == 1}
+                yield out, path, keyword, before[1], new
 
 
 def _mapping_findings(outputs: Iterable[FileFacts], pairs: dict[str, FileFacts]) -> list[Finding]:
     forward: dict[str, set[str]] = defaultdict(set)
     backward: dict[str, set[str]] = defaultdict(set)
     where: dict[tuple[str, str], tuple[str, str, str]] = {}
-    for out in outputs:
-        src = pairs.get(out.rel)
-        if src is None:
-            continue
-        for path, (keyword, new) in out.uis.items():
-            before = src.uis.get(path)
-            if before is None or before[0] != keyword or before[1] == new or not _same_shape(src, out, path):
-                continue  # not comparable here; an unchanged original is a token leak (scan)
-            forward[before[1]].add(new)
-            backward[new].add(before[1])
-            where.setdefault(("f", before[1]), (out.rel, path, keyword))
-            where.setdefault(("b", new), (out.rel, path, keyword))
+    for out, path, keyword, old, new in _replaced_uids(outputs, pairs):
+        forward[old].add(new)
+        backward[new].add(old)
+        where.setdefault(("f", old), (out.rel, path, keyword))
+        where.setdefault(("b", new), (out.rel, path, keyword))
     findings: list[Finding] = []
     for old, news in sorted(forward.items(), key=lambda kv: where[("f", kv[0])]):
         if len(news) > 1:
