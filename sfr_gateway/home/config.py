@@ -156,7 +156,9 @@ def check_ae_title(value: Any, key: str, empty_ok: bool = False) -> str:
     return text
 
 
-def _whole(table: dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+def whole_number(table: dict[str, Any], where: str, key: str, default: int, lo: int, hi: int) -> int:
+    """``table[key]`` (or ``default``) checked to be a whole number from ``lo`` to ``hi``, else a
+    ConfigError naming ``where.key``; every section of the config reads its numbers through it."""
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise ConfigError(f"config: {where}.{key} must be a whole number from {lo} to {hi}")
@@ -219,15 +221,15 @@ def _dicom(raw: dict[str, Any]) -> DicomSettings:
             raise ConfigError(f"config: dicom.allowed_hosts: {host!r} is not an IP address or network") from None
     return DicomSettings(
         ae_title=check_ae_title(table.get("ae_title", "SFR_GATEWAY"), "dicom.ae_title"),
-        port=_whole(table, "port", "dicom", 11112, 1, 65535),
+        port=whole_number(table, "dicom", "port", 11112, 1, 65535),
         bind=str(table.get("bind", "0.0.0.0")),  # noqa: S104
         allowed_aes=tuple(check_ae_title(a, "dicom.allowed_aes")
                           for a in _strs(table.get("allowed_aes", []), "dicom.allowed_aes")),
         allowed_hosts=hosts,
         incoming=str(table.get("incoming", "")),
-        keep_released_days=_whole(table, "keep_released_days", "dicom", 7, -1, 36500),
-        max_associations=_whole(table, "max_associations", "dicom", 10, 1, 1000),
-        timeout_seconds=_whole(table, "timeout_seconds", "dicom", 60, 1, 86400),
+        keep_released_days=whole_number(table, "dicom", "keep_released_days", 7, -1, 36500),
+        max_associations=whole_number(table, "dicom", "max_associations", 10, 1, 1000),
+        timeout_seconds=whole_number(table, "dicom", "timeout_seconds", 60, 1, 86400),
         check_called_ae=bool(table.get("check_called_ae", True)),
         tls_certificate=str(table.get("tls_certificate", "")),
         tls_key=str(table.get("tls_key", "")),
@@ -244,13 +246,13 @@ def _pacs(raw: dict[str, Any]) -> PacsSettings:
         raise ConfigError('config: pacs.retrieve must be "move" (C-MOVE to our listener) or "get" (C-GET)')
     return PacsSettings(
         host=str(table.get("host", "")),
-        port=_whole(table, "port", "pacs", 104, 1, 65535),
+        port=whole_number(table, "pacs", "port", 104, 1, 65535),
         called_ae=check_ae_title(table.get("called_ae", ""), "pacs.called_ae", empty_ok=True),
         calling_ae=check_ae_title(table.get("calling_ae", ""), "pacs.calling_ae", empty_ok=True),
         move_destination=check_ae_title(table.get("move_destination", ""), "pacs.move_destination", empty_ok=True),
         retrieve=retrieve,
-        max_studies=_whole(table, "max_studies", "pacs", 50, 1, 100000),
-        timeout_seconds=_whole(table, "timeout_seconds", "pacs", 60, 1, 86400),
+        max_studies=whole_number(table, "pacs", "max_studies", 50, 1, 100000),
+        timeout_seconds=whole_number(table, "pacs", "timeout_seconds", 60, 1, 86400),
         issuer=str(table.get("issuer", "")),
         tls=bool(table.get("tls", False)),
         tls_ca=str(table.get("tls_ca", "")),
@@ -339,8 +341,10 @@ def _strs(value: Any, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _flag(section: dict[str, Any], key: str, where: str) -> bool:
-    value = section.get(key, False)
+def flag(table: dict[str, Any], where: str, key: str, default: bool = False) -> bool:
+    """``table[key]`` (or ``default``) checked to be true or false, else a ConfigError naming
+    ``where.key``."""
+    value = table.get(key, default)
     if not isinstance(value, bool):
         raise ConfigError(f"config: {where}.{key} must be true or false")
     return value
@@ -400,7 +404,7 @@ def load_config(home: Path) -> Config:
         batch_max_bytes=int(batch.get("max_bytes", 2 * 1024**3)),
         zstd=_zstd(batch),
         image_compression=_image_compression(batch),
-        keep_sent=_flag(batch, "keep_sent", "batch"),
+        keep_sent=flag(batch, "batch", "keep_sent"),
         quarantine_copies=bool(raw.get("quarantine", {}).get("keep_copies", False)),
         dicom=_dicom(raw),
         pacs=_pacs(raw),

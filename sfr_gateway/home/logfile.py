@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, GatewayError
+from .config import whole_number
 
 LOG_NAME = Path("logs") / "sfr-gateway.log"
 FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -56,12 +57,6 @@ class LogSettings:
         if not isinstance(t, dict):
             raise ConfigError("config: [log] must be a table")
 
-        def whole(key: str, default: int, hi: int) -> int:
-            value = t.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
-                raise ConfigError(f"config: log.{key} must be a whole number from 0 to {hi}")
-            return value
-
         if not isinstance(t.get("syslog", False), bool):
             raise ConfigError("config: log.syslog must be true or false")
         facility, address = t.get("syslog_facility", "daemon"), t.get("syslog_address", "/dev/log")
@@ -69,7 +64,8 @@ class LogSettings:
             raise ConfigError(f"config: log.syslog_facility must be one of {', '.join(SYSLOG_FACILITIES)}")
         if not isinstance(address, str) or not address.strip():
             raise ConfigError(_ADDRESS)
-        made = cls(max_bytes=whole("max_bytes", DEFAULT_MAX_BYTES, 2**40), backups=whole("backups", DEFAULT_BACKUPS, 1000),
+        made = cls(max_bytes=whole_number(t, "log", "max_bytes", DEFAULT_MAX_BYTES, 0, 2**40),
+                   backups=whole_number(t, "log", "backups", DEFAULT_BACKUPS, 0, 1000),
                    syslog=t.get("syslog", False), syslog_address=address.strip(),
                    syslog_facility=facility.strip().lower())
         made.syslog_target()

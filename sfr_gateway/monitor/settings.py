@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..home.config import flag, whole_number
 from ..home.logfile import LogSettings
 from ..keys.files import check_secret_file
 
@@ -28,25 +29,11 @@ def _table(raw: dict[str, Any], name: str) -> dict[str, Any]:
     return table
 
 
-def _whole(table: dict[str, Any], where: str, key: str, default: int, lo: int, hi: int) -> int:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"config: {where}.{key} must be a whole number from {lo} to {hi}")
-    return value
-
-
 def _text(table: dict[str, Any], where: str, key: str, default: str = "") -> str:
     value = table.get(key, default)
     if not isinstance(value, str):
         raise ConfigError(f"config: {where}.{key} must be a string")
     return value.strip()
-
-
-def _flag(table: dict[str, Any], where: str, key: str, default: bool) -> bool:
-    value = table.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"config: {where}.{key} must be true or false")
-    return value
 
 
 def _texts(table: dict[str, Any], where: str, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -77,15 +64,15 @@ class MonitoringSettings:
         t = _table(raw, "monitoring")
         hours = 24 * 366
         made = cls(
-            metrics=_flag(t, "monitoring", "metrics", True),
+            metrics=flag(t, "monitoring", "metrics", True),
             metrics_file=_text(t, "monitoring", "metrics_file"),
             status_page=_text(t, "monitoring", "status_page"),
-            warn_after_hours=_whole(t, "monitoring", "warn_after_hours", cls.warn_after_hours, 1, hours),
-            critical_after_hours=_whole(t, "monitoring", "critical_after_hours", cls.critical_after_hours, 1, hours),
-            withdrawal_warn_hours=_whole(t, "monitoring", "withdrawal_warn_hours", cls.withdrawal_warn_hours, 1, hours),
-            withdrawal_critical_hours=_whole(t, "monitoring", "withdrawal_critical_hours",
+            warn_after_hours=whole_number(t, "monitoring", "warn_after_hours", cls.warn_after_hours, 1, hours),
+            critical_after_hours=whole_number(t, "monitoring", "critical_after_hours", cls.critical_after_hours, 1, hours),
+            withdrawal_warn_hours=whole_number(t, "monitoring", "withdrawal_warn_hours", cls.withdrawal_warn_hours, 1, hours),
+            withdrawal_critical_hours=whole_number(t, "monitoring", "withdrawal_critical_hours",
                                              cls.withdrawal_critical_hours, 1, hours),
-            quarantine_is_warning=_flag(t, "monitoring", "quarantine_is_warning", False),
+            quarantine_is_warning=flag(t, "monitoring", "quarantine_is_warning", False),
         )
         if made.critical_after_hours < made.warn_after_hours:
             raise ConfigError("config: monitoring.critical_after_hours must not be below warn_after_hours")
@@ -129,11 +116,11 @@ class AlertSettings:
         made = cls(
             when=when, email_to=_texts(t, "alerts", "email_to"), email_from=_text(t, "alerts", "email_from"),
             smtp_host=_text(t, "alerts", "smtp_host", "localhost") or "localhost",
-            smtp_port=_whole(t, "alerts", "smtp_port", 25, 1, 65535),
-            smtp_starttls=_flag(t, "alerts", "smtp_starttls", False), smtp_user=_text(t, "alerts", "smtp_user"),
+            smtp_port=whole_number(t, "alerts", "smtp_port", 25, 1, 65535),
+            smtp_starttls=flag(t, "alerts", "smtp_starttls", False), smtp_user=_text(t, "alerts", "smtp_user"),
             smtp_password_file=_text(t, "alerts", "smtp_password_file"),
             webhook_url=_text(t, "alerts", "webhook_url"), webhook_token_file=_text(t, "alerts", "webhook_token_file"),
-            timeout_seconds=_whole(t, "alerts", "timeout_seconds", 10, 1, 300),
+            timeout_seconds=whole_number(t, "alerts", "timeout_seconds", 10, 1, 300),
         )
         if made.webhook_url and not made.webhook_url.startswith(("https://", "http://")):
             raise ConfigError("config: alerts.webhook_url must be an https:// (or http://) URL")
